@@ -19,8 +19,8 @@ class Source:
 
     def line(self, lineno: int) -> str:
         """Return line ``lineno`` (1-based) without its newline, or '' past the end."""
-        lines = self.text.splitlines()
-        return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
+        lines = self.text.split("\n")  # the parser counts lines at '\n' only
+        return lines[lineno - 1].rstrip("\r") if 1 <= lineno <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ class Span:
 def render_caret(source: Source, span: Span) -> str:
     """Return the span's first line and a caret line under it (carets to the line's end
     when the span runs on to later lines)."""
-    text = source.line(span.line).expandtabs(4)
+    raw = source.line(span.line)
     start = max(span.col, 1)
-    end = span.end_col if span.end_line == span.line else len(text) + 1
-    width = max(end - start, 1)
-    return f"  {text}\n  {' ' * (start - 1)}{'^' * width}"
+    end = span.end_col if span.end_line == span.line else len(raw) + 1
+    pad = len(raw[:start - 1].expandtabs(4))
+    width = max(len(raw[:end - 1].expandtabs(4)) - pad, 1)
+    shown = "".join(c if c.isprintable() or c == "\t" else "?" for c in raw).expandtabs(4)
+    return f"  {shown}\n  {' ' * pad}{'^' * width}"

@@ -1,0 +1,134 @@
+"""Run the gradc performance suite: ``python -m benchmarks [--only a,b] [--quick] [--json PATH]``.
+
+Prints an environment header, then one fixed-width table: a group of rows per workload, one row
+per side, with the median time, ratio (peer / gradc, or gradc / GEMM floor), the target and
+PASS/FAIL, and a correctness check. See ``benchmarks/README.md`` for how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+from benchmarks import compile_time, gradc_side, peers_jax, peers_torch, suite
+from benchmarks.harness import TimingConfig, format_table, rows_to_json, timer_overhead_ns
+from benchmarks.workloads import EPOCH, MLPS, ORDER
+
+LEGEND = """\
+ratio: peer rows = peer median / gradc median (above 1: gradc faster); GEMM floor row = gradc
+median / floor median (1.00 = gradc costs only its matrix products); compile rows: seconds.
+iqr/2 = half the inter-quartile range, relative to the median. n = timed calls."""
+
+
+def environment() -> dict[str, str]:
+    """Versions and thread budgets of everything timed (each peer probed, never required)."""
+    import numpy
+
+    env = {"python": platform.python_version(), "numpy": numpy.__version__,
+           "cpus": f"{os.cpu_count()} (affinity {len(os.sched_getaffinity(0))})"}
+    try:
+        import numba
+
+        env["numba"] = f"{numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads"
+    except ImportError:
+        env["numba"] = "missing"
+    for key, probe in (("torch", peers_torch.threads), ("jax", peers_jax.threads)):
+        try:
+            env[key] = probe()
+        except Exception as exc:  # noqa: BLE001
+            env[key] = f"missing ({type(exc).__name__}: {exc})"
+    env["gradc"] = gradc_side.version()
+    knobs = [f"{k}={os.environ[k]}" for k in sorted(os.environ)
+             if k.startswith(("OMP_", "MKL_", "OPENBLAS_", "XLA_", "NUMBA_NUM", "GRADC_"))]
+    env["thread env"] = " ".join(knobs) or "(none set: every library uses its default)"
+    return env
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated workloads: " + ",".join(ORDER))
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed calls per side, at least (default 30; 10 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="short timing, one compile run each")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return ap.parse_args(argv)
+
+
+def select(only: str) -> list[str]:
+    """The workloads to run, in suite order; exits with status 2 on an unknown name."""
+    if not only:
+        return list(ORDER)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in ORDER]
+    if unknown:
+        sys.exit(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    return [w for w in ORDER if w in wanted]
+
+
+def run_workload(name: str, cfg: TimingConfig, compile_repeats: int) -> list:
+    """Run one workload by name and return its rows."""
+    if name in MLPS:
+        return suite.run_mlp(MLPS[name], cfg)
+    if name == "epoch":
+        return suite.run_epoch(cfg)
+    if name == "gelu_fb":
+        return suite.run_gelu(cfg)
+    return compile_time.run_compile(compile_repeats)
+
+
+def describe(name: str) -> str:
+    """One line saying what a workload is."""
+    if name in MLPS:
+        return MLPS[name].describe()
+    return {"epoch": f"{EPOCH.describe()}, one epoch of 1797 samples",
+            "gelu_fb": "tanh-GELU fn, forward + backward, 4096x1024",
+            "compile": "mlp_cifar, fresh process: cold cache, then warm cache"}[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected workloads, print the table, optionally write JSON."""
+    args = parse_args(argv)
+    if args.list:
+        print("\n".join(f"{w:11}  {describe(w)}" for w in ORDER))
+        return 0
+    names = select(args.only)
+    if args.quick:
+        cfg = TimingConfig(min_repeats=10, min_time_s=0.1, max_time_s=1.5, floor_repeats=3)
+    else:
+        cfg = TimingConfig()
+    if args.repeats is not None:
+        cfg.min_repeats = max(1, args.repeats)
+    compile_repeats = 1 if args.quick else 3
+
+    env = environment()
+    overhead = timer_overhead_ns()
+    env["timer overhead"] = f"{overhead:.0f} ns per perf_counter_ns pair (included in times)"
+    for key, value in env.items():
+        print(f"{key:>15}: {value}")
+    print()
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"running {name} ({describe(name)}) ...", file=sys.stderr, flush=True)
+        rows += run_workload(name, cfg, compile_repeats)
+        print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    print()
+    print(LEGEND)
+    if args.json:
+        doc = {"environment": env, "config": vars(cfg), "workloads": names,
+               "rows": rows_to_json(rows)}
+        with open(args.json, "w") as fh:
+            json.dump(doc, fh, indent=1)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

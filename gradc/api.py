@@ -1,0 +1,98 @@
+"""The Python API (SPEC §2): ``compile``, ``compile_string`` and :class:`Model`."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from gradc.errors import GradcError
+from gradc.pipeline import Options, compile_source
+from gradc.runtime.cache import cache_key, module_path, write_atomic
+from gradc.runtime.loader import load_module
+from gradc.source import Source
+
+
+class Model:
+    """A compiled model: the generated module's functions with the optimizer state kept.
+
+    Attributes:
+        name: the model's name.
+        source: the generated module's source text.
+        path: the generated module's file.
+        signature: names, dtypes and shapes of params, inputs and outputs.
+        warnings: compile-time warnings (rendered strings).
+        graph: the forward graph (for ``gradc show`` and ``gradc graph``).
+    """
+
+    def __init__(self, module, path: Path, graph, warnings: list):
+        self.module, self.path, self.graph = module, path, graph
+        self.source = path.read_text(encoding="utf-8")
+        self.signature = module.SIGNATURE
+        self.name = self.signature["model"]
+        self.warnings = [w.render() for w in warnings]
+        self.state: dict = {}
+
+    def _need(self, fn: str):
+        if not hasattr(self.module, fn):
+            what = "a loss" if fn in ("loss_and_grad", "train_step", "train_epoch") \
+                else "an output"
+            raise GradcError(f"model '{self.name}' has no {fn}(): it declares no {what}")
+        return getattr(self.module, fn)
+
+    def init_params(self, seed: int = 0) -> dict:
+        """Fresh params drawn with ``seed``: dict name -> C-contiguous array."""
+        return self.module.init_params(seed)
+
+    def forward(self, params: dict, **inputs) -> dict:
+        """The outputs: dict output name -> array."""
+        return self._need("forward")(params, **inputs)
+
+    def loss_and_grad(self, params: dict, **inputs) -> tuple[float, dict]:
+        """The loss and its gradient with respect to params (and ``wrt`` inputs)."""
+        return self._need("loss_and_grad")(params, **inputs)
+
+    def train_step(self, params: dict, lr: float, **inputs) -> float:
+        """One optimizer step, params updated in place; returns the loss before the step."""
+        return self._need("train_step")(params, lr, self.state, **inputs)
+
+    def reset_optimizer(self) -> None:
+        """Forget the optimizer state (momentum, Adam moments, step count)."""
+        self.state.clear()
+
+    def jvp(self, params: dict, tangents: dict, **inputs) -> tuple[dict, dict]:
+        """Forward mode: (outputs, their tangents) for ``tangents`` of params/wrt inputs."""
+        return self._need("jvp")(params, tangents, **inputs)
+
+    def vjp(self, params: dict, cotangents: dict, **inputs) -> dict:
+        """Reverse mode from output cotangents: gradients of params (and wrt inputs)."""
+        return self._need("vjp")(params, cotangents, **inputs)
+
+    def __repr__(self) -> str:
+        return f"<gradc.Model {self.name!r} from {self.path}>"
+
+
+def compile(path, **options) -> Model:  # noqa: A001 - the SPEC's name
+    """Compile the model file at ``path``; options as :meth:`Options.make`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GradcError(f"{path}: cannot read the model file: {e}") from None
+    return _compile(Source(text, str(path)), options)
+
+
+def compile_string(text: str, name: str = "model", **options) -> Model:
+    """Compile model source text; ``name`` is used as the file name in messages."""
+    filename = name if name.endswith(".grad") else f"{name}.grad"
+    return _compile(Source(text, filename), options)
+
+
+def _compile(source: Source, options: dict) -> Model:
+    opts = Options.make(**options)
+    key = cache_key(source.text, source.filename, opts.key())
+    root = None if opts.cache else Path(tempfile.mkdtemp(prefix="gradc_"))
+    path = module_path(key, root)
+    text, graph, warnings = compile_source(source, opts, key)
+    write_atomic(path, text)
+    module = load_module(path, f"gradc_gen_{key[:16]}")
+    return Model(module, path, graph, warnings)

@@ -1,0 +1,42 @@
+"""SymPy partial derivatives of elementwise expressions, cached.
+
+The derivative of an ewise node's expression with respect to each argument is computed
+once per distinct expression. Occurrences of the whole forward expression inside a partial
+are replaced by the symbol :data:`OUT`, so a backward kernel reads the stored forward value
+(``tanh' = 1 - OUT**2``) instead of recomputing it: common subexpressions are shared
+between forward and backward.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy
+
+from gradc.errors import GradcError
+from gradc.ir.ops import ARGS
+
+#: stands for the forward value of the node being differentiated.
+OUT = sympy.Symbol("out", real=True)
+#: an expression larger than this many operations is refused rather than compiled slowly.
+MAX_OPS = 4000
+
+
+@lru_cache(maxsize=8192)
+def partials(expr: sympy.Expr, nargs: int) -> tuple[sympy.Expr, ...]:
+    """Return d expr / d ARGS[i] for i < nargs, with the forward expression as ``OUT``."""
+    out = []
+    for i in range(nargs):
+        d = sympy.diff(expr, ARGS[i])
+        if expr.free_symbols and not expr.is_Symbol:
+            d = d.xreplace({expr: OUT})
+        if sympy.count_ops(d) > MAX_OPS:
+            raise GradcError(f"the derivative of {expr} is too large to compile "
+                             f"(> {MAX_OPS} operations)")
+        out.append(d)
+    return tuple(out)
+
+
+def shifted(expr: sympy.Expr, offset: int, nargs: int) -> sympy.Expr:
+    """Return ``expr`` with ARGS[i] renamed to ARGS[i + offset] for i < nargs."""
+    return expr.xreplace({ARGS[i]: ARGS[i + offset] for i in range(nargs)})

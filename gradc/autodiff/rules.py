@@ -1,0 +1,133 @@
+"""Hand-written VJP and JVP rules of the structural ops, and the generic elementwise rule.
+
+``VJP[op](g, node, ct)`` returns one cotangent (or None) per input of ``node``;
+``JVP[op](g, node, tangents)`` returns the tangent of ``node`` given its inputs' tangents
+(None for zero; at least one is not None).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from gradc.autodiff.derive import OUT, partials, shifted
+from gradc.ir import build
+from gradc.ir.graph import Graph, Node
+from gradc.ir.ops import ARGS
+from gradc.ir.shapes import keepdims_shape
+from gradc.ir.sym import Equal
+
+
+def _ewise_vjp(g: Graph, n: Node, ct: Node):
+    expr, k = n.attrs["expr"], len(n.inputs)
+    out = []
+    for i, (inp, d) in enumerate(zip(n.inputs, partials(expr, k))):
+        if d == 0 or not inp.is_float:
+            out.append(None)
+            continue
+        body = ARGS[0] * shifted(d, 2, k).xreplace({OUT: ARGS[1]})
+        grad = g.ewise(body, (ct, n, *n.inputs), n.shape, n.dtype)
+        out.append(build.sum_to(g, grad, inp.shape))
+    return out
+
+
+def _ewise_jvp(g: Graph, n: Node, tans):
+    expr, k = n.attrs["expr"], len(n.inputs)
+    terms, nodes = [], [n, *n.inputs]
+    for inp, d, t in zip(n.inputs, partials(expr, k), tans):
+        if t is None or d == 0 or not inp.is_float:
+            continue
+        nodes.append(t)
+        terms.append(ARGS[len(nodes) - 1] * shifted(d, 1, k).xreplace({OUT: ARGS[0]}))
+    if not terms:
+        return None
+    return g.ewise(sympy.Add(*terms), tuple(nodes), n.shape, n.dtype)
+
+
+def _matmul_vjp(g: Graph, n: Node, ct: Node):
+    a, b = n.inputs
+    ta, tb = n.attrs["ta"], n.attrs["tb"]
+    da = build.matmul2(g, b, ct, tb, True) if ta else build.matmul2(g, ct, b, False, not tb)
+    db = build.matmul2(g, ct, a, True, ta) if tb else build.matmul2(g, a, ct, not ta, False)
+    return [da, db]
+
+
+def _matmul_jvp(g: Graph, n: Node, tans):
+    a, b = n.inputs
+    ta, tb = n.attrs["ta"], n.attrs["tb"]
+    terms = []
+    if tans[0] is not None:
+        terms.append(build.matmul2(g, tans[0], b, ta, tb))
+    if tans[1] is not None:
+        terms.append(build.matmul2(g, a, tans[1], ta, tb))
+    return terms[0] if len(terms) == 1 else build.ew(g, lambda x, y: x + y, *terms)
+
+
+def _spread(g: Graph, x: Node, ct: Node, axes) -> Node:
+    """Return ``ct`` (reduced over ``axes`` of x) reshaped to broadcast against x."""
+    return build.reshape(g, ct, keepdims_shape(x.shape, axes))
+
+
+def _reduce_weights(g: Graph, n: Node) -> Node:
+    """d out / d x of a reduction node, shaped like x."""
+    (x,), axes = n.inputs, n.attrs["axes"]
+    out_kd = _spread(g, x, n, axes)
+    if n.op == "logsumexp":
+        return build.ew(g, lambda a, m: sympy.exp(a - m), x, out_kd)
+    if n.attrs["kind"] == "sum":
+        return g.const(1, x.shape)
+    mask = build.ew(g, Equal, x, out_kd)
+    count = _spread(g, x, build.reduce(g, mask, "sum", axes), axes)
+    return build.ew(g, lambda m, c: m / c, mask, count)
+
+
+def _reduce_vjp(g: Graph, n: Node, ct: Node):
+    (x,), axes = n.inputs, n.attrs["axes"]
+    w = _reduce_weights(g, n)
+    return [build.ew(g, lambda c, w_: c * w_, _spread(g, x, ct, axes), w)]
+
+
+def _reduce_jvp(g: Graph, n: Node, tans):
+    (x,), axes = n.inputs, n.attrs["axes"]
+    if n.op == "reduce" and n.attrs["kind"] == "sum":
+        return build.reduce(g, tans[0], "sum", axes)
+    weighted = build.ew(g, lambda t, w_: t * w_, tans[0], _reduce_weights(g, n))
+    return build.reduce(g, weighted, "sum", axes)
+
+
+def _transpose_vjp(g, n, ct):
+    perm = n.attrs["perm"]
+    inverse = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
+    return [build.transpose(g, ct, inverse)]
+
+
+def _pick_vjp(g, n, ct):
+    z, labels = n.inputs
+    return [g.add("unpick", (ct, labels), z.shape, z.dtype), None]
+
+
+def _unpick_vjp(g, n, ct):
+    _, labels = n.inputs
+    return [g.add("pick", (ct, labels), labels.shape, ct.dtype), None]
+
+
+VJP = {
+    "ewise": _ewise_vjp,
+    "matmul": _matmul_vjp,
+    "reduce": _reduce_vjp,
+    "logsumexp": _reduce_vjp,
+    "transpose": _transpose_vjp,
+    "reshape": lambda g, n, ct: [build.reshape(g, ct, n.inputs[0].shape)],
+    "pick": _pick_vjp,
+    "unpick": _unpick_vjp,
+}
+
+JVP = {
+    "ewise": _ewise_jvp,
+    "matmul": _matmul_jvp,
+    "reduce": _reduce_jvp,
+    "logsumexp": _reduce_jvp,
+    "transpose": lambda g, n, t: build.transpose(g, t[0], n.attrs["perm"]),
+    "reshape": lambda g, n, t: build.reshape(g, t[0], n.shape),
+    "pick": lambda g, n, t: g.add("pick", (t[0], n.inputs[1]), n.shape, n.dtype),
+    "unpick": lambda g, n, t: g.add("unpick", (t[0], n.inputs[1]), n.shape, n.dtype),
+}

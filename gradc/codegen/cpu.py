@@ -1,0 +1,253 @@
+"""CPU code generation: one ``numba.njit`` function per kernel program.
+
+Loops are plain nested ``range`` loops (``numba.prange`` on the outer axis of large loops
+when the module is compiled parallel), contractions are ``np.dot`` into a planned buffer
+(BLAS), and each kernel carries a comment naming the ``.grad`` line it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+
+from gradc.codegen.builder import Builder
+from gradc.codegen.printer import ScalarPrinter, cse_block
+from gradc.ir.shapes import numel
+from gradc.passes.kernels import Buffer, Dot, Loop, Pick, Program, Read, Reduce, Unpick, View
+from gradc.passes.schedule import ALIGN, Align, kernel_outputs
+
+NP = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64"}
+PARALLEL_MIN = 1 << 15
+INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
+
+
+def int_expr(e: sympy.Expr, dim_var: Callable[[str], str]) -> str:
+    """Print an integer dim expression (sizes, offsets) as Python over dim variables."""
+    if e.is_Integer:
+        return str(int(e))
+    if e.is_Symbol:
+        return dim_var(e.name)
+    if isinstance(e, Align):
+        return f"(({int_expr(e.args[0], dim_var)} + {ALIGN - 1}) // {ALIGN} * {ALIGN})"
+    if e.is_Add:
+        return "(" + " + ".join(int_expr(a, dim_var) for a in e.args) + ")"
+    if e.is_Mul:
+        return " * ".join(int_expr(a, dim_var) for a in e.args)
+    if e.is_Pow and e.exp.is_Integer and e.exp > 0:
+        return " * ".join([int_expr(e.base, dim_var)] * int(e.exp))
+    raise AssertionError(f"not an integer dim expression: {e}")
+
+
+class CpuEmitter:
+    """Prints kernel programs as Numba functions.
+
+    Args:
+        dim_var: maps a dim name to its (mangled) variable name.
+        comment: maps a span to a one-line comment text (sanitised), or None.
+        parallel: use ``prange`` for loops of at least ``PARALLEL_MIN`` elements.
+    """
+
+    def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
+        self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
+
+    # ------------------------------------------------------------------ helpers
+    def size(self, e) -> str:
+        return int_expr(sympy.sympify(e), self.dim_var)
+
+    def shape(self, shape) -> str:
+        items = [self.size(d) for d in shape] or ["1"]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+    def index(self, buf: Buffer, axes) -> str:
+        """``buf[...]`` at loop axes ``axes`` (None: the broadcast index 0)."""
+        if buf.kind == "scalar":
+            return buf.name
+        if buf.kind == "dim":
+            return f"{NP[self.dtype]}({self.dim_var(buf.name)})"
+        if not buf.shape:
+            return f"{buf.name}[0]"
+        return f"{buf.name}[{', '.join('0' if a is None else f'i{a}' for a in axes)}]"
+
+    def _loops(self, b: Builder, shape, parallel_ok: bool = True):
+        """Open nested loops over ``shape``; returns the context managers to close."""
+        ctxs = []
+        big = self.parallel and parallel_ok and _estimate(numel(shape)) >= PARALLEL_MIN
+        for k, d in enumerate(shape):
+            rng = "nb.prange" if big and k == 0 else "range"
+            ctx = b.block(f"for i{k} in {rng}({self.size(d)}):")
+            ctx.__enter__()
+            ctxs.append(ctx)
+        return ctxs
+
+    @staticmethod
+    def _close(ctxs) -> None:
+        for ctx in reversed(ctxs):
+            ctx.__exit__(None, None, None)
+
+    # ------------------------------------------------------------------ entry
+    def emit(self, b: Builder, prog: Program, fname: str) -> None:
+        """Append the njit function of ``prog`` named ``fname`` to ``b``."""
+        self.dtype = prog.float_dtype
+        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
+        arrays = [a.name for a in prog.args if a.kind == "arg"]
+        scalars = [a.name for a in prog.args if a.kind == "scalar"]
+        params = arrays + [f"{s}_in" for s in scalars] + ["ws"] + \
+            [self.dim_var(d) for d in prog.dims]
+        b.line("@nb.njit(**_JIT)")
+        with b.block(f"def {fname}({', '.join(params)}):"):
+            for s in scalars:
+                b.line(f"{s} = {NP[self.dtype]}({s}_in)")
+            for kern in prog.kernels:
+                self._kernel(b, kern)
+            results = [f"{r.name}[0]" if not r.shape else r.name for r in prog.results]
+            b.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
+        b.line()
+
+    def _declare(self, b: Builder, kern) -> None:
+        for out in kernel_outputs(kern):
+            if out.kind == "ws":
+                off, n = self.size(out.offset), self.size(numel(out.shape))
+                view = f"ws[{off}:{off} + {n}]"
+                b.line(f"{out.name} = {view}.reshape({self.shape(out.shape)})"
+                       if out.rank > 1 else f"{out.name} = {view}")
+            elif out.kind == "fresh":
+                b.line(f"{out.name} = np.empty({self.shape(out.shape)}, {NP[out.dtype]})")
+
+    def _kernel(self, b: Builder, kern) -> None:
+        if kern.span is not None and self.comment:
+            b.line(f"# {self.comment(kern.span)}")
+        if isinstance(kern, View):
+            base = kern.out.base
+            b.line(f"{kern.out.name} = {base.name}.reshape({self.shape(kern.out.shape)})")
+            return
+        self._declare(b, kern)
+        {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
+         Unpick: self._unpick}[type(kern)](b, kern)
+
+    # ------------------------------------------------------------------ kernels
+    def _assign(self, b: Builder, target: str, expr: sympy.Expr, tag: str) -> None:
+        temps, (reduced,) = cse_block([expr], tag)
+        for sym, sub in temps:
+            b.line(f"{sym} = {self.printer.doprint(sub)}")
+        b.line(f"{target} = {self.printer.doprint(reduced)}")
+
+    def _loop(self, b: Builder, k: Loop) -> None:
+        ctxs = self._loops(b, k.shape)
+        ident = tuple(range(len(k.shape)))
+        for j, (buf, expr) in enumerate(k.stores):
+            self._assign(b, self.index(buf, ident), expr, f"t{j}_")
+        self._close(ctxs)
+
+    def _reduce(self, b: Builder, k: Reduce) -> None:
+        rank, axes = len(k.shape), k.axes
+        kept = [a for a in range(rank) if a not in axes]
+        out_idx = tuple(kept.index(a) if a in kept else None for a in range(rank))
+        if k.kind == "logsumexp" or axes == tuple(range(rank - len(axes), rank)):
+            self._reduce_inner(b, k, kept)
+            return
+        # Reduced axes lead: accumulate in memory order into the output.
+        with b.block(f"for j in range({self.size(numel(k.out.shape))}):"):
+            b.line(f"{k.out.name}.flat[j] = {self._init(k.kind)}" if k.out.rank > 1
+                   else f"{k.out.name}[j] = {self._init(k.kind)}")
+        ctxs = self._loops(b, k.shape, parallel_ok=0 in kept)
+        dest = self.index(k.out, tuple(f"{a}" if a is not None else None for a in out_idx
+                                       if a is not None))
+        dest = self._out_at(k.out, [a for a in range(rank) if a in kept])
+        self._assign(b, "v_", k.expr, "t_")
+        b.line(self._combine(k.kind, dest, "v_"))
+        self._close(ctxs)
+
+    def _out_at(self, out: Buffer, loop_axes: list[int]) -> str:
+        if not out.shape:
+            return f"{out.name}[0]"
+        return f"{out.name}[{', '.join(f'i{a}' for a in loop_axes)}]"
+
+    def _init(self, kind: str) -> str:
+        return f"{NP[self.dtype]}({INIT[kind]})"
+
+    @staticmethod
+    def _combine(kind: str, dest: str, value: str) -> str:
+        if kind == "sum":
+            return f"{dest} += {value}"
+        return f"{dest} = {kind}({dest}, {value})"
+
+    def _reduce_inner(self, b: Builder, k: Reduce, kept: list[int]) -> None:
+        """Kept axes outside, reduced axes inside, a local accumulator per output."""
+        outer = self._loops_over(b, k.shape, kept, parallel_ok=bool(kept))
+        red = [a for a in range(len(k.shape)) if a not in kept]
+        dest = self._out_at(k.out, kept)
+        if k.kind == "logsumexp":
+            b.line(f"m_ = {self._init('max')}")
+            inner = self._loops_over(b, k.shape, red)
+            self._assign(b, "v_", k.expr, "t_")
+            b.line("m_ = max(m_, v_)")
+            self._close(inner)
+            b.line(f"m_ = m_ if abs(m_) < {NP[self.dtype]}(np.inf) else {self._init('sum')}")
+            b.line(f"s_ = {self._init('sum')}")
+            inner = self._loops_over(b, k.shape, red)
+            self._assign(b, "v_", k.expr, "t_")
+            b.line("s_ += math.exp(v_ - m_)")
+            self._close(inner)
+            b.line(f"{dest} = math.log(s_) + m_")
+        else:
+            b.line(f"a_ = {self._init(k.kind)}")
+            inner = self._loops_over(b, k.shape, red)
+            self._assign(b, "v_", k.expr, "t_")
+            b.line(self._combine(k.kind, "a_", "v_"))
+            self._close(inner)
+            b.line(f"{dest} = a_")
+        self._close(outer)
+
+    def _loops_over(self, b: Builder, shape, axes: list[int], parallel_ok: bool = False):
+        ctxs = []
+        big = self.parallel and parallel_ok and _estimate(numel(shape)) >= PARALLEL_MIN
+        for n, a in enumerate(axes):
+            rng = "nb.prange" if big and n == 0 else "range"
+            ctx = b.block(f"for i{a} in {rng}({self.size(shape[a])}):")
+            ctx.__enter__()
+            ctxs.append(ctx)
+        return ctxs
+
+    def _dot(self, b: Builder, k: Dot) -> None:
+        def op(buf: Buffer, flag: bool, sub: str = "") -> str:
+            return f"{buf.name}{sub}{'.T' if flag else ''}"
+        if k.out.rank == 2:
+            b.line(f"np.dot({op(k.a, k.ta)}, {op(k.b, k.tb)}, {k.out.name})")
+            return
+        nb_ = self.size(numel(k.out.shape[:-2]))
+        for buf in (k.a, k.b, k.out):
+            b.line(f"{buf.name}3 = {buf.name}.reshape(({nb_}, {self.size(buf.shape[-2])}, "
+                   f"{self.size(buf.shape[-1])}))")
+        with b.block(f"for ib in range({nb_}):"):
+            b.line(f"np.dot({op(k.a, k.ta, '3[ib]')}, {op(k.b, k.tb, '3[ib]')}, "
+                   f"{k.out.name}3[ib])")
+
+    def _pick(self, b: Builder, k: Pick) -> None:
+        classes = self.size(k.z.shape[-1])
+        ctxs = self._loops(b, k.labels.shape, parallel_ok=False)
+        idx = ", ".join(f"i{a}" for a in range(k.labels.rank))
+        lab = f"{k.labels.name}[{idx}]" if idx else f"{k.labels.name}[0]"
+        b.line(f"c_ = {lab}")
+        with b.block(f"if c_ < 0 or c_ >= {classes}:"):
+            b.line(f"raise ValueError('{k.labels.name}: a label is outside [0, classes)')")
+        b.line(f"{self._out_at(k.out, list(range(k.labels.rank)))} = "
+               f"{k.z.name}[{idx + ', ' if idx else ''}c_]")
+        self._close(ctxs)
+
+    def _unpick(self, b: Builder, k: Unpick) -> None:
+        b.line(f"{k.out.name}[:] = {self._init('sum')}")
+        ctxs = self._loops(b, k.labels.shape, parallel_ok=False)
+        idx = ", ".join(f"i{a}" for a in range(k.labels.rank))
+        lab = f"{k.labels.name}[{idx}]" if idx else f"{k.labels.name}[0]"
+        b.line(f"{k.out.name}[{idx + ', ' if idx else ''}{lab}] = "
+               f"{self._out_at(k.g, list(range(k.labels.rank)))}")
+        self._close(ctxs)
+
+
+def _estimate(size: sympy.Expr) -> int:
+    """A size with every call-time dim taken as 64, to decide on threads statically."""
+    return int(size.xreplace({s: 64 for s in size.free_symbols}))
+
+
+

@@ -1,0 +1,420 @@
+"""Branch-free, vectorisable scalar math for generated Numba kernels.
+
+The pip build of Numba has no SVML, so ``math.exp`` & co. inside an ``njit`` loop are scalar
+libm calls that also stop LLVM from vectorising the loop.  The functions below use only
+arithmetic, comparisons folded into selects, ``np.floor``/``abs``/``math.copysign`` (LLVM
+intrinsics) and integer bit casts, so once inlined a loop over them compiles to packed
+AVX2/AVX-512 code.
+
+Contract for every function:
+
+* Plain, undecorated Python that is valid Numba nopython code.  The code generator copies the
+  text (``inspect.getsource``, see :func:`sources`) into a generated module that has
+  ``math``, ``np`` (numpy) and ``nb`` (numba) imported, and decorates each function with
+  ``@nb.njit(inline='always', fastmath={'nsz', 'arcp', 'contract', 'afn', 'reassoc'},
+  error_model='numpy')``.  Functions refer only to ``math``, ``np``, literal constants and each
+  other by name.
+* Correct for the whole IEEE range: +-0, subnormals, +-inf and NaN (NaN in -> NaN out).  Do
+  not compile them with ``nnan``/``ninf``.
+* ``fX`` take/return float64; ``_fX32`` take/return float32 and do float32 (and int32)
+  arithmetic only: every float literal is an ``np.float32(...)``.
+* Accuracy is the max relative error against the float64 NumPy/SciPy reference, with
+  ``max(|ref|, tiny)`` as denominator (``tiny`` = smallest normal of the dtype, so subnormal
+  results are judged in absolute units of ``tiny``).  Measured bounds are in
+  :data:`ERROR_BOUNDS` and are asserted by ``tests/test_mathlib.py``.
+
+Bit casts: ``np.int64(i).view(np.float64)`` / ``np.float64(x).view(np.int64)`` on scalars
+lower to a plain LLVM ``bitcast`` in Numba (no intrinsic or array round trip needed) and
+vectorise.
+
+Surviving ``reassoc``: with that flag LLVM may refactor ``(x - k*C1) - k*C2`` into
+``x - k*(C1 + C2)``, which destroys Cody-Waite range reduction.  The second product therefore
+uses ``float(int(k))`` (an ``fptosi``/``sitofp`` pair LLVM does not fold) so the two products
+have no common factor, and every polynomial is plain Horner form, which reassociation leaves
+alone.  The tests compile the driver loop with the same flags so a future LLVM that breaks
+this is caught.
+
+Polynomial coefficients were fitted with ``mpmath.chebyfit`` (near-minimax) on the reduced
+functions named in each docstring.  ``ferf`` uses the rational approximations of Sun's fdlibm
+``s_erf.c`` (Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.  Developed at
+SunPro, a Sun Microsystems, Inc. business.  Permission to use, copy, modify, and distribute
+this software is freely granted, provided that this notice is preserved.) and ``ftanh`` the
+Cephes ``tanh`` rational for ``|x| < 0.625``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+import textwrap
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+__all__ = ["ERROR_BOUNDS", "MATHLIB_FUNCTIONS", "VARIANTS", "sources"]
+
+
+# --------------------------------------------------------------------------------- float64
+
+
+def fexp(x):
+    """exp(x), float64.  Max rel error 2.3e-16 (~1 ulp); exp(x > 709.78) = inf, exp(-inf) = 0,
+    gradual underflow to subnormals for x in [-745.1, -708.4].
+
+    x = k*ln2 + r, |r| <= ln2/2 (Cody-Waite, two-constant ln2), exp(r) = 1 + r + r^2*q(r) with a
+    degree-9 fit of q (approximation error 1.6e-17), result scaled by 2^k through the exponent
+    bits (two steps, so the overflow/subnormal edges round correctly).
+    """
+    xc = 710.0 if x > 710.0 else x
+    xc = -746.0 if xc < -746.0 else xc
+    xc = 0.0 if xc != xc else xc  # keeps the float->int conversion below well defined
+    kf = np.floor(xc * 1.4426950408889634 + 0.5)
+    k = np.int64(kf)
+    r = (xc - kf * 0.6931471803691238) - np.float64(k) * 1.9082149292705877e-10
+    p = 2.5100375832561234e-08
+    p = p * r + 2.7620075879983367e-07
+    p = p * r + 2.7557268480310024e-06
+    p = p * r + 2.4801521322368692e-05
+    p = p * r + 0.00019841269863040545
+    p = p * r + 0.0013888888917196719
+    p = p * r + 0.008333333333330065
+    p = p * r + 0.041666666666624164
+    p = p * r + 0.16666666666666669
+    p = p * r + 0.5000000000000001
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k1 = min(max(k, -1021), 1023)
+    y = np.int64(np.float64(p).view(np.int64) + (k1 << 52)).view(np.float64)
+    y = y * np.int64((k - k1 + 1023) << 52).view(np.float64)
+    return x if x != x else y
+
+
+def _flog1p_red(f):
+    """log1p(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1] (float64 helper of flog/flog1p).
+
+    2*atanh(s), s = f/(2+f), |s| <= 0.1716: 2s + s^3*R(s^2), degree-6 fit of R (4.6e-18).
+    """
+    s = f / (2.0 + f)
+    z = s * s
+    q = 0.14616449685043406
+    q = q * z + 0.15331721600556042
+    q = q * z + 0.18182889125261723
+    q = q * z + 0.2222221113479508
+    q = q * z + 0.28571428625975487
+    q = q * z + 0.39999999999899505
+    q = q * z + 0.666666666666667
+    return 2.0 * s + s * (z * q)
+
+
+def flog(x):
+    """log(x), float64.  Max rel error 4.4e-16 (~2 ulp).  log(+-0) = -inf, log(x < 0) = NaN,
+    log(inf) = inf, exact 0 at x = 1, subnormal inputs handled.
+
+    x = 2^k * m with m in [sqrt(1/2), sqrt(2)) from the bits, log x = k*ln2 + log1p(m - 1).
+    """
+    ax = abs(x)
+    sub = ax < 2.2250738585072014e-308
+    ax = ax * 4503599627370496.0 if sub else ax  # 2**52
+    bits = np.float64(ax).view(np.int64)
+    k = (bits - 0x3FE6A09E667F3BCD) >> 52
+    m = np.int64(bits - (k << 52)).view(np.float64)
+    kf = np.float64(k) - (52.0 if sub else 0.0)
+    y = kf * 0.6931471805599453 + _flog1p_red(m - 1.0)
+    y = math.inf if x == math.inf else y
+    y = -math.inf if x == 0.0 else y
+    return math.nan if (x < 0.0 or x != x) else y
+
+
+def flog1p(x):
+    """log1p(x) = log(1 + x), float64.  Max rel error 4.4e-16 (~2 ulp) everywhere, including
+    |x| -> 0 (result ~ x).  log1p(-1) = -inf, log1p(x < -1) = NaN, log1p(inf) = inf.
+
+    u = 1 + x = 2^k * m as in :func:`flog`; f = m - 1 is recomputed without the rounding of u
+    as f = x*2^-k + (2^-k - 1) (one rounding; for k = 0 this is exactly x).  For k > 53 the
+    rounding of u no longer matters and f = m - 1 is used.
+    """
+    u = 1.0 + x
+    bits = np.float64(u).view(np.int64)
+    k = (bits - 0x3FE6A09E667F3BCD) >> 52
+    m = np.int64(bits - (k << 52)).view(np.float64)
+    kc = min(max(k, -60), 60)
+    sc = np.int64((1023 - kc) << 52).view(np.float64)
+    f = x * sc + (sc - 1.0)
+    f = m - 1.0 if k > 53 else f
+    y = np.float64(k) * 0.6931471805599453 + _flog1p_red(f)
+    y = math.inf if x == math.inf else y
+    y = -math.inf if x == -1.0 else y
+    return math.nan if (x < -1.0 or x != x) else y
+
+
+def ftanh(x):
+    """tanh(x), float64.  Max rel error 4.4e-16 (~2 ulp), relative accuracy kept near 0 (no
+    cancellation), exactly +-1 for |x| > 19.1, tanh(+-inf) = +-1, NaN -> NaN.
+
+    |x| < 0.625: Cephes rational x + x^3 P(x^2)/Q(x^2); else 1 - 2/(exp(2|x|) + 1) with the
+    sign copied back.  Both branches share one division.
+    """
+    ax = abs(x)
+    small = ax < 0.625
+    z = x * x
+    p = ((-0.964399179425052238628 * z - 99.2877231001918586564) * z - 1614.68768441708447952) * z
+    q = ((z + 112.811678491632931402) * z + 2235.48839060100448583) * z + 4844.06305325125486048
+    e = fexp(2.0 * ax)
+    r = (p if small else 2.0) / (q if small else e + 1.0)
+    return x + x * r if small else math.copysign(1.0 - r, x)
+
+
+def fsigmoid(x):
+    """Logistic sigmoid 1/(1 + exp(-x)), float64, evaluated as e/(1+e) (x < 0) or 1/(1+e)
+    (x >= 0) with e = exp(-|x|), so it never overflows and keeps relative accuracy in both
+    tails.  Max rel error 5.6e-16 (~3 ulp).  sigmoid(-inf) = 0, sigmoid(inf) = 1, NaN -> NaN.
+    """
+    e = fexp(-abs(x))
+    return (1.0 if x >= 0.0 else e) / (1.0 + e)
+
+
+def ferf(x):
+    """erf(x), float64 (for exact GELU).  Max rel error 4.4e-16 (~2 ulp); erf(+-inf) = +-1,
+    exactly +-1 for |x| >= 5.93, NaN -> NaN, odd symmetric bit for bit.
+
+    fdlibm s_erf.c ranges, evaluated branch-free with per-range coefficients picked by selects
+    and one shared division: [0, 0.84375) x + x*P/Q(x^2); [0.84375, 1.25) erx + P/Q(|x|-1);
+    [1.25, 6] 1 - exp(-x^2 - 0.5625 + R/S(1/x^2))/x (two coefficient sets split at 1/0.35).
+    """
+    ax = abs(x)
+    a = 6.0 if ax > 6.0 else ax
+    r1 = a < 0.84375
+    r2 = a < 1.25
+    r3 = a < 2.857142857142857
+    w = 1.0 / a
+    # ranges 1 and 2: numerator/denominator in t
+    t = a * a if r1 else a - 1.0
+    pa = 0.0 if r1 else -2.16637559486879084300e-03
+    pa = pa * t + (0.0 if r1 else 3.54783043256182359371e-02)
+    pa = pa * t + (-2.37630166566501626084e-05 if r1 else -1.10894694282396677476e-01)
+    pa = pa * t + (-5.77027029648944159157e-03 if r1 else 3.18346619901161753674e-01)
+    pa = pa * t + (-2.84817495755985104766e-02 if r1 else -3.72207876035701323847e-01)
+    pa = pa * t + (-3.25042107247001499370e-01 if r1 else 4.14856118683748331666e-01)
+    pa = pa * t + (1.28379167095512558561e-01 if r1 else -2.36211856075265944077e-03)
+    qa = 0.0 if r1 else 1.19844998467991074170e-02
+    qa = qa * t + (-3.96022827877536812320e-06 if r1 else 1.36370839120290507362e-02)
+    qa = qa * t + (1.32494738004321644526e-04 if r1 else 1.26171219808761642112e-01)
+    qa = qa * t + (5.08130628187576562776e-03 if r1 else 7.18286544141962662868e-02)
+    qa = qa * t + (6.50222499887672944485e-02 if r1 else 5.40397917702171048937e-01)
+    qa = qa * t + (3.97917223959155352819e-01 if r1 else 1.06420880400844228286e-01)
+    qa = qa * t + 1.0
+    # ranges 3 and 4: erfc(a) = exp(-a^2 - 0.5625 + R/S(s)) / a, s = 1/a^2
+    s = w * w
+    rb = -9.81432934416914548592e+00 if r3 else 0.0
+    rb = rb * s + (-8.12874355063065934246e+01 if r3 else -4.83519191608651397019e+02)
+    rb = rb * s + (-1.84605092906711035994e+02 if r3 else -1.02509513161107724954e+03)
+    rb = rb * s + (-1.62396669462573470355e+02 if r3 else -6.37566443368389627722e+02)
+    rb = rb * s + (-6.23753324503260060396e+01 if r3 else -1.60636384855821916062e+02)
+    rb = rb * s + (-1.05586262253232909814e+01 if r3 else -1.77579549177547519889e+01)
+    rb = rb * s + (-6.93858572707181764372e-01 if r3 else -7.99283237680523006574e-01)
+    rb = rb * s + (-9.86494403484714822705e-03 if r3 else -9.86494292470009928597e-03)
+    sb = -6.04244152148580987438e-02 if r3 else 0.0
+    sb = sb * s + (6.57024977031928170135e+00 if r3 else -2.24409524465858183362e+01)
+    sb = sb * s + (1.08635005541779435134e+02 if r3 else 4.74528541206955367215e+02)
+    sb = sb * s + (4.29008140027567833386e+02 if r3 else 2.55305040643316442583e+03)
+    sb = sb * s + (6.45387271733267880336e+02 if r3 else 3.19985821950859553908e+03)
+    sb = sb * s + (4.34565877475229228821e+02 if r3 else 1.53672958608443695994e+03)
+    sb = sb * s + (1.37657754143519042600e+02 if r3 else 3.25792512996573918826e+02)
+    sb = sb * s + (1.96512716674392571292e+01 if r3 else 3.03380607434824582924e+01)
+    sb = sb * s + 1.0
+    q = (pa if r2 else rb) / (qa if r2 else sb)
+    big = 1.0 - fexp(q - a * a - 0.5625) * w
+    y = a + a * q if r1 else (8.45062911510467529297e-01 + q if r2 else big)
+    return math.copysign(y, x)
+
+
+# --------------------------------------------------------------------------------- float32
+
+
+def _fexp32(x):
+    """exp(x), float32 arithmetic.  Max rel error 6.0e-8 (~1 ulp) vs float64 exp; inf for
+    x > 88.72, 0 below -103.97, subnormal results in between.  Same scheme as :func:`fexp`
+    with a degree-4 fit of q (approximation error 1e-8).
+    """
+    xc = np.float32(89.0) if x > np.float32(89.0) else x
+    xc = np.float32(-104.0) if xc < np.float32(-104.0) else xc
+    xc = np.float32(0.0) if xc != xc else xc
+    kf = np.floor(xc * np.float32(1.442695) + np.float32(0.5))
+    k = np.int32(kf)
+    r = (xc - kf * np.float32(0.69314575)) - np.float32(k) * np.float32(1.4286068e-06)
+    p = np.float32(0.0013926176)
+    p = p * r + np.float32(0.008363173)
+    p = p * r + np.float32(0.041666556)
+    p = p * r + np.float32(0.16666578)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    k1 = np.int32(min(max(k, -125), 127))
+    y = np.int32(np.float32(p).view(np.int32) + (k1 << 23)).view(np.float32)
+    y = y * np.int32((k - k1 + 127) << 23).view(np.float32)
+    return x if x != x else y
+
+
+def _flog1p_red32(f):
+    """log1p(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1], float32: f + f^2*P(f), P a degree-8 fit
+    (approximation error 1.4e-8).  No division."""
+    p = np.float32(-0.07673641)
+    p = p * f + np.float32(0.12722673)
+    p = p * f + np.float32(-0.13127555)
+    p = p * f + np.float32(0.14204855)
+    p = p * f + np.float32(-0.16626646)
+    p = p * f + np.float32(0.20001234)
+    p = p * f + np.float32(-0.2500078)
+    p = p * f + np.float32(0.3333333)
+    p = p * f + np.float32(-0.49999997)
+    return f + f * (f * p)
+
+
+def _flog32(x):
+    """log(x), float32 arithmetic; see :func:`flog` (special values identical).  Max rel error
+    1.2e-7 (~2 ulp).  k*ln2 uses a two-constant ln2 so it adds no rounding of its own."""
+    ax = abs(x)
+    sub = ax < np.float32(1.1754944e-38)
+    ax = ax * np.float32(8388608.0) if sub else ax  # 2**23
+    bits = np.float32(ax).view(np.int32)
+    k = np.int32(np.int32(bits - np.int32(0x3F3504F3)) >> 23)
+    m = np.int32(bits - (k << 23)).view(np.float32)
+    k = np.int32(k - 23) if sub else k
+    y = np.float32(k) * np.float32(0.6933594) + (
+        np.float32(k) * np.float32(-0.00021219444) + _flog1p_red32(m - np.float32(1.0))
+    )
+    y = np.float32(math.inf) if x == np.float32(math.inf) else y
+    y = np.float32(-math.inf) if x == np.float32(0.0) else y
+    return np.float32(math.nan) if (x < np.float32(0.0) or x != x) else y
+
+
+def _flog1p32(x):
+    """log1p(x), float32 arithmetic; see :func:`flog1p`.  Max rel error 1.2e-7 (~2 ulp)."""
+    u = np.float32(1.0) + x
+    bits = np.float32(u).view(np.int32)
+    k = np.int32(np.int32(bits - np.int32(0x3F3504F3)) >> 23)
+    m = np.int32(bits - (k << 23)).view(np.float32)
+    kc = np.int32(min(max(k, -30), 30))
+    sc = np.int32((127 - kc) << 23).view(np.float32)
+    f = x * sc + (sc - np.float32(1.0))
+    f = m - np.float32(1.0) if k > 24 else f
+    y = np.float32(k) * np.float32(0.6933594) + (
+        np.float32(k) * np.float32(-0.00021219444) + _flog1p_red32(f)
+    )
+    y = np.float32(math.inf) if x == np.float32(math.inf) else y
+    y = np.float32(-math.inf) if x == np.float32(-1.0) else y
+    return np.float32(math.nan) if (x < np.float32(-1.0) or x != x) else y
+
+
+def _ftanh32(x):
+    """tanh(x), float32 arithmetic.  Max rel error 1.2e-7 (~2 ulp).  |x| < 0.9: x + x^3 R(x^2)
+    (degree-6 fit, 2.3e-8, no division); else 1 - 2/(exp(2|x|) + 1) with the sign copied."""
+    ax = abs(x)
+    z = x * x
+    p = np.float32(-0.0005203527)
+    p = p * z + np.float32(0.0027591193)
+    p = p * z + np.float32(-0.008450872)
+    p = p * z + np.float32(0.02175941)
+    p = p * z + np.float32(-0.05395389)
+    p = p * z + np.float32(0.13333263)
+    p = p * z + np.float32(-0.3333333)
+    big = np.float32(1.0) - np.float32(2.0) / (_fexp32(ax + ax) + np.float32(1.0))
+    return x + x * (z * p) if ax < np.float32(0.9) else np.copysign(big, x)
+
+
+def _fsigmoid32(x):
+    """Logistic sigmoid, float32 arithmetic; see :func:`fsigmoid`.  Max rel error 1.5e-7."""
+    e = _fexp32(-abs(x))
+    return (np.float32(1.0) if x >= np.float32(0.0) else e) / (np.float32(1.0) + e)
+
+
+def _ferf32(x):
+    """erf(x), float32 arithmetic.  Max rel error 1.2e-7 (~2 ulp); exactly +-1 for |x| >= 3.92.
+
+    |x| < 1: x + x*E(x^2) (degree-6 fit, 6e-9); 1 <= |x| <= 3.9375:
+    1 - exp(L(|x| - 2.5) - x^2) with L a degree-8 fit of log(erfc(x)*exp(x^2)) (2e-9).
+    """
+    ax = abs(x)
+    a = np.float32(3.9375) if ax > np.float32(3.9375) else ax
+    w = a * a
+    p = np.float32(7.875875e-05)
+    p = p * w + np.float32(-0.00080168643)
+    p = p * w + np.float32(0.0051890872)
+    p = p * w + np.float32(-0.026854211)
+    p = p * w + np.float32(0.11283594)
+    p = p * w + np.float32(-0.37612626)
+    p = p * w + np.float32(0.12837917)
+    t = a - np.float32(2.5)
+    q = np.float32(1.6634241e-06)
+    q = q * t + np.float32(-1.3287648e-05)
+    q = q * t + np.float32(7.719505e-05)
+    q = q * t + np.float32(-0.00042021196)
+    q = q * t + np.float32(0.0021654107)
+    q = q * t + np.float32(-0.01085846)
+    q = q * t + np.float32(0.05610626)
+    q = q * t + np.float32(-0.35268068)
+    q = q * t + np.float32(-1.5568153)
+    big = np.float32(1.0) - _fexp32(q - w)
+    return np.copysign(a + a * p if a < np.float32(1.0) else big, x)
+
+
+# ------------------------------------------------------------------------------ registry
+
+MATHLIB_FUNCTIONS: list[Callable] = [
+    fexp, _flog1p_red, flog, flog1p, ftanh, fsigmoid, ferf,
+    _fexp32, _flog1p_red32, _flog32, _flog1p32, _ftanh32, _fsigmoid32, _ferf32,
+]
+"""All functions, each after everything it calls (paste sources in this order)."""
+
+VARIANTS: dict[str, tuple[Callable, Callable]] = {
+    "exp": (fexp, _fexp32),
+    "log": (flog, _flog32),
+    "log1p": (flog1p, _flog1p32),
+    "tanh": (ftanh, _ftanh32),
+    "sigmoid": (fsigmoid, _fsigmoid32),
+    "erf": (ferf, _ferf32),
+}
+"""Operation name -> (float64 function, float32 function)."""
+
+ERROR_BOUNDS: dict[str, float] = {
+    "fexp": 4e-16,
+    "flog": 6e-16,
+    "flog1p": 6e-16,
+    "ftanh": 6e-16,
+    "fsigmoid": 8e-16,
+    "ferf": 6e-16,
+    "_fexp32": 1.2e-7,
+    "_flog32": 1.8e-7,
+    "_flog1p32": 1.8e-7,
+    "_ftanh32": 1.8e-7,
+    "_fsigmoid32": 2e-7,
+    "_ferf32": 1.8e-7,
+}
+"""Max relative error (denominator max(|ref|, tiny)) asserted by the tests."""
+
+_BY_NAME = {fn.__name__: fn for fn in MATHLIB_FUNCTIONS}
+
+
+def _callees(fn: Callable) -> set[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in _BY_NAME}
+
+
+def sources(names: Iterable[str | Callable]) -> str:
+    """Source text of the requested functions (names or function objects) and of everything
+    they call, in dependency order, separated by blank lines and without decorators."""
+    todo = [n if isinstance(n, str) else n.__name__ for n in names]
+    needed: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in _BY_NAME:
+            raise KeyError(f"unknown mathlib function {name!r}")
+        if name not in needed:
+            needed.add(name)
+            todo.extend(_callees(_BY_NAME[name]) - {name})
+    return "\n\n".join(
+        textwrap.dedent(inspect.getsource(fn)).rstrip() + "\n"
+        for fn in MATHLIB_FUNCTIONS
+        if fn.__name__ in needed
+    )

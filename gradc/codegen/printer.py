@@ -1,0 +1,121 @@
+"""SymPy -> Numba scalar source, with typed literals so float32 code stays float32.
+
+:class:`ScalarPrinter` prints one elementwise expression; the reads of buffers
+(:class:`gradc.passes.kernels.Read`) are printed by a callback that knows the loop indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+from sympy.printing.pycode import PythonCodePrinter
+
+from gradc.passes.kernels import Read
+
+#: language-level functions -> a template over the printed arguments; Z/O are typed 0 and 1.
+_TEMPLATES = {
+    "Relu": "max({0}, {Z})",
+    "Step": "({O} if {0} > {Z} else {Z})",
+    "Sign": "({O} if {0} > {Z} else (-{O} if {0} < {Z} else {Z}))",
+    "Absv": "abs({0})",
+    "Sigmoid": "({O} / ({O} + math.exp(-{0})))",
+    "Softplus": "(max({0}, {Z}) + math.log1p(math.exp(-abs({0}))))",
+    "Less": "({O} if {0} < {1} else {Z})",
+    "LessEq": "({O} if {0} <= {1} else {Z})",
+    "Greater": "({O} if {0} > {1} else {Z})",
+    "GreaterEq": "({O} if {0} >= {1} else {Z})",
+    "Equal": "({O} if {0} == {1} else {Z})",
+    "Select": "({1} if {0} != {Z} else {2})",
+    "Max2": "max({0}, {1})",
+    "Min2": "min({0}, {1})",
+    "log1p": "math.log1p({0})",
+    "expm1": "math.expm1({0})",
+    "erf": "math.erf({0})",
+}
+
+_CONDITIONS = {"Less": "{0} < {1}", "LessEq": "{0} <= {1}", "Greater": "{0} > {1}",
+               "GreaterEq": "{0} >= {1}", "Equal": "{0} == {1}"}
+
+
+class ScalarPrinter(PythonCodePrinter):
+    """Prints scalar expressions for Numba kernels of one float dtype.
+
+    Args:
+        dtype: 'f32' or 'f64': literals are typed to it.
+        read: callback printing a :class:`Read` (a buffer element or a scalar argument).
+    """
+
+    def __init__(self, dtype: str, read: Callable[[Read], str]):
+        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
+        self.dtype, self.read = dtype, read
+
+    def lit(self, value) -> str:
+        """A literal of the kernel's float dtype."""
+        text = repr(float(value))
+        if text in ("inf", "-inf", "nan"):
+            text = f"float('{text}')"
+        return f"np.float32({text})" if self.dtype == "f32" else text
+
+    def _print_Symbol(self, expr):
+        if isinstance(expr, Read):
+            return self.read(expr)
+        return super()._print_Symbol(expr)
+
+    def _print_Integer(self, expr):
+        return self.lit(float(expr))
+
+    _print_Float = _print_Rational = _print_Integer
+
+    def _print_Half(self, expr):
+        return self.lit(0.5)
+
+    def _print_NegativeOne(self, expr):
+        return self.lit(-1)
+
+    def _print_One(self, expr):
+        return self.lit(1)
+
+    def _print_Zero(self, expr):
+        return self.lit(0)
+
+    def _print_Exp1(self, expr):
+        return self.lit(sympy.E.evalf(17))
+
+    def _print_Pi(self, expr):
+        return self.lit(sympy.pi.evalf(17))
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.as_base_exp()
+        b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"])
+        if exp.is_Integer and 1 <= abs(int(exp)) <= 4:
+            prod = "(" + " * ".join([b] * abs(int(exp))) + ")"
+            return prod if exp > 0 else f"({self.lit(1)} / {prod})"
+        if exp == sympy.S.Half:
+            return f"math.sqrt({self._print(base)})"
+        if exp == -sympy.S.Half:
+            return f"({self.lit(1)} / math.sqrt({self._print(base)}))"
+        return f"{b} ** {self.parenthesize(exp, sympy.printing.precedence.PRECEDENCE['Pow'])}"
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name == "Select" and type(expr.args[0]).__name__ in _CONDITIONS:
+            cond, a, b = expr.args
+            test = _CONDITIONS[type(cond).__name__].format(*map(self._print, cond.args))
+            return f"({self._print(a)} if {test} else {self._print(b)})"
+        if name in _TEMPLATES:
+            args = [self._print(a) for a in expr.args]
+            return _TEMPLATES[name].format(*args, Z=self.lit(0), O=self.lit(1))
+        return super()._print_Function(expr)
+
+    def _print_exp(self, expr):
+        return f"math.exp({self._print(expr.args[0])})"
+
+
+def cse_block(exprs: list[sympy.Expr], prefix: str = "t") -> tuple[list, list[sympy.Expr]]:
+    """Common-subexpression elimination over the expressions of one loop body.
+
+    Returns the (symbol, expression) temporaries in order and the reduced expressions.
+    """
+    temps, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols(prefix), order="none")
+    return temps, reduced

@@ -1,0 +1,143 @@
+"""Typed, shape-checked constructors for graph nodes, shared by lowering and autodiff.
+
+Each function validates shapes and dtypes and raises :class:`ShapeMismatch` (a message
+without a location) on bad operands; :mod:`gradc.ir.lower` attaches the span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+
+from gradc.ir.graph import Graph, Node
+from gradc.ir.ops import ARGS
+from gradc.ir.shapes import Shape, as_dim, broadcast, fmt_shape, keepdims_shape, numel
+
+
+class ShapeMismatch(Exception):
+    """Operands whose shapes or dtypes do not fit; the message names both shapes."""
+
+
+def result_dtype(g: Graph, nodes: tuple[Node, ...]) -> str:
+    """Float results of mixed operands take the model's float dtype."""
+    return g.float_dtype
+
+
+def ew(g: Graph, fn: Callable[..., sympy.Expr], *nodes: Node, what: str = "elementwise",
+       span=None, label=None) -> Node:
+    """Return ``fn`` applied elementwise to ``nodes`` with NumPy broadcasting."""
+    shape = broadcast(*(n.shape for n in nodes))
+    if shape is None:
+        shapes = " and ".join(fmt_shape(n.shape) for n in nodes)
+        raise ShapeMismatch(f"{what}: shapes {shapes} do not broadcast")
+    expr = fn(*ARGS[:len(nodes)])
+    return g.ewise(expr, nodes, shape, result_dtype(g, nodes), span, label)
+
+
+def broadcast_to(g: Graph, x: Node, shape: Shape) -> Node:
+    """Return ``x`` broadcast to ``shape`` (materialised only if a consumer needs it)."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    return g.ewise(ARGS[0], (x,), shape, x.dtype)
+
+
+def reshape(g: Graph, x: Node, shape: Shape) -> Node:
+    """Return ``x`` with a new shape of the same size."""
+    shape = tuple(as_dim(d) for d in shape)
+    if tuple(x.shape) == shape:
+        return x
+    if sympy.simplify(numel(x.shape) - numel(shape)) != 0:
+        raise ShapeMismatch(f"reshape: cannot reshape {fmt_shape(x.shape)} "
+                            f"to {fmt_shape(shape)}: sizes differ")
+    if x.op == "reshape":
+        x = x.inputs[0]
+        if tuple(x.shape) == shape:
+            return x
+    return g.add("reshape", (x,), shape, x.dtype)
+
+
+def transpose(g: Graph, x: Node, perm: tuple[int, ...] | None = None) -> Node:
+    """Return ``x`` with axes permuted (reversed when ``perm`` is None)."""
+    perm = tuple(reversed(range(x.rank))) if perm is None else tuple(perm)
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeMismatch(f"transpose: axes {perm} are not a permutation of "
+                            f"{x.rank} axes of {fmt_shape(x.shape)}")
+    if perm == tuple(range(x.rank)):
+        return x
+    if x.op == "transpose":
+        inner = x.attrs["perm"]
+        return transpose(g, x.inputs[0], tuple(inner[p] for p in perm))
+    return g.add("transpose", (x,), tuple(x.shape[p] for p in perm), x.dtype, perm=perm)
+
+
+def reduce(g: Graph, x: Node, kind: str, axes: tuple[int, ...], keepdims: bool = False) -> Node:
+    """Return the ``kind`` ('sum', 'max', 'min', 'logsumexp') reduction of ``x`` over
+    ``axes`` (normalised, sorted)."""
+    out_shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    if not axes:
+        out = x
+    elif kind == "logsumexp":
+        out = g.add("logsumexp", (x,), out_shape, x.dtype, axes=axes)
+    else:
+        out = g.add("reduce", (x,), out_shape, x.dtype, kind=kind, axes=axes)
+    return reshape(g, out, keepdims_shape(x.shape, axes)) if keepdims else out
+
+
+def sum_to(g: Graph, x: Node, shape: Shape) -> Node:
+    """Sum ``x`` down to ``shape`` (the adjoint of broadcasting ``shape`` to ``x.shape``)."""
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        return x
+    lead = x.rank - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    return reshape(g, reduce(g, x, "sum", axes), shape)
+
+
+def mean_scale(g: Graph, x: Node, axes: tuple[int, ...]) -> Node:
+    """Return a scalar node 1 / (number of elements over ``axes`` of ``x``)."""
+    count = numel(tuple(x.shape[a] for a in axes))
+    syms = sorted(count.free_symbols, key=lambda s: s.name)
+    dims = tuple(g.add("dim", (), (), g.float_dtype, name=s.name) for s in syms)
+    expr = 1 / count.xreplace(dict(zip(syms, ARGS)))
+    return g.ewise(expr, dims, (), g.float_dtype)
+
+
+def matmul2(g: Graph, a: Node, b: Node, ta: bool = False, tb: bool = False) -> Node:
+    """Return op(a) @ op(b) for operands [*batch, m, k] / [*batch, k, n] (op = transpose of
+    the last two axes when the flag is set); batch dims must be equal or absent on b."""
+    am, ak = (a.shape[-1], a.shape[-2]) if ta else (a.shape[-2], a.shape[-1])
+    bk, bn = (b.shape[-1], b.shape[-2]) if tb else (b.shape[-2], b.shape[-1])
+    batch = a.shape[:-2]
+    if b.shape[:-2] not in ((), batch) or (b.rank > 2 and a.rank == 2):
+        raise ShapeMismatch(f"matmul: batch dims of {fmt_shape(a.shape)} and "
+                            f"{fmt_shape(b.shape)} differ")
+    if ak != bk:
+        raise ShapeMismatch(f"matmul: {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}: "
+                            f"inner dimensions {ak} and {bk} differ")
+    return g.add("matmul", (a, b), batch + (am, bn), g.float_dtype, ta=ta, tb=tb)
+
+
+def matmul(g: Graph, a: Node, b: Node) -> Node:
+    """Return ``a @ b`` with NumPy's rules for 1-D and batched operands."""
+    if a.rank == 0 or b.rank == 0:
+        raise ShapeMismatch(f"matmul: {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}: "
+                            "operands must have at least one axis")
+    one = sympy.Integer(1)
+    a2 = reshape(g, a, (one, a.shape[0])) if a.rank == 1 else a
+    b2 = reshape(g, b, (b.shape[0], one)) if b.rank == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ShapeMismatch(f"matmul: {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}: "
+                            f"inner dimensions {a2.shape[-1]} and {b2.shape[-2]} differ")
+    if a2.rank > 2 and b2.rank == 2:
+        flat = reshape(g, a2, (numel(a2.shape[:-1]), a2.shape[-1]))
+        out = reshape(g, matmul2(g, flat, b2), a2.shape[:-1] + (b2.shape[-1],))
+    else:
+        out = matmul2(g, a2, b2)
+    shape = out.shape
+    if a.rank == 1:
+        shape = shape[:-2] + shape[-1:]
+    if b.rank == 1:
+        shape = shape[:-1]
+    return reshape(g, out, shape)

@@ -1,0 +1,268 @@
+"""The built-in functions that are not one elementwise op: reductions, softmax, shape
+functions and losses, each lowered to graph primitives (SPEC §1 "Built-ins").
+
+Every handler has the signature ``handler(g, name, args, kwargs, call) -> Node`` where
+``args`` are lowered nodes and ``kwargs`` the AST keywords; it raises
+:class:`gradc.ir.errors.LowerError` for user mistakes and
+:class:`gradc.ir.build.ShapeMismatch` for shapes that do not fit.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from gradc.errors import did_you_mean
+from gradc.frontend import ast
+from gradc.ir import build, sym
+from gradc.ir.errors import LowerError
+from gradc.ir.graph import Graph, Node
+from gradc.ir.ops import ELEMENTWISE
+from gradc.ir.shapes import dim_symbol, fmt_shape, normalize_axes, numel
+
+NOT_YET = "is not supported yet"
+LAYERS = ("dense", "conv2d", "maxpool2d", "avgpool2d", "batchnorm", "layernorm", "dropout",
+          "embedding", "rnn", "attention")
+
+
+def literal(e: ast.Expr, kind: str):
+    """Return the Python value of a literal keyword/argument of ``kind``
+    ('number', 'int', 'bool', 'str', 'axes'), or raise LowerError."""
+    if kind in ("number", "int") and isinstance(e, ast.UnaryOp) and e.op == "-":
+        return -literal(e.operand, kind)
+    if kind == "number" and isinstance(e, ast.Num):
+        return e.value
+    if kind == "int" and isinstance(e, ast.Num) and e.is_int:
+        return int(e.value)
+    if kind == "bool" and isinstance(e, ast.Bool):
+        return e.value
+    if kind == "str" and isinstance(e, ast.Str):
+        return e.value
+    if kind == "axes":
+        if isinstance(e, ast.TupleLit):
+            return tuple(literal(i, "int") for i in e.items)
+        return literal(e, "int")
+    words = {"number": "a number", "int": "an integer", "bool": "true or false",
+             "str": "a string", "axes": "an integer or a tuple of integers"}
+    raise LowerError(f"expected {words[kind]} here", e.span)
+
+
+def parse_kwargs(name: str, kwargs, allowed: dict[str, str]) -> dict:
+    """Check keyword names against ``allowed`` (name -> literal kind) and convert them."""
+    out = {}
+    for kw in kwargs:
+        if kw.name not in allowed:
+            hint = did_you_mean(kw.name, allowed) or (
+                "accepted: " + ", ".join(allowed) if allowed else f"{name}() takes none")
+            raise LowerError(f"{name}() got an unknown keyword '{kw.name}'", kw.span, hint)
+        if kw.name in out:
+            raise LowerError(f"{name}() got keyword '{kw.name}' twice", kw.span)
+        out[kw.name] = literal(kw.value, allowed[kw.name])
+    return out
+
+
+def check_arity(name: str, args: list, n: int | tuple[int, int], call: ast.Expr) -> None:
+    """Raise unless ``len(args)`` is ``n`` (or within the inclusive range ``n``)."""
+    lo, hi = (n, n) if isinstance(n, int) else n
+    if not lo <= len(args) <= hi:
+        want = str(lo) if lo == hi else (f"{lo} or more" if hi > 99 else f"{lo} to {hi}")
+        raise LowerError(f"{name}() takes {want} positional argument(s), got {len(args)}",
+                         call.span)
+
+
+def _axes(name: str, x: Node, axes, call: ast.Expr) -> tuple[int, ...]:
+    out = normalize_axes(axes, x.rank)
+    if out is None:
+        raise LowerError(f"{name}(): axis {axes} is out of range for shape "
+                         f"{fmt_shape(x.shape)}", call.span)
+    return out
+
+
+def _float(name: str, x, call: ast.Expr) -> Node:
+    """Return ``x`` if it is a float tensor; raise a user error otherwise."""
+    if not isinstance(x, Node):
+        raise LowerError(f"{name}(): expected a tensor here, not a literal", x.span)
+    if not x.is_float:
+        raise LowerError(f"{name}(): an integer value ({x.dtype}) cannot be differentiated "
+                         "or used as data here", call.span)
+    return x
+
+
+def call_elementwise(g: Graph, name: str, args: list, kwargs, call: ast.Expr) -> Node:
+    """Lower a call of an op of the elementwise table."""
+    op = ELEMENTWISE[name]
+    check_arity(name, args, op.nargs, call)
+    kw = {**op.kwargs, **parse_kwargs(name, kwargs, {k: "number" for k in op.kwargs})}
+    args = [_float(name, a, call) for a in args]
+    return build.ew(g, lambda *s: op.build(*s, **kw), *args, what=name, span=call.span)
+
+
+def _reduction(g, name, args, kwargs, call):
+    check_arity(name, args, 1, call)
+    kw = parse_kwargs(name, kwargs, {"axis": "axes", "keepdims": "bool"})
+    x = _float(name, args[0], call)
+    axes = _axes(name, x, kw.get("axis"), call)
+    keep = kw.get("keepdims", False)
+    if name == "mean":
+        total = build.reduce(g, x, "sum", axes, keep)
+        return build.ew(g, lambda a, b: a * b, total, build.mean_scale(g, x, axes))
+    return build.reduce(g, x, "sum" if name == "sum" else name, axes, keep)
+
+
+def log_softmax(g: Graph, z: Node, axis: int) -> Node:
+    """Return ``z - logsumexp(z, axis, keepdims)``: stable by construction."""
+    lse = build.reduce(g, z, "logsumexp", (axis,), keepdims=True)
+    return build.ew(g, lambda a, b: a - b, z, lse)
+
+
+def _softmax(g, name, args, kwargs, call):
+    check_arity(name, args, 1, call)
+    kw = parse_kwargs(name, kwargs, {"axis": "int"})
+    z = _float(name, args[0], call)
+    (axis,) = _axes(name, z, kw.get("axis", -1), call)
+    out = log_softmax(g, z, axis)
+    return out if name == "log_softmax" else build.ew(g, sympy.exp, out)
+
+
+def _transpose(g, name, args, kwargs, call):
+    check_arity(name, args, (1, 2), call)
+    kw = parse_kwargs(name, kwargs, {"axes": "axes"})
+    x = _float(name, args[0], call)
+    perm = literal(args[1], "axes") if len(args) == 2 else kw.get("axes")
+    if isinstance(perm, int):
+        perm = (perm,)
+    if perm is not None:
+        perm = tuple(p % x.rank if -x.rank <= p < x.rank else p for p in perm)
+    return build.transpose(g, x, perm)
+
+
+def _reshape(g, name, args, kwargs, call):
+    check_arity(name, args, 2, call)
+    parse_kwargs(name, kwargs, {})
+    x, spec = _float(name, args[0], call), args[1]
+    if not isinstance(spec, ast.ListLit):
+        raise LowerError("reshape(a, [d0, d1, ...]): the new shape is a list literal",
+                         spec.span)
+    dims, free = [], None
+    for item in spec.items:
+        if isinstance(item, ast.Name):
+            dims.append(dim_symbol(item.id))
+        elif literal(item, "int") == -1 and free is None:
+            free = len(dims)
+            dims.append(None)
+        elif literal(item, "int") > 0:
+            dims.append(sympy.Integer(literal(item, "int")))
+        else:
+            raise LowerError("reshape: dims are positive integers, dim names and one -1",
+                             item.span)
+    if free is not None:
+        known = numel(tuple(d for d in dims if d is not None))
+        rest = sympy.simplify(numel(x.shape) / known)
+        if not (rest.is_integer and rest.is_positive):
+            raise build.ShapeMismatch(f"reshape: cannot reshape {fmt_shape(x.shape)} with "
+                                      "-1 here: sizes do not divide")
+        dims[free] = rest
+    return build.reshape(g, x, tuple(dims))
+
+
+def _reduce_loss(g: Graph, per_item: Node, reduction: str, batch_axes) -> Node:
+    """Sum ``per_item`` over everything; for 'mean' divide by the size of ``batch_axes``."""
+    total = build.reduce(g, per_item, "sum", tuple(range(per_item.rank)))
+    if reduction == "sum":
+        return total
+    return build.ew(g, lambda a, b: a * b, total, build.mean_scale(g, per_item, batch_axes))
+
+
+def _loss_kwargs(name, kwargs, extra=None):
+    kw = parse_kwargs(name, kwargs, {"reduction": "str", **(extra or {})})
+    red = kw.get("reduction", "mean")
+    if red not in ("mean", "sum"):
+        raise LowerError(f'{name}(): reduction must be "mean" or "sum", got "{red}"',
+                         next(k.span for k in kwargs if k.name == "reduction"))
+    return kw, red
+
+
+def _same_shape(name, a, b):
+    if a.shape != b.shape:
+        raise build.ShapeMismatch(f"{name}: prediction {fmt_shape(a.shape)} and target "
+                                  f"{fmt_shape(b.shape)} differ")
+
+
+def _mse(g, name, args, kwargs, call):
+    check_arity(name, args, 2, call)
+    _, red = _loss_kwargs(name, kwargs)
+    p, t = (_float(name, a, call) for a in args)
+    _same_shape(name, p, t)
+    sq = build.ew(g, lambda a, b: (a - b) ** 2, p, t)
+    return _reduce_loss(g, sq, red, tuple(range(sq.rank)))
+
+
+def _bce(g, name, args, kwargs, call):
+    check_arity(name, args, 2, call)
+    _, red = _loss_kwargs(name, kwargs)
+    z, t = (_float(name, a, call) for a in args)
+    _same_shape(name, z, t)
+    per = build.ew(g, lambda a, b: sym.Softplus(a) - a * b, z, t)
+    return _reduce_loss(g, per, red, tuple(range(per.rank)))
+
+
+def _labels(name: str, scores: Node, labels: Node, call) -> None:
+    if scores.rank < 1 or labels.shape != scores.shape[:-1]:
+        raise build.ShapeMismatch(f"{name}: integer labels {fmt_shape(labels.shape)} must have "
+                                  f"the shape of the scores {fmt_shape(scores.shape)} "
+                                  "without its last axis")
+
+
+def _cross_entropy(g, name, args, kwargs, call):
+    check_arity(name, args, 2, call)
+    _, red = _loss_kwargs(name, kwargs)
+    z, t = _float(name, args[0], call), args[1]
+    batch = tuple(range(z.rank - 1))
+    if t.is_float:
+        _same_shape(name, z, t)
+        per = build.ew(g, lambda a, b: -a * b, log_softmax(g, z, z.rank - 1), t)
+    else:
+        _labels(name, z, t, call)
+        lse = build.reduce(g, z, "logsumexp", (z.rank - 1,))
+        picked = g.add("pick", (z, t), t.shape, z.dtype)
+        per = build.ew(g, lambda a, b: a - b, lse, picked)
+    return _reduce_loss(g, per, red, batch)
+
+
+def _hinge(g, name, args, kwargs, call):
+    check_arity(name, args, 2, call)
+    kw, red = _loss_kwargs(name, kwargs, {"margin": "number"})
+    margin = kw.get("margin", 1.0)
+    if margin < 0:
+        raise LowerError("hinge(): margin must be >= 0", call.span)
+    s, y = _float(name, args[0], call), args[1]
+    if y.is_float:
+        raise LowerError("hinge(): labels must be an integer tensor", call.span)
+    _labels(name, s, y, call)
+    picked = build.reshape(g, g.add("pick", (s, y), y.shape, s.dtype), y.shape + (1,))
+    # sum_j max(0, s_j - s_y + margin) counts j = y as exactly `margin`: subtract it.
+    per = build.ew(g, lambda a, b: sym.Relu(a - b + margin) - margin / s.shape[-1], s, picked)
+    return _reduce_loss(g, per, red, tuple(range(s.rank - 1)))
+
+
+def _norm_loss(g, name, args, kwargs, call):
+    check_arity(name, args, (1, 999), call)
+    parse_kwargs(name, kwargs, {})
+    fn = (lambda a: sym.Absv(a)) if name == "l1" else (lambda a: a ** 2)
+    terms = [build.reduce(g, build.ew(g, fn, _float(name, t, call)), "sum",
+                          tuple(range(t.rank))) for t in args]
+    return build.ew(g, lambda *s: sympy.Add(*s), *terms)
+
+
+def _not_yet(g, name, args, kwargs, call):
+    raise LowerError(f"{name}() {NOT_YET}", call.span)
+
+
+BUILTINS = {
+    **{n: _reduction for n in ("sum", "mean", "max", "min", "logsumexp")},
+    "softmax": _softmax, "log_softmax": _softmax,
+    "transpose": _transpose, "reshape": _reshape,
+    "concat": _not_yet, "take": _not_yet,
+    "mse": _mse, "binary_cross_entropy": _bce, "cross_entropy": _cross_entropy,
+    "hinge": _hinge, "l1": _norm_loss, "l2": _norm_loss,
+    **{n: _not_yet for n in LAYERS},
+}

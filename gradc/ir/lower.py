@@ -1,0 +1,328 @@
+"""AST -> graph: names, declarations, user functions, operators and calls.
+
+:func:`lower` is the entry. It reports every independent error of the file at once: an
+error inside a statement is recorded, the statement's name is bound to a poisoned value,
+and later statements that use it are skipped silently (no cascades).
+"""
+
+from __future__ import annotations
+
+from gradc.errors import Collector, did_you_mean
+from gradc.frontend import ast
+from gradc.ir import build
+from gradc.ir.builtins import BUILTINS, call_elementwise, literal
+from gradc.ir.errors import LowerError, Poisoned
+from gradc.ir.graph import FLOAT_DTYPES, INT_DTYPES, Graph, Node
+from gradc.ir.ops import COMPARISONS, ELEMENTWISE, OPERATORS
+from gradc.ir.shapes import as_dim, fmt_shape
+from gradc.source import Source
+
+INITS = {"zeros": 0, "ones": 0, "glorot_uniform": 0, "he_normal": 0,
+         "constant": 1, "normal": 1, "uniform": 2}
+NOT_YET = "is not supported yet"
+POISON = object()
+
+
+def lower(module: ast.Module, source: Source, dtype: str | None = None,
+          wrt: tuple[str, ...] = ()) -> tuple[Graph, list]:
+    """Lower a parsed module to a graph.
+
+    Args:
+        module: the parsed file.
+        source: its text, for error messages.
+        dtype: if given ('f32'/'f64'), overrides every float dtype of the model.
+        wrt: float inputs to differentiate besides the params.
+
+    Returns:
+        The graph and the list of warnings (:class:`gradc.errors.SourceError`).
+
+    Raises:
+        gradc.errors.ErrorGroup: every user error found.
+    """
+    lw = _Lowerer(module, source, dtype)
+    lw.run(wrt)
+    return lw.g, lw.c.warnings
+
+
+class _Lowerer:
+    def __init__(self, module: ast.Module, source: Source, dtype: str | None):
+        self.module, self.c = module, Collector(source)
+        name = next((s.name for s in module.stmts if isinstance(s, ast.ModelDecl)), None)
+        stem = source.filename.rsplit("/", 1)[-1].removesuffix(".grad") or "model"
+        self.g = Graph(name or stem, dtype or self._float_dtype(module))
+        self.values: dict[str, object] = {}
+        self.defined_at: dict[str, ast.Stmt] = {}
+        self.fns: dict[str, ast.FnDecl] = {}
+        self.dims: dict[str, int | None] = {}
+        self.used: set[str] = set()
+        self.stack: list[str] = []
+
+    @staticmethod
+    def _float_dtype(module: ast.Module) -> str:
+        types = [s.type.dtype for s in module.stmts if isinstance(s, (ast.InputDecl,
+                 ast.ParamDecl)) and s.type.dtype in FLOAT_DTYPES]
+        return "f64" if types and all(t == "f64" for t in types) else "f32"
+
+    # ------------------------------------------------------------------ statements
+    def run(self, wrt: tuple[str, ...]) -> None:
+        for stmt in self.module.stmts:
+            if isinstance(stmt, ast.FnDecl):
+                self._declare(stmt.name, stmt, stmt.name_span)
+                self.fns[stmt.name] = stmt
+            elif isinstance(stmt, ast.DimDecl):
+                self.dims[stmt.name] = stmt.value
+        for stmt in self.module.stmts:
+            try:
+                self._stmt(stmt)
+            except LowerError as e:
+                self.c.error(e.message, e.span, e.hint)
+                self._poison(stmt)
+            except Poisoned:
+                self._poison(stmt)
+        self._finish(wrt)
+        self.c.check()
+
+    def _poison(self, stmt: ast.Stmt) -> None:
+        name = getattr(stmt, "name", None)
+        if name and not isinstance(stmt, (ast.FnDecl, ast.ModelDecl, ast.DimDecl)):
+            self.values[name] = POISON
+
+    def _declare(self, name: str, stmt: ast.Stmt, span) -> None:
+        if name in self.defined_at or name in BUILTINS or name in ELEMENTWISE:
+            prev = self.defined_at.get(name)
+            where = f"line {prev.span.line}" if prev else "a built-in"
+            raise LowerError(f"'{name}' is already defined ({where})", span)
+        self.defined_at[name] = stmt
+
+    def _stmt(self, s: ast.Stmt) -> None:
+        g = self.g
+        if isinstance(s, ast.InputDecl):
+            self._declare(s.name, s, s.name_span)
+            dtype, shape = self._type(s.type)
+            self.values[s.name] = g.add("input", (), shape, dtype, s.name_span, s.name, name=s.name)
+            g.inputs[s.name] = self.values[s.name]
+        elif isinstance(s, ast.ParamDecl):
+            self._declare(s.name, s, s.name_span)
+            dtype, shape = self._type(s.type)
+            if dtype in INT_DTYPES:
+                raise LowerError(f"param '{s.name}' is {dtype}: params must be f32 or f64 "
+                                 "(no gradient through an integer value)", s.type.span)
+            init = self._init(s, len(shape))
+            node = g.add("param", (), shape, dtype, s.name_span, s.name, name=s.name)
+            self.values[s.name], g.params[s.name], g.param_inits[s.name] = node, node, init
+        elif isinstance(s, ast.Assign):
+            self._declare(s.name, s, s.name_span)
+            self.values[s.name] = self._labelled(self.expr(s.value), s.name)
+        elif isinstance(s, ast.OutputDecl):
+            self._output(s)
+        elif isinstance(s, ast.LossDecl):
+            if g.loss is not None:
+                raise LowerError("a model has at most one loss", s.span)
+            node = self.expr(s.value)
+            if node.rank:
+                raise LowerError(f"loss must be a scalar, but this expression has shape "
+                                 f"{fmt_shape(node.shape)}", s.value.span,
+                                 "reduce it, e.g. with mean(...) or sum(...)")
+            self._float_value(node, s.value.span)
+            g.loss = node
+        elif isinstance(s, ast.LayerDecl):
+            self._declare(s.name, s, s.name_span)
+            raise LowerError(f"layer declarations {NOT_YET}", s.span,
+                             "write the layer with params and @ for now")
+
+    def _labelled(self, node: Node, label: str) -> Node:
+        if node.label is None and node.op not in ("input", "param"):
+            node.label = label
+        return node
+
+    def _output(self, s: ast.OutputDecl) -> None:
+        if s.name in self.g.outputs:
+            raise LowerError(f"output '{s.name}' is already defined", s.name_span)
+        if s.value is None:
+            node = self._name(ast.Name(s.name_span, s.name), {})
+        else:
+            self._declare(s.name, s, s.name_span)
+            node = self.values[s.name] = self._labelled(self.expr(s.value), s.name)
+        self.g.outputs[s.name] = node
+
+    def _finish(self, wrt: tuple[str, ...]) -> None:
+        for name in wrt:
+            node = self.g.inputs.get(name)
+            if node is None:
+                self.c.error(f"wrt: '{name}' is not an input of the model", None,
+                             did_you_mean(name, self.g.inputs))
+            elif not node.is_float:
+                self.c.error(f"wrt: input '{name}' is {node.dtype}: no gradient through "
+                             "an integer value", node.span)
+        for name, node in self.g.inputs.items():
+            if name not in self.used:
+                self.c.warn(f"input '{name}' is never used", node.span)
+
+    # ------------------------------------------------------------------ declarations
+    def _type(self, t: ast.TypeExpr) -> tuple[str, tuple]:
+        dtype = t.dtype
+        if dtype in FLOAT_DTYPES:
+            dtype = self.g.float_dtype
+        shape = []
+        for d in t.shape or ():
+            if isinstance(d.value, int):
+                shape.append(as_dim(d.value))
+            elif self.dims.get(d.value) is not None:
+                shape.append(as_dim(self.dims[d.value]))
+            elif d.value in self.dims or d.value[:1].isupper():
+                shape.append(as_dim(d.value))
+            else:
+                raise LowerError(f"unknown dim '{d.value}'", d.span,
+                                 f"declare it with 'dim {d.value}' or capitalise it")
+        return dtype, tuple(shape)
+
+    def _init(self, s: ast.ParamDecl, rank: int) -> tuple:
+        if s.init is None:
+            return ("glorot_uniform",) if rank >= 2 else ("zeros",)
+        call = s.init if isinstance(s.init, ast.Call) else None
+        head = call.func if call else s.init
+        if not isinstance(head, ast.Name) or head.id not in INITS:
+            name = getattr(head, "id", "")
+            raise LowerError("unknown initialiser" + (f" '{name}'" if name else ""), head.span,
+                             did_you_mean(name, INITS) or "one of: " + ", ".join(INITS))
+        args = call.args if call else ()
+        if len(args) != INITS[head.id] or (call and call.kwargs):
+            raise LowerError(f"{head.id} takes {INITS[head.id]} number argument(s), "
+                             f"got {len(args)}", s.init.span)
+        vals = tuple(float(literal(a, "number")) for a in args)
+        if head.id in ("glorot_uniform", "he_normal") and rank < 2:
+            raise LowerError(f"{head.id} needs a param of rank >= 2", s.init.span)
+        return (head.id, *vals)
+
+    # ------------------------------------------------------------------ expressions
+    def expr(self, e: ast.Expr, scope: dict | None = None) -> Node:
+        """Lower one expression in ``scope`` (a user fn's arguments) over the globals."""
+        scope = scope or {}
+        if isinstance(e, ast.Num):
+            return self.g.const(e.value)
+        if isinstance(e, ast.Name):
+            return self._name(e, scope)
+        if isinstance(e, ast.UnaryOp):
+            x = self._float_value(self.expr(e.operand, scope), e.operand.span)
+            return x if e.op == "+" else build.ew(self.g, lambda a: -a, x, span=e.span)
+        if isinstance(e, ast.BinOp):
+            return self._binop(e, scope)
+        if isinstance(e, ast.Call):
+            return self._call(e.func, list(e.args), e.kwargs, e, scope)
+        if isinstance(e, ast.Pipe):
+            return self._pipe(e, scope)
+        if isinstance(e, ast.Attr):
+            if e.attr == "T":
+                return self._wrap(e, build.transpose, self.expr(e.obj, scope))
+            raise LowerError(f"attribute '.{e.attr}' {NOT_YET} (layer params come with "
+                             "layers)", e.span)
+        kind = {ast.Index: "indexing", ast.Slice: "slicing", ast.Compose: "composition '>>'",
+                ast.Arrow: "'->' outside a layer call"}.get(type(e))
+        if kind:
+            raise LowerError(f"{kind} {NOT_YET}", e.span)
+        what = {ast.Str: "a string", ast.Bool: "a boolean", ast.TupleLit: "a tuple",
+                ast.ListLit: "a list"}.get(type(e), "this")
+        raise LowerError(f"{what} is not a tensor value here", e.span)
+
+    def _wrap(self, e: ast.Expr, fn, *args, **kw) -> Node:
+        try:
+            return fn(self.g, *args, **kw)
+        except build.ShapeMismatch as err:
+            raise LowerError(str(err), e.span) from None
+
+    def _float_value(self, node: Node, span) -> Node:
+        if not node.is_float:
+            raise LowerError(f"an integer value ({node.dtype}) cannot be used in arithmetic: "
+                             "integers are labels or indices and carry no gradient", span,
+                             "declare the input f32 to use it as data")
+        return node
+
+    def _name(self, e: ast.Name, scope: dict) -> Node:
+        if e.id in scope:
+            return scope[e.id]
+        if e.id in self.values:
+            v = self.values[e.id]
+            if v is POISON:
+                raise Poisoned()
+            if e.id in self.g.inputs:
+                self.used.add(e.id)
+            return v
+        if e.id in self.dims or (e.id[:1].isupper() and self._dim_in_use(e.id)):
+            fixed = self.dims.get(e.id)
+            if fixed is not None:
+                return self.g.const(fixed)
+            return self.g.add("dim", (), (), self.g.float_dtype, name=e.id)
+        if e.id in self.fns or e.id in ELEMENTWISE or e.id in BUILTINS:
+            raise LowerError(f"'{e.id}' is a function: call it, e.g. {e.id}(x)", e.span)
+        known = list(self.values) + list(scope) + list(self.fns) + list(ELEMENTWISE) \
+            + list(BUILTINS)
+        raise LowerError(f"unknown name '{e.id}'", e.span, did_you_mean(e.id, known))
+
+    def _dim_in_use(self, name: str) -> bool:
+        return any(name in {s.name for d in n.shape for s in d.free_symbols}
+                   for n in list(self.g.inputs.values()) + list(self.g.params.values()))
+
+    def _binop(self, e: ast.BinOp, scope: dict) -> Node:
+        a = self._float_value(self.expr(e.left, scope), e.left.span)
+        b = self._float_value(self.expr(e.right, scope), e.right.span)
+        if e.op == "@":
+            return self._wrap(e, build.matmul, a, b)
+        what = "comparison" if e.op in COMPARISONS else f"'{e.op}'"
+        return self._wrap(e, build.ew, OPERATORS[e.op], a, b, what=what, span=e.span)
+
+    def _pipe(self, e: ast.Pipe, scope: dict) -> Node:
+        value, func = e.value, e.func
+        parts = func.parts if isinstance(func, ast.Compose) else (func,)
+        node = self.expr(value, scope)
+        for part in parts:
+            if isinstance(part, ast.Call):
+                node = self._call(part.func, [node, *part.args], part.kwargs, part, scope)
+            else:
+                node = self._call(part, [node], (), part, scope)
+        return node
+
+    def _call(self, func: ast.Expr, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
+        """Lower a call; ``args`` are AST expressions or already-lowered nodes (pipes)."""
+        if not isinstance(func, ast.Name):
+            raise LowerError("only named functions can be called", func.span)
+        name = func.id
+        if name in self.fns:
+            return self._inline(self.fns[name], args, kwargs, call, scope)
+        nodes = [a if isinstance(a, Node) else None for a in args]
+        if name in BUILTINS or name in ELEMENTWISE:
+            lowered = [n if n is not None else self._arg(a, scope) for n, a in zip(nodes, args)]
+            try:
+                if name in BUILTINS and not (name in ELEMENTWISE and len(args) == 2):
+                    return BUILTINS[name](self.g, name, lowered, kwargs, call)
+                return call_elementwise(self.g, name, lowered, kwargs, call)
+            except build.ShapeMismatch as err:
+                raise LowerError(str(err), call.span) from None
+        if name in self.values or name in scope:
+            raise LowerError(f"'{name}' is a value, not a function", func.span)
+        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS)
+        raise LowerError(f"unknown function '{name}'", func.span, did_you_mean(name, known))
+
+    def _arg(self, a: ast.Expr, scope: dict):
+        """Lower a call argument; tuple and list literals stay AST (axes, shapes)."""
+        return a if isinstance(a, (ast.ListLit, ast.TupleLit)) else self.expr(a, scope)
+
+    def _inline(self, fn: ast.FnDecl, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
+        if kwargs:
+            raise LowerError(f"{fn.name}() takes no keyword arguments", kwargs[0].span)
+        if len(args) != len(fn.params):
+            raise LowerError(f"{fn.name}() takes {len(fn.params)} argument(s), got {len(args)}",
+                             call.span)
+        if fn.name in self.stack:
+            raise LowerError(f"'{fn.name}' calls itself (recursion is not allowed)", call.span)
+        nodes = [a if isinstance(a, Node) else self.expr(a, scope) for a in args]
+        self.stack.append(fn.name)
+        try:
+            return self.expr(fn.body, {p.id: n for p, n in zip(fn.params, nodes)})
+        except LowerError as err:
+            if err.span is not None and err.span.line == fn.span.line and not err.in_fn:
+                err.hint = err.hint or f"in {fn.name}(), called at line {call.span.line}"
+                err.in_fn = True
+            raise
+        finally:
+            self.stack.pop()
+

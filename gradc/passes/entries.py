@@ -1,0 +1,125 @@
+"""The compiled entries of a model: forward, loss_and_grad, train_step, jvp, vjp.
+
+Each entry is a set of roots over one shared graph (autodiff adds the backward nodes to the
+same hash-consed graph, so forward work is shared), plus the leaves it takes in call order.
+Optimizer updates are in-place stores (SPEC §2 ``train_step``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from gradc.autodiff.forward import jvp
+from gradc.autodiff.reverse import vjp
+from gradc.errors import GradcError
+
+from gradc.ir.graph import Graph, Node
+from gradc.ir.ops import ARGS
+from gradc.passes.schedule import Entry
+
+OPTIMIZERS = {
+    "sgd": {},
+    "momentum": {"momentum": 0.9},
+    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+}
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer and its hyper-parameters (the learning rate is given per call)."""
+
+    name: str
+    hyper: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def parse(cls, spec) -> Optimizer:
+        """Accept 'sgd' | 'momentum' | 'adam' or a dict {'name': ..., hyper: value}."""
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": "sgd"})
+        name = spec.pop("name", "sgd")
+        if name not in OPTIMIZERS:
+            raise GradcError(f"unknown optimizer '{name}': one of {', '.join(OPTIMIZERS)}")
+        unknown = set(spec) - set(OPTIMIZERS[name])
+        if unknown:
+            raise GradcError(f"optimizer {name}: unknown hyper-parameter(s) "
+                             f"{', '.join(sorted(unknown))}; accepted: "
+                             f"{', '.join(OPTIMIZERS[name]) or 'none'}")
+        hyper = {**OPTIMIZERS[name], **{k: float(v) for k, v in spec.items()}}
+        return cls(name, tuple(sorted(hyper.items())))
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Per-param state arrays ('v' for momentum, 'm' and 'v' for adam)."""
+        return {"sgd": (), "momentum": ("v",), "adam": ("m", "v")}[self.name]
+
+
+def leaf(g: Graph, role: str, name: str, like: Node) -> Node:
+    """A new argument leaf of ``role`` ('tangent', 'cotangent', 'state:m', ...) shaped like
+    ``like``."""
+    return g.add("input", (), like.shape, like.dtype, None, name, name=name, role=role)
+
+
+def hyper(g: Graph, name: str) -> Node:
+    """A float scalar passed by value (learning rate, bias corrections)."""
+    return g.add("hyper", (), (), g.float_dtype, None, name, name=name)
+
+
+def needed_inputs(g: Graph, roots: list[Node]) -> list[Node]:
+    """The model inputs ``roots`` depend on, in declaration order."""
+    ids = {n.id for n in g.topo(roots)}
+    return [n for n in g.inputs.values() if n.id in ids]
+
+
+def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer) -> dict[str, Entry]:
+    """Return every entry the model supports, by name."""
+    params = list(g.params.values())
+    diff = params + [g.inputs[w] for w in wrt]
+    outs = list(g.outputs.values())
+    entries = {}
+    if outs:
+        entries["forward"] = Entry("forward", params + needed_inputs(g, outs), outs)
+        tans = [leaf(g, "tangent", n.attrs["name"], n) for n in diff]
+        t_outs = jvp(g, outs, {n.id: t for n, t in zip(diff, tans)})
+        entries["jvp"] = Entry("jvp", params + needed_inputs(g, outs) + tans, outs + t_outs)
+        cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
+        grads = vjp(g, list(zip(outs, cots)), diff)
+        entries["vjp"] = Entry("vjp", params + needed_inputs(g, outs) + cots, grads)
+    if g.loss is not None:
+        grads = vjp(g, [(g.loss, g.const(1))], diff)
+        ins = needed_inputs(g, [g.loss])
+        entries["loss_and_grad"] = Entry("loss_and_grad", params + ins, [g.loss, *grads])
+        states = {s: [leaf(g, f"state:{s}", p.attrs["name"], p) for p in params]
+                  for s in opt.states}
+        lr = hyper(g, "lr")
+        extra = [hyper(g, "c1"), hyper(g, "c2")] if opt.name == "adam" else []
+        stores = _updates(g, opt, params, grads[:len(params)], states, [lr, *extra])
+        args = params + ins + [s for ss in states.values() for s in ss] + [lr, *extra]
+        entries["train_step"] = Entry("train_step", args, [g.loss], stores)
+    return entries
+
+
+def _updates(g, opt, params, grads, states, hypers):
+    """The in-place stores of one optimizer step, in order (state first, then the param)."""
+    h = dict(opt.hyper)
+    stores = []
+    for i, (p, gr) in enumerate(zip(params, grads)):
+        def ew(fn, *nodes):
+            return g.ewise(fn(*ARGS[:len(nodes)]), nodes, p.shape, p.dtype)
+        if opt.name == "sgd":
+            stores.append((p, ew(lambda w, d, lr: w - lr * d, p, gr, hypers[0])))
+        elif opt.name == "momentum":
+            v = states["v"][i]
+            new_v = ew(lambda v_, d: h["momentum"] * v_ + d, v, gr)
+            stores += [(v, new_v), (p, ew(lambda w, v_, lr: w - lr * v_, p, new_v, hypers[0]))]
+        else:
+            m, v = states["m"][i], states["v"][i]
+            new_m = ew(lambda m_, d: h["beta1"] * m_ + (1 - h["beta1"]) * d, m, gr)
+            new_v = ew(lambda v_, d: h["beta2"] * v_ + (1 - h["beta2"]) * d * d, v, gr)
+            step = ew(lambda w, m_, v_, lr, c1, c2: w - lr * (m_ * c1)
+                      / (sympy.sqrt(v_ * c2) + h["eps"]), p, new_m, new_v, *hypers)
+            stores += [(m, new_m), (v, new_v), (p, step)]
+    return stores
+
+
+

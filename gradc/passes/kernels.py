@@ -1,0 +1,141 @@
+"""The fused-kernel layer: what one compiled entry computes, independent of the target.
+
+A :class:`Program` is a list of kernels over named :class:`Buffer`\\ s. Elementwise work is
+a :class:`Loop` whose stores are SymPy expressions over :class:`Read` symbols (a buffer read
+through an index map), so elementwise chains, broadcasts and transposes fuse into one loop
+and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU emitter
+(:mod:`gradc.codegen.cpu`) and a CUDA emitter print the same program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from gradc.ir.shapes import Shape
+from gradc.source import Span
+
+
+@dataclass(eq=False)
+class Buffer:
+    """A named array the entry reads or writes.
+
+    kind: 'arg' (a caller's array), 'scalar' (a caller's number: hyper-parameter, dim),
+    'ws' (a slice of the workspace, planned once per dims), 'fresh' (allocated per call:
+    handed to the caller), 'view' (a reshape of ``base``).
+    """
+
+    name: str
+    shape: Shape
+    dtype: str
+    kind: str
+    offset: sympy.Expr | None = None
+    base: Buffer | None = None
+
+    @property
+    def rank(self) -> int:
+        """Number of axes."""
+        return len(self.shape)
+
+
+class Read(sympy.Symbol):
+    """A symbol standing for ``buffer[index]`` inside a loop: ``axes[k]`` is the loop axis
+    that indexes axis k of the buffer, or None where the buffer's dim is a broadcast 1."""
+
+    def __new__(cls, buffer: Buffer, axes: tuple):
+        # Uncached construction: SymPy caches symbols by name, and a buffer name is unique
+        # only within one program. Equal (buffer, axes) still compare and hash equal.
+        name = f"{buffer.name}@{','.join('_' if a is None else str(a) for a in axes)}"
+        obj = sympy.Symbol.__xnew__(cls, name, real=True)
+        obj.buffer, obj.axes = buffer, tuple(axes)
+        return obj
+
+
+@dataclass(eq=False)
+class Loop:
+    """For every index of ``shape``: evaluate each store's expression and write it.
+
+    A store's expression may use :class:`Read` symbols and the targets of earlier stores
+    (as ``Read(target, identity)``), which then mean the freshly stored value.
+    """
+
+    shape: Shape
+    stores: list[tuple[Buffer, sympy.Expr]]
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Reduce:
+    """out[kept axes] = kind over ``axes`` of expr evaluated on ``shape``
+    (kind 'sum', 'max', 'min' or 'logsumexp')."""
+
+    out: Buffer
+    kind: str
+    shape: Shape
+    axes: tuple[int, ...]
+    expr: sympy.Expr
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Dot:
+    """out = op(a) @ op(b), batched over the leading axes of out (equal on a and b)."""
+
+    out: Buffer
+    a: Buffer
+    b: Buffer
+    ta: bool
+    tb: bool
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Pick:
+    """out[i] = z[i, labels[i]] over the labels' shape; labels checked in [0, C)."""
+
+    out: Buffer
+    z: Buffer
+    labels: Buffer
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Unpick:
+    """out[i, c] = g[i] if c == labels[i] else 0."""
+
+    out: Buffer
+    g: Buffer
+    labels: Buffer
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class View:
+    """out (kind 'view') = base reshaped; no data moves."""
+
+    out: Buffer
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Program:
+    """One compiled entry: arguments in call order, kernels in execution order, results.
+
+    Attributes:
+        name: the entry's name ('forward', 'loss_and_grad', ...).
+        args: the caller's arrays and scalars, in call order.
+        dims: names of the call-time dims, passed after ``args``.
+        kernels: in execution order.
+        results: what the entry returns, in order.
+        ws_size: workspace elements needed (an expression in the dims).
+        float_dtype: the dtype of the workspace.
+    """
+
+    name: str
+    args: list[Buffer]
+    dims: list[str]
+    kernels: list = field(default_factory=list)
+    results: list[Buffer] = field(default_factory=list)
+    ws_size: sympy.Expr = sympy.Integer(0)
+    float_dtype: str = "f32"

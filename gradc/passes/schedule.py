@@ -1,0 +1,276 @@
+"""Graph -> fused-kernel program for one entry: fusion decisions, kernels, buffer plan.
+
+Fusion: an elementwise node whose only consumer is elementwise over the same shape (or a
+reduction of it) is inlined into that consumer's expression; broadcasts and transposes are
+index maps, not copies; a transpose feeding a matmul becomes a BLAS transpose flag.
+Everything else is materialised into a workspace slice planned once per dims, reusing slots
+whose values are dead (equal size and dtype).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy
+
+from gradc.ir.graph import Graph, Node
+from gradc.ir.ops import ARGS
+from gradc.ir.shapes import free_dims, numel
+from gradc.passes.kernels import Buffer, Dot, Loop, Pick, Program, Read, Reduce, Unpick, View
+
+FUSING = ("ewise", "reduce", "logsumexp")
+LEAVES = ("input", "param", "hyper", "dim")
+ALIGN = 16
+
+
+@dataclass
+class Entry:
+    """What one compiled entry computes.
+
+    Attributes:
+        name: 'forward', 'loss_and_grad', 'train_step', 'jvp', 'vjp', ...
+        args: leaf nodes in call order (arrays, then scalars).
+        roots: values returned, in order.
+        stores: (leaf, value) pairs written in place after everything else (optimizers).
+    """
+
+    name: str
+    args: list[Node]
+    roots: list[Node]
+    stores: list[tuple[Node, Node]] = field(default_factory=list)
+
+
+def schedule(g: Graph, entry: Entry, arg_name: Callable[[Node], str]) -> Program:
+    """Return the kernel program of ``entry``; ``arg_name`` names each leaf's variable."""
+    return _Scheduler(g, entry, arg_name).run()
+
+
+def _is_swap(perm: tuple[int, ...]) -> bool:
+    r = len(perm)
+    return r >= 2 and perm == tuple(range(r - 2)) + (r - 1, r - 2)
+
+
+class _Scheduler:
+    def __init__(self, g: Graph, entry: Entry, arg_name):
+        self.g, self.entry = g, entry
+        self.values = [v for _, v in entry.stores]
+        self.nodes = g.topo(entry.roots + self.values + [t for t, _ in entry.stores])
+        self.consumers = g.consumers(self.nodes)
+        self.root_ids = {r.id for r in entry.roots}
+        self.store_of = {v.id: t for t, v in entry.stores}
+        self.mode = {n.id: self._mode(n) for n in self.nodes}
+        self.buf: dict[int, Buffer] = {}
+        self.prog = Program(entry.name, [], [], float_dtype=g.float_dtype)
+        for n in entry.args:
+            kind = "scalar" if n.op == "hyper" else "arg"
+            self.buf[n.id] = Buffer(arg_name(n), n.shape, n.dtype, kind)
+            self.prog.args.append(self.buf[n.id])
+        for n in self.nodes:
+            if n.op == "dim":
+                self.buf[n.id] = Buffer(n.attrs["name"], (), n.dtype, "dim")
+
+    # ------------------------------------------------------------------ fusion decisions
+    def _mode(self, n: Node) -> str:
+        if n.op in LEAVES:
+            return "leaf"
+        if n.id in self.store_of:
+            return "store"
+        if n.op == "reshape":
+            return "view"
+        cs = self.consumers.get(n.id, [])
+        fusing = cs and all(c.op in FUSING for c in cs)
+        if n.id in self.root_ids:
+            return "kernel"
+        if n.op == "ewise":
+            if fusing and (not n.inputs or n.attrs["expr"] == ARGS[0]) \
+                    and not any(c.id in self.store_of for c in cs):
+                return "inline"
+            # Never into an optimizer store: stores run last, after params have changed.
+            if len(cs) == 1 and cs[0].op in FUSING and self._space(cs[0]) == n.shape \
+                    and cs[0].id not in self.store_of:
+                return "inline"
+        if n.op == "transpose":
+            if all(c.op in FUSING or (c.op == "matmul" and _is_swap(n.attrs["perm"]))
+                   for c in cs):
+                return "virtual"
+        return "kernel"
+
+    @staticmethod
+    def _space(n: Node):
+        return n.inputs[0].shape if n.op in ("reduce", "logsumexp") else n.shape
+
+    # ------------------------------------------------------------------ expressions
+    def expr_of(self, n: Node, axes: tuple) -> sympy.Expr:
+        """The value of ``n`` at loop index ``axes`` (n's axis k -> loop axis or None)."""
+        mode = self.mode[n.id]
+        if mode in ("inline", "virtual"):
+            return self.define(n, axes)
+        if mode == "store":
+            return Read(self.buf[self.store_of[n.id].id], axes)
+        return Read(self.buffer(n), axes)
+
+    def define(self, n: Node, axes: tuple) -> sympy.Expr:
+        """Expand ``n``'s own definition one level, its inputs through :meth:`expr_of`."""
+        if n.op == "transpose":
+            perm = n.attrs["perm"]
+            return self.expr_of(n.inputs[0], tuple(axes[perm.index(k)] for k in range(n.rank)))
+        assert n.op == "ewise", n
+        subs = {}
+        for i, inp in enumerate(n.inputs):
+            off = n.rank - inp.rank
+            sub_axes = tuple(None if (d == 1 and n.shape[off + k] != 1) else axes[off + k]
+                             for k, d in enumerate(inp.shape))
+            subs[ARGS[i]] = self.expr_of(inp, sub_axes)
+        return n.attrs["expr"].xreplace(subs)
+
+    # ------------------------------------------------------------------ buffers
+    def buffer(self, n: Node) -> Buffer:
+        """The buffer holding ``n`` (created on first use)."""
+        if n.id not in self.buf:
+            mode = self.mode[n.id]
+            assert mode in ("kernel", "view"), (n, mode)
+            if mode == "view":
+                self.buf[n.id] = Buffer(f"v{n.id}", n.shape, n.dtype, "view",
+                                        base=self.buffer(n.inputs[0]))
+            else:
+                kind = "fresh" if n.id in self.root_ids and n.rank else "ws"
+                self.buf[n.id] = Buffer(f"v{n.id}", n.shape, n.dtype, kind)
+        return self.buf[n.id]
+
+    # ------------------------------------------------------------------ kernels
+    def run(self) -> Program:
+        for n in self.nodes:
+            mode = self.mode[n.id]
+            if mode == "view":
+                self.prog.kernels.append(View(self.buffer(n), n.span))
+            elif mode == "kernel":
+                self.prog.kernels.append(self._kernel(n))
+        self._stores()
+        self._results()
+        self.prog.dims = sorted(set().union(*(free_dims(b.shape) for b in self.prog.args),
+                                            set()))
+        self.prog.ws_size = plan_workspace(self.prog)
+        return self.prog
+
+    def _kernel(self, n: Node):
+        out, ident = self.buffer(n), tuple(range(n.rank))
+        if n.op in ("ewise", "transpose"):
+            return Loop(n.shape, [(out, self.define(n, ident))], n.span)
+        if n.op in ("reduce", "logsumexp"):
+            (x,) = n.inputs
+            kind = n.attrs.get("kind", "logsumexp")
+            expr = self.expr_of(x, tuple(range(x.rank)))
+            return Reduce(out, kind, x.shape, n.attrs["axes"], expr, n.span)
+        if n.op == "matmul":
+            (a, ta), (b, tb) = self._operand(n.inputs[0], n.attrs["ta"]), \
+                self._operand(n.inputs[1], n.attrs["tb"])
+            return Dot(out, a, b, ta, tb, n.span)
+        if n.op == "pick":
+            return Pick(out, self.buffer_or_leaf(n.inputs[0]), self.buffer_or_leaf(n.inputs[1]),
+                        n.span)
+        if n.op == "unpick":
+            return Unpick(out, self.buffer_or_leaf(n.inputs[0]),
+                          self.buffer_or_leaf(n.inputs[1]), n.span)
+        raise AssertionError(f"schedule: no kernel for {n.op}")
+
+    def buffer_or_leaf(self, n: Node) -> Buffer:
+        """The materialised buffer of ``n`` (a leaf's argument buffer included)."""
+        return self.buf[n.id] if n.id in self.buf else self.buffer(n)
+
+    def _operand(self, n: Node, flag: bool) -> tuple[Buffer, bool]:
+        if self.mode[n.id] == "virtual":
+            return self.buffer_or_leaf(n.inputs[0]), not flag
+        return self.buffer_or_leaf(n), flag
+
+    def _stores(self) -> None:
+        loops: dict[tuple, Loop] = {}
+        for target, value in self.entry.stores:
+            tbuf = self.buf[target.id]
+            expr = self.define(value, tuple(range(value.rank)))
+            loop = loops.setdefault(tuple(value.shape), Loop(value.shape, [], value.span))
+            loop.stores.append((tbuf, expr))
+        self.prog.kernels.extend(loops.values())
+
+    def _results(self) -> None:
+        used = set()
+        for r in self.entry.roots:
+            src = self.buf.get(r.id)
+            if src is not None and not r.rank:
+                self.prog.results.append(src)  # scalars are returned by value
+                continue
+            if src is not None and src.kind == "fresh" and id(src) not in used:
+                used.add(id(src))
+                self.prog.results.append(src)
+                continue
+            out = Buffer(f"r{len(self.prog.results)}", r.shape, r.dtype, "fresh")
+            ident = tuple(range(r.rank))
+            value = Read(src, ident) if src is not None else self.expr_of(r, ident)
+            self.prog.kernels.append(Loop(r.shape, [(out, value)], r.span))
+            self.prog.results.append(out)
+
+
+class Align(sympy.Function):
+    """``size`` rounded up to a multiple of :data:`ALIGN` elements (64 bytes in f32)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, size):
+        if size.is_Integer:
+            return sympy.Integer(-(-int(size) // ALIGN) * ALIGN)
+        return None
+
+
+def plan_workspace(prog: Program) -> sympy.Expr:
+    """Give every 'ws' buffer an offset; reuse a dead slot of equal size and dtype.
+
+    Returns the workspace's total size in elements.
+    """
+    last_use: dict[int, int] = {}
+    end = len(prog.kernels)
+    for k, kern in [*enumerate(prog.kernels), (end, None)]:
+        for b in kernel_buffers(kern) if kern is not None else prog.results:
+            while b is not None:
+                last_use[id(b)] = k
+                b = b.base
+    free: list[tuple[sympy.Expr, sympy.Expr]] = []
+    total, dead_after = sympy.Integer(0), {}
+    for k, kern in enumerate(prog.kernels):
+        for b in kernel_outputs(kern):
+            if b.kind != "ws" or b.offset is not None:
+                continue
+            size = Align(numel(b.shape))
+            slot = next((s for s in free if sympy.expand(s[0] - size) == 0), None)
+            if slot is not None:
+                free.remove(slot)
+                b.offset = slot[1]
+            else:
+                b.offset, total = total, total + size
+            dead_after.setdefault(last_use.get(id(b), k), []).append((size, b.offset))
+        free.extend(dead_after.pop(k, []))
+    return total
+
+
+def kernel_outputs(kern) -> list[Buffer]:
+    """The buffers a kernel writes."""
+    if isinstance(kern, Loop):
+        return [b for b, _ in kern.stores]
+    return [kern.out]
+
+
+def kernel_buffers(kern) -> list[Buffer]:
+    """Every buffer a kernel reads or writes."""
+    out = kernel_outputs(kern)
+    if isinstance(kern, Loop):
+        exprs = [e for _, e in kern.stores]
+    elif isinstance(kern, Reduce):
+        exprs = [kern.expr]
+    else:
+        exprs = []
+        out += [getattr(kern, f) for f in ("a", "b", "z", "g", "labels") if hasattr(kern, f)]
+        if isinstance(kern, View):
+            out.append(kern.out.base)
+    for e in exprs:
+        out += [s.buffer for s in e.atoms(Read)]
+    return out

@@ -1,0 +1,79 @@
+"""A plain NumPy interpreter of the graph: the oracle that generated code is tested against.
+
+It shares nothing with code generation: elementwise expressions are evaluated through
+``sympy.lambdify`` with NumPy implementations, structural ops with NumPy calls.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import sympy
+
+from gradc.ir.graph import Graph, Node
+from gradc.ir.ops import ARGS
+from gradc.ir.sym import NUMPY_IMPLS
+
+NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
+
+
+@lru_cache(maxsize=4096)
+def _lambdified(expr: sympy.Expr, nargs: int):
+    return sympy.lambdify(ARGS[:nargs], expr, modules=[NUMPY_IMPLS, "numpy"])
+
+
+def eval_shape(shape, dims: dict[str, int]) -> tuple[int, ...]:
+    """Return ``shape`` with its symbolic dims bound to the ints of ``dims``."""
+    env = {s: dims[s.name] for d in shape for s in d.free_symbols}
+    return tuple(int(d.xreplace(env)) for d in shape)
+
+
+def evaluate(g: Graph, roots: list[Node], env: dict[int, np.ndarray],
+             dims: dict[str, int]) -> list[np.ndarray]:
+    """Evaluate ``roots`` given leaf values ``env`` (node id -> array) and the dims.
+
+    Floats are computed in float64 whatever the graph's dtype (an oracle should be exact).
+    """
+    vals = dict(env)
+    for n in g.topo(roots):
+        if n.id not in vals:
+            vals[n.id] = _eval(n, [vals[i.id] for i in n.inputs], dims)
+    return [vals[r.id] for r in roots]
+
+
+def _eval(n: Node, ins: list[np.ndarray], dims: dict[str, int]) -> np.ndarray:
+    shape = eval_shape(n.shape, dims)
+    if n.op == "dim":
+        return np.float64(dims[n.attrs["name"]])
+    if n.op == "ewise":
+        f = _lambdified(n.attrs["expr"], len(ins))
+        with np.errstate(all="ignore"):
+            out = f(*[np.asarray(x, np.float64) for x in ins])
+        return np.broadcast_to(np.asarray(out, np.float64), shape).copy()
+    if n.op == "matmul":
+        a, b = ins
+        a = np.swapaxes(a, -1, -2) if n.attrs["ta"] else a
+        b = np.swapaxes(b, -1, -2) if n.attrs["tb"] else b
+        return np.matmul(a, b)
+    if n.op == "reduce":
+        fn = {"sum": np.sum, "max": np.max, "min": np.min}[n.attrs["kind"]]
+        return np.asarray(fn(ins[0], axis=n.attrs["axes"]), np.float64)
+    if n.op == "logsumexp":
+        x, axes = ins[0], n.attrs["axes"]
+        m = np.max(x, axis=axes, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        return np.squeeze(np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m, axes)
+    if n.op == "transpose":
+        return np.transpose(ins[0], n.attrs["perm"]).copy()
+    if n.op == "reshape":
+        return ins[0].reshape(shape)
+    if n.op == "pick":
+        z, lab = ins
+        return np.take_along_axis(z, lab[..., None].astype(np.int64), -1)[..., 0]
+    if n.op == "unpick":
+        gv, lab = ins
+        out = np.zeros(shape)
+        np.put_along_axis(out, lab[..., None].astype(np.int64), gv[..., None], -1)
+        return out
+    raise AssertionError(f"reference: no rule for op {n.op}")
