@@ -15,8 +15,17 @@ import sys
 import time
 
 from benchmarks import compile_time, gradc_side, peers_jax, peers_torch, suite
-from benchmarks.harness import TimingConfig, format_table, rows_to_json, timer_overhead_ns
+from benchmarks.harness import (
+    CpuMeter,
+    TimingConfig,
+    format_table,
+    rows_to_json,
+    timer_overhead_ns,
+)
 from benchmarks.workloads import EPOCH, MLPS, ORDER
+
+#: Above this share of all cores used by other processes, a workload's numbers are flagged.
+BUSY_SHARE = 0.10
 
 LEGEND = """\
 ratio: peer rows = peer median / gradc median (above 1: gradc faster); GEMM floor row = gradc
@@ -29,7 +38,8 @@ def environment() -> dict[str, str]:
     import numpy
 
     env = {"python": platform.python_version(), "numpy": numpy.__version__,
-           "cpus": f"{os.cpu_count()} (affinity {len(os.sched_getaffinity(0))})"}
+           "cpus": f"{os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), load average "
+                   + " ".join(f"{v:.2f}" for v in os.getloadavg())}
     try:
         import numba
 
@@ -112,18 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in env.items():
         print(f"{key:>15}: {value}")
     print()
-    rows = []
+    rows, foreign, notes = [], {}, {}
     for name in names:
         t0 = time.perf_counter()
         print(f"running {name} ({describe(name)}) ...", file=sys.stderr, flush=True)
+        meter = CpuMeter()
         rows += run_workload(name, cfg, compile_repeats)
-        print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    print(format_table(rows))
+        foreign[name] = share = meter.foreign()
+        busy = f", other processes used {100 * share:.0f}% of the CPU" if share else ""
+        print(f"  done in {time.perf_counter() - t0:.1f} s{busy}", file=sys.stderr, flush=True)
+        if share is not None and share > BUSY_SHARE:
+            notes[name] = (f"! other processes used {100 * share:.0f}% of the CPU meanwhile: "
+                           "these numbers are unreliable; rerun on a quiet machine")
+    print(format_table(rows, notes))
     print()
     print(LEGEND)
     if args.json:
         doc = {"environment": env, "config": vars(cfg), "workloads": names,
-               "rows": rows_to_json(rows)}
+               "foreign_cpu_share": foreign, "rows": rows_to_json(rows)}
         with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=1)
         print(f"\nwrote {args.json}")

@@ -13,6 +13,7 @@ peer's package is not installed) with the reason in its row; it never stops the 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -145,7 +146,7 @@ def time_sides(workload: str, sides: list[Side], cfg: TimingConfig) -> list[Row]
     live = [(fn, row, est) for fn, row, est in prepared if fn is not None]
     if live:
         rounds, per_round = _plan([est for _, _, est in live], cfg)
-        plan = [(fn, row, k) for (fn, row, _), k in zip(live, per_round)]
+        plan = [(fn, row, k) for (fn, row, _), k in zip(live, per_round, strict=True)]
         clock = time.perf_counter_ns
         for _ in range(rounds):
             for fn, row, k in plan:
@@ -252,11 +253,15 @@ COLUMNS = (("workload", 11), ("side", 22), ("median", 9), ("iqr/2", 6), ("n", 6)
            ("ratio", 10), ("target", 10), ("", 4), ("check", 0))
 
 
-def format_table(rows: list[Row]) -> str:
-    """Render rows as a fixed-width plain-text table; unavailable sides show their reason."""
+def format_table(rows: list[Row], notes: dict[str, str] | None = None) -> str:
+    """Render rows as a fixed-width plain-text table; unavailable sides show their reason.
+
+    ``notes`` maps a workload to a line printed under its group (e.g. a busy-machine warning).
+    """
+    notes = notes or {}
     def line(cells: list[str]) -> str:
         out = []
-        for (_, width), cell in zip(COLUMNS, cells):
+        for (_, width), cell in zip(COLUMNS, cells, strict=False):
             out.append(cell.ljust(width) if width else cell)
         return "  ".join(out).rstrip()
 
@@ -266,6 +271,8 @@ def format_table(rows: list[Row]) -> str:
     for row in rows:
         name = row.workload if row.workload != last else ""
         if last is not None and name:
+            if notes.get(last):
+                lines.append(" " * 13 + notes[last])
             lines.append("")
         last = row.workload
         if row.status != OK:
@@ -274,6 +281,8 @@ def format_table(rows: list[Row]) -> str:
         lines.append(line([name, row.side, fmt_time(row.median_ns), _spread(row),
                            str(row.repeats), _ratio_cell(row), _target_cell(row),
                            _verdict(row), row.check]))
+    if last is not None and notes.get(last):
+        lines.append(" " * 13 + notes[last])
     return "\n".join(lines)
 
 
@@ -285,3 +294,43 @@ def rows_to_json(rows: list[Row]) -> list[dict]:
         item.pop("samples_ns")
         out.append(item)
     return out
+
+
+def _busy_jiffies() -> float | None:
+    """Busy CPU time of the whole machine in seconds from /proc/stat (None where unavailable)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()[1:]
+    except OSError:
+        return None
+    values = [int(v) for v in fields[:8]]
+    busy = sum(values) - values[3] - values[4]          # minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Measures how much CPU *other* processes used while a workload ran.
+
+    ``foreign()`` is (machine busy time - this process's and its children's CPU time) divided by
+    (wall time x cores): 0.0 on a quiet machine, 0.5 when other processes kept one of two cores
+    busy. A high value means the numbers of that workload are unreliable.
+    """
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.busy = _busy_jiffies()
+        self.own = self._own()
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def foreign(self) -> float | None:
+        """The other processes' share of all cores since construction (None if unknown)."""
+        busy = _busy_jiffies()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        other = (busy - self.busy) - (self._own() - self.own)
+        return max(0.0, other / (wall * (os.cpu_count() or 1)))

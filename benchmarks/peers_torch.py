@@ -65,7 +65,7 @@ class TorchMLP:
 
     def params(self) -> dict[str, np.ndarray]:
         """A NumPy copy of the current parameters."""
-        return {k: t.detach().numpy().copy() for k, t in zip(self.names, self.tensors)}
+        return {k: t.detach().numpy().copy() for k, t in zip(self.names, self.tensors, strict=True)}
 
 
 def mlp_trainer(params: dict[str, np.ndarray], activation: str, x: np.ndarray, y: np.ndarray):

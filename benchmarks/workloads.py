@@ -133,7 +133,7 @@ def make_digits(n: int = EPOCH_SAMPLES, seed: int = 0) -> tuple[np.ndarray, np.n
 
 
 def epoch_batches(n: int, batch: int, seed: int) -> list[np.ndarray]:
-    """Index arrays of one shuffled epoch (the last batch may be short, like ``drop_last=False``)."""
+    """Index arrays of one shuffled epoch; the last batch may be short (``drop_last=False``)."""
     perm = np.random.default_rng(seed).permutation(n)
     return [perm[i:i + batch] for i in range(0, n, batch)]
 

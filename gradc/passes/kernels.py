@@ -9,6 +9,7 @@ and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU em
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import sympy
@@ -32,6 +33,7 @@ class Buffer:
     kind: str
     offset: sympy.Expr | None = None
     base: Buffer | None = None
+    serial: int = field(default_factory=itertools.count().__next__)
 
     @property
     def rank(self) -> int:
@@ -44,9 +46,11 @@ class Read(sympy.Symbol):
     that indexes axis k of the buffer, or None where the buffer's dim is a broadcast 1."""
 
     def __new__(cls, buffer: Buffer, axes: tuple):
-        # Uncached construction: SymPy caches symbols by name, and a buffer name is unique
-        # only within one program. Equal (buffer, axes) still compare and hash equal.
-        name = f"{buffer.name}@{','.join('_' if a is None else str(a) for a in axes)}"
+        # SymPy caches symbols and expressions by structure: the name carries the buffer's
+        # process-unique serial so that no cached expression can bring back a Read of a
+        # buffer from another program. Equal (buffer, axes) still compare and hash equal.
+        axes_text = ",".join("_" if a is None else str(a) for a in axes)
+        name = f"{buffer.name}@{axes_text}#{buffer.serial}"
         obj = sympy.Symbol.__xnew__(cls, name, real=True)
         obj.buffer, obj.axes = buffer, tuple(axes)
         return obj
