@@ -43,6 +43,14 @@ class Model:
         """Fresh params drawn with ``seed``: dict name -> C-contiguous array."""
         return self.module.init_params(seed)
 
+    def save_params(self, params: dict, path) -> None:
+        """Write params to an .npz file (one array per param name)."""
+        self.module.save_params(params, path)
+
+    def load_params(self, path) -> dict:
+        """Read params from an .npz file, checking names, shapes and dtypes."""
+        return self.module.load_params(path)
+
     def forward(self, params: dict, **inputs) -> dict:
         """The outputs: dict output name -> array."""
         return self._need("forward")(params, **inputs)

@@ -102,7 +102,8 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
         table[name] = (fname, prog, entry)
     for fn in (prelude._fmt, prelude._check, prelude._unknown, prelude._gather,
                prelude._workspace, prelude._prepare, prelude._call, prelude._as_output,
-               prelude.init_params, prelude.init_state, prelude._state_arrays):
+               prelude.init_params, prelude.init_state, prelude._state_arrays,
+               prelude.save_params, prelude.load_params):
         b.lines.extend(inspect.getsource(fn).rstrip("\n").split("\n"))
         b.line()
         b.line()

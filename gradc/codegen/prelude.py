@@ -169,3 +169,23 @@ def _state_arrays(state, params):
             dtype, shape = SIGNATURE["params"][name]
             out.append(_check(value, f"optimizer state '{slot}:{name}'", dtype, shape, {}))
     return out
+
+
+def save_params(params, path):
+    """Write ``params`` to ``path`` as .npz, one array per param name."""
+    _unknown(params, SIGNATURE["params"], "param")
+    arrays = _gather(params, SIGNATURE["params"], "params", {})
+    np.savez(path, **{name: a.reshape(SIGNATURE["params"][name][1])
+                      for name, a in zip(SIGNATURE["params"], arrays)})
+
+
+def load_params(path):
+    """Read params saved by ``save_params``; names, shapes and dtypes must match."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            params = {name: np.array(data[name], order="C") for name in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: not a params file ({e})") from None
+    _unknown(params, SIGNATURE["params"], "param")
+    _gather(params, SIGNATURE["params"], "params", {})
+    return params
