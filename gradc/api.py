@@ -63,6 +63,11 @@ class Model:
         """One optimizer step, params updated in place; returns the loss before the step."""
         return self._need("train_step")(params, lr, self.state, **inputs)
 
+    def train_epoch(self, params: dict, lr: float, batch_size: int = 32, seed: int = 0,
+                    **inputs) -> float:
+        """One shuffled epoch of train_step in one compiled call; returns the mean loss."""
+        return self._need("train_epoch")(params, lr, batch_size, seed, self.state, **inputs)
+
     def reset_optimizer(self) -> None:
         """Forget the optimizer state (momentum, Adam moments, step count)."""
         self.state.clear()

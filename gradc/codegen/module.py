@@ -15,6 +15,7 @@ import re
 from gradc.codegen import prelude
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu import CpuEmitter, int_expr
+from gradc.codegen.epoch import batch_dim, emit_epoch, epoch_api
 from gradc.errors import GradcError
 from gradc.ir.graph import Graph, Node
 
@@ -100,6 +101,11 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
         fname = f"_{name}_{key[:12]}"
         emitter.emit(b, prog, fname)
         table[name] = (fname, prog, entry)
+        if name == "train_step" and batch_dim(entry) is not None:
+            adam = dict(opt.hyper) if opt.name == "adam" else None
+            efname = f"_train_epoch_{key[:12]}"
+            emit_epoch(b, entry, prog, fname, efname, dim_var, adam)
+            table["train_epoch"] = (efname, prog, entry)
     for fn in (prelude._fmt, prelude._check, prelude._unknown, prelude._gather,
                prelude._workspace, prelude._prepare, prelude._call, prelude._as_output,
                prelude.init_params, prelude.init_state, prelude._state_arrays,
@@ -196,6 +202,8 @@ def _api(b: Builder, table: dict, sig: dict) -> None:
             "arrays += _state_arrays(state, params)",
             "t = state['step'] = state['step'] + 1",
             f"r = _call('train_step', arrays, {scalars}, dims)", "return float(r[0])"])
+    if "train_epoch" in table:
+        epoch_api(b, batch_dim(table["train_epoch"][2]))
 
 
 

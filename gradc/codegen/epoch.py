@@ -1,0 +1,90 @@
+"""``train_epoch``: a whole shuffled epoch of ``train_step`` in one compiled call.
+
+The compiled loop gathers each minibatch's rows into preallocated contiguous buffers and
+calls the train_step kernel (one workspace, planned for the full batch size, serves the
+smaller last batch too, since every workspace offset grows with the batch dim).
+"""
+
+from __future__ import annotations
+
+from gradc.codegen.builder import Builder
+from gradc.passes.kernels import Program
+from gradc.passes.schedule import Entry
+
+NP = {"f32": "np.float32", "f64": "np.float64"}
+
+
+def batch_dim(entry: Entry) -> str | None:
+    """The dim every input of ``entry`` leads with, or None if they do not share one."""
+    inputs = [n for n in entry.args if n.op == "input" and n.attrs.get("role", "input") == "input"]
+    leads = {n.shape[0] if n.shape else None for n in inputs}
+    if len(leads) != 1:
+        return None
+    lead = leads.pop()
+    return lead.name if lead is not None and lead.is_Symbol else None
+
+
+def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str,
+               dim_var, adam: dict | None) -> None:
+    """Append the njit epoch loop of a train_step program (see module docstring)."""
+    bdim = batch_dim(entry)
+    arrays = [a for a in prog.args if a.kind == "arg"]
+    scalars = [a for a in prog.args if a.kind == "scalar"]
+    inputs = {n.id for n in entry.args if n.op == "input" and
+              n.attrs.get("role", "input") == "input"}
+    names_in = [a.name for a, n in zip(arrays, entry.args) if n.id in inputs]
+    dims = [dim_var(d) for d in prog.dims]
+    params = [a.name for a in arrays] + ["h_lr_in", "t0", "perm", "bs", "ws"] + dims
+    b.line("@nb.njit(**_JIT)")
+    with b.block(f"def {fname}({', '.join(params)}):"):
+        b.line("n = perm.shape[0]")
+        for a in arrays:
+            if a.name in names_in:
+                rest = ", ".join([f"{a.name}.shape[{k}]" for k in range(1, a.rank)])
+                b.line(f"b_{a.name} = np.empty((bs,{' ' + rest if rest else ''}), "
+                       f"{a.name}.dtype)")
+        b.line("total = 0.0")
+        b.line("t = t0")
+        with b.block("for start in range(0, n, bs):"):
+            b.line("m = min(bs, n - start)")
+            with b.block("for i in range(m):"):
+                b.line("r = perm[start + i]")
+                for nm in names_in:
+                    b.line(f"b_{nm}[i] = {nm}[r]")
+            b.line("t += 1")
+            hyper = ["h_lr_in"]
+            if adam is not None:
+                b.line(f"c1 = 1.0 / (1.0 - {adam['beta1']!r} ** t)")
+                b.line(f"c2 = 1.0 / (1.0 - {adam['beta2']!r} ** t)")
+                hyper += ["c1", "c2"]
+            assert len(hyper) == len(scalars)
+            args = [f"b_{a.name}[:m]" if a.name in names_in else a.name for a in arrays]
+            call_dims = ["m" if d == bdim else dim_var(d) for d in prog.dims]
+            b.line(f"loss = {step_fn}({', '.join(args + hyper + ['ws'] + call_dims)})[0]")
+            b.line("total += loss * m")
+        b.line("return total / n")
+    b.line()
+
+
+def epoch_api(b: Builder, bdim: str) -> None:
+    """Append the public ``train_epoch`` wrapper."""
+    with b.block("def train_epoch(params, lr, batch_size=32, seed=0, state=None, **inputs):"):
+        b.line('"""One shuffled epoch of train_step over the whole data, in one compiled '
+               'call;')
+        b.line('    returns the mean loss (each batch weighted by its size)."""')
+        b.line("arrays, dims = _prepare('train_step', params, inputs)")
+        b.line("info = _ENTRIES['train_epoch']")
+        b.line(f"n = dims[info['dims'].index({bdim!r})]")
+        with b.block("if not isinstance(batch_size, int) or batch_size < 1:"):
+            b.line("raise ValueError(f'batch_size: expected a positive int, got {batch_size!r}')")
+        b.line("bs = min(batch_size, n)")
+        b.line("perm = np.random.default_rng(seed).permutation(n)")
+        b.line("state = _DEFAULT_STATE if state is None else state")
+        b.line("arrays += _state_arrays(state, params)")
+        b.line(f"ws_dims = tuple(bs if d == {bdim!r} else v for d, v in zip(info['dims'], dims))")
+        b.line("ws = _workspace('train_step', ws_dims)")
+        b.line("loss = info['kernel'](*arrays, lr, state['step'], perm, bs, ws, *dims)")
+        b.line("state['step'] += -(-n // bs)")
+        b.line("return float(loss)")
+    b.line()
+    b.line()
