@@ -16,6 +16,7 @@ from gradc.codegen import prelude
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu import CpuEmitter, int_expr
 from gradc.codegen.epoch import batch_dim, emit_epoch, epoch_api
+from gradc.codegen.fastpath import emit_fast, supported
 from gradc.errors import GradcError
 from gradc.ir.graph import Graph, Node
 
@@ -137,7 +138,12 @@ def _header(b: Builder, g: Graph, source: Source, sig: dict, versions: str, para
     b.line(f"_JIT = dict(cache=True, nogil=True, error_model='numpy', boundscheck=False,"
            f" parallel={bool(parallel)}, fastmath={FASTMATH})")
     b.line("_NP = {'f32': np.float32, 'f64': np.float64, 'i32': np.int32, 'i64': np.int64}")
+    b.line("_DT = {k: np.dtype(v) for k, v in _NP.items()}")
     b.line("_WS = {}")
+    if sig["optimizer"]["name"] == "adam":
+        h = sig["optimizer"]["hyper"]
+        b.line(f"_C1 = lambda t: 1.0 / (1.0 - {h['beta1']!r} ** t)  # Adam's bias corrections")
+        b.line(f"_C2 = lambda t: 1.0 / (1.0 - {h['beta2']!r} ** t)")
     b.line("_DEFAULT_STATE = {}")
     b.line()
 
@@ -159,49 +165,58 @@ def _entries_table(b: Builder, table: dict) -> None:
 _OUTS = "{n: _as_output(v, SIGNATURE['outputs'][n][1]) for n, v in zip(SIGNATURE['outputs'], r)}"
 _GRADS = ("{n: _as_output(v, SIGNATURE['tangents'][n][1]) "
           "for n, v in zip(SIGNATURE['tangents'], r[1:])}")
+_RETURNS = {"forward": _OUTS, "loss_and_grad": f"float(r[0]), {_GRADS}",
+            "train_step": "float(r[0])"}
+_DOCS = {
+    "forward": "Return the outputs: a dict name -> array.",
+    "loss_and_grad": "Return (loss, gradients): a float and a dict with the keys of params.",
+    "train_step": "One optimizer step on params, in place; return the loss before the step.",
+    "jvp": "Return (outputs, output tangents) for tangents of params (missing: zero).",
+    "vjp": "Return the gradients for cotangents of the outputs (missing: zero).",
+}
 
 
 def _api(b: Builder, table: dict, sig: dict) -> None:
     """The public functions, for the entries the model has."""
-    def fn(header: str, doc: str, body: list[str]) -> None:
+    def fn(name: str, header: str, body: list[str]) -> None:
         with b.block(header):
-            b.line(f'"""{doc}"""')
+            b.line(f'"""{_DOCS[name]}"""')
+            if name == "train_step":
+                b.line("state = _DEFAULT_STATE if state is None else state")
+            if name in _RETURNS and supported(table[name][2]):
+                fname, prog, entry = table[name]
+                n_in = sum(1 for n in entry.args if n.op == "input" and
+                           n.attrs.get("role", "input") == "input")
+                emit_fast(b, entry, prog, dim_var, fname, _RETURNS[name],
+                          len(sig["params"]), n_in)
             for line in body:
                 b.line(line)
         b.line()
         b.line()
 
     if "forward" in table:
-        fn("def forward(params, **inputs):", "Return the outputs: a dict name -> array.",
+        fn("forward", "def forward(params, **inputs):",
            ["arrays, dims = _prepare('forward', params, inputs)",
             "r = _call('forward', arrays, (), dims)", f"return {_OUTS}"])
-        fn("def jvp(params, tangents, **inputs):",
-           "Return (outputs, output tangents) for tangents of params (missing: zero).",
+        fn("jvp", "def jvp(params, tangents, **inputs):",
            ["arrays, dims = _prepare('jvp', params, inputs, 'tangents', tangents)",
             "r = _call('jvp', arrays, (), dims)", "n = len(SIGNATURE['outputs'])",
-            f"outs = {_OUTS.replace('zip(SIGNATURE', 'zip(SIGNATURE').replace(', r)', ', r[:n])')}",
+            f"outs = {_OUTS.replace(', r)', ', r[:n])')}",
             f"tans = {_OUTS.replace(', r)', ', r[n:])')}", "return outs, tans"])
-        fn("def vjp(params, cotangents, **inputs):",
-           "Return the gradients for cotangents of the outputs (missing: zero).",
+        fn("vjp", "def vjp(params, cotangents, **inputs):",
            ["arrays, dims = _prepare('vjp', params, inputs, 'cotangents', cotangents)",
             "r = (None,) + tuple(_call('vjp', arrays, (), dims))", f"return {_GRADS}"])
     if "loss_and_grad" in table:
-        fn("def loss_and_grad(params, **inputs):",
-           "Return (loss, gradients): a float and a dict with the keys of params.",
+        fn("loss_and_grad", "def loss_and_grad(params, **inputs):",
            ["arrays, dims = _prepare('loss_and_grad', params, inputs)",
-            "r = _call('loss_and_grad', arrays, (), dims)", f"return float(r[0]), {_GRADS}"])
-        scalars = "(lr,)"
-        if sig["optimizer"]["name"] == "adam":
-            h = sig["optimizer"]["hyper"]
-            scalars = (f"(lr, 1.0 / (1.0 - {h['beta1']!r} ** t), "
-                       f"1.0 / (1.0 - {h['beta2']!r} ** t))")
-        fn("def train_step(params, lr, state=None, **inputs):",
-           "One optimizer step on params, in place; return the loss before the step.",
+            "r = _call('loss_and_grad', arrays, (), dims)", f"return {_RETURNS['loss_and_grad']}"])
+        adam = sig["optimizer"]["name"] == "adam"
+        fn("train_step", "def train_step(params, lr, state=None, **inputs):",
            ["arrays, dims = _prepare('train_step', params, inputs)",
-            "state = _DEFAULT_STATE if state is None else state",
             "arrays += _state_arrays(state, params)",
             "t = state['step'] = state['step'] + 1",
-            f"r = _call('train_step', arrays, {scalars}, dims)", "return float(r[0])"])
+            f"r = _call('train_step', arrays, {'(lr, _C1(t), _C2(t))' if adam else '(lr,)'}, "
+            "dims)", "return float(r[0])"])
     if "train_epoch" in table:
         epoch_api(b, batch_dim(table["train_epoch"][2]))
 

@@ -1,0 +1,81 @@
+"""A straight-line argument check per entry: the per-call overhead on small models.
+
+The general validator (``_prepare`` in the prelude) is generic and gives precise messages.
+The fast path generated here handles the common case only — exactly the needed names, the
+declared dtypes, C-contiguous arrays of the declared shapes, a workspace already planned —
+with one comparison per fact and no loops; anything else falls through to ``_prepare``,
+which either accepts the call or raises the precise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from gradc.codegen.builder import Builder
+from gradc.passes.kernels import Program
+from gradc.passes.schedule import Entry
+
+
+def _source(node) -> str:
+    role = node.attrs.get("role", "input") if node.op == "input" else "param"
+    name = node.attrs["name"]
+    if role == "param":
+        return f"params[{name!r}]"
+    if role == "input":
+        return f"inputs[{name!r}]"
+    return f"state[{(role.split(':', 1)[1] + ':' + name)!r}]"
+
+
+def supported(entry: Entry) -> bool:
+    """The fast path covers entries without scalar (rank-0) array arguments."""
+    return all(n.shape for n in entry.args if n.op != "hyper")
+
+
+def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: str,
+              n_params: int, n_inputs: int) -> None:
+    """Emit ``if <all checks pass>: return <ret of call(...)>`` for ``entry``.
+
+    ``call`` is the kernel's name; ``ret`` a format string applied to the kernel's result
+    expression ``r``. The state dict (train_step) must already be named ``state``.
+    """
+    arrays = [n for n in entry.args if n.op != "hyper"]
+    scalars = [n for n in entry.args if n.op == "hyper"]
+    cond = f"len(params) == {n_params} and len(inputs) == {n_inputs}"
+    with b.block(f"if {cond}{' and state' if entry.name == 'train_step' else ''}:"):
+        with b.block("try:"):
+            for k, n in enumerate(arrays):
+                b.line(f"a{k} = {_source(n)}")
+            bound, checks = {}, []
+            for k, n in enumerate(arrays):
+                dims = []
+                for axis, d in enumerate(n.shape):
+                    if d.is_Integer:
+                        dims.append(str(int(d)))
+                    elif d.is_Symbol and d.name not in bound:
+                        bound[d.name] = f"a{k}.shape[{axis}]"
+                        b.line(f"{dim_var(d.name)} = a{k}.shape[{axis}]")
+                        checks.append(f"{dim_var(d.name)} > 0")
+                        dims.append(dim_var(d.name))
+                    else:
+                        dims.append(dim_var(d.name))
+                shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+                checks += [f"a{k}.shape == {shape}", f"a{k}.dtype is _DT[{n.dtype!r}]",
+                           f"a{k}.flags.c_contiguous"]
+            b.line(f"ok = ({checks[0]}")
+            for check in checks[1:]:
+                b.line(f"      and {check}")
+            b.line("      )")
+        with b.block("except (KeyError, AttributeError):"):
+            b.line("ok = False")
+        with b.block("if ok:"):
+            dims = "(" + "".join(f"{dim_var(d)}, " for d in prog.dims) + ")"
+            b.line(f"ws = _WS.get(({entry.name!r}, {dims}))")
+            with b.block("if ws is not None:"):
+                if entry.name == "train_step":
+                    b.line("t = state['step'] = state['step'] + 1")
+                args = [f"a{k}" for k in range(len(arrays))] + \
+                    [_scalar(n) for n in scalars] + ["ws"] + [dim_var(d) for d in prog.dims]
+                b.line(f"r = {call}({', '.join(args)})")
+                b.line(f"return {ret}")
+
+
+def _scalar(node) -> str:
+    return {"lr": "lr", "c1": "_C1(t)", "c2": "_C2(t)"}[node.attrs["name"]]
