@@ -77,7 +77,7 @@ class _Model:
         params, inputs = dict(self.params), dict(self.inputs)
         where = params if name in params else inputs
         base = where[name]
-        where[name] = np.ascontiguousarray((base + delta).astype(base.dtype))
+        where[name] = np.array(base + delta, dtype=base.dtype, order="C")
         return params, inputs
 
     def loss(self, params, inputs) -> float:

@@ -20,7 +20,7 @@ from gradc.ir.sym import Equal
 def _ewise_vjp(g: Graph, n: Node, ct: Node):
     expr, k = n.attrs["expr"], len(n.inputs)
     out = []
-    for i, (inp, d) in enumerate(zip(n.inputs, partials(expr, k))):
+    for inp, d in zip(n.inputs, partials(expr, k)):
         if d == 0 or not inp.is_float:
             out.append(None)
             continue
@@ -87,7 +87,7 @@ def _reduce_vjp(g: Graph, n: Node, ct: Node):
 
 
 def _reduce_jvp(g: Graph, n: Node, tans):
-    (x,), axes = n.inputs, n.attrs["axes"]
+    axes = n.attrs["axes"]
     if n.op == "reduce" and n.attrs["kind"] == "sum":
         return build.reduce(g, tans[0], "sum", axes)
     weighted = build.ew(g, lambda t, w_: t * w_, tans[0], _reduce_weights(g, n))

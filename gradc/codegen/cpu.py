@@ -14,7 +14,7 @@ import sympy
 from gradc.codegen.builder import Builder
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
-from gradc.passes.kernels import Buffer, Dot, Loop, Pick, Program, Read, Reduce, Unpick, View
+from gradc.passes.kernels import Buffer, Dot, Loop, Pick, Program, Reduce, Unpick, View
 from gradc.passes.schedule import ALIGN, Align, kernel_outputs
 
 NP = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64"}

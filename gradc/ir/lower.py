@@ -20,6 +20,9 @@ from gradc.source import Source
 INITS = {"zeros": 0, "ones": 0, "glorot_uniform": 0, "he_normal": 0,
          "constant": 1, "normal": 1, "uniform": 2}
 NOT_YET = "is not supported yet"
+#: keyword names of the API functions (SPEC §2): an input may not take one of them.
+RESERVED_INPUTS = ("params", "lr", "state", "seed", "batch_size", "tangents", "cotangents",
+                   "training")
 POISON = object()
 
 
@@ -98,6 +101,10 @@ class _Lowerer:
         g = self.g
         if isinstance(s, ast.InputDecl):
             self._declare(s.name, s, s.name_span)
+            if s.name in RESERVED_INPUTS:
+                raise LowerError(f"input name '{s.name}' is reserved: the API functions take "
+                                 f"an argument of that name", s.name_span,
+                                 f"rename it, e.g. '{s.name}_'")
             dtype, shape = self._type(s.type)
             self.values[s.name] = g.add("input", (), shape, dtype, s.name_span, s.name, name=s.name)
             g.inputs[s.name] = self.values[s.name]

@@ -104,8 +104,8 @@ def _updates(g, opt, params, grads, states, hypers):
     h = dict(opt.hyper)
     stores = []
     for i, (p, gr) in enumerate(zip(params, grads)):
-        def ew(fn, *nodes):
-            return g.ewise(fn(*ARGS[:len(nodes)]), nodes, p.shape, p.dtype)
+        def ew(fn, *nodes, like=p):
+            return g.ewise(fn(*ARGS[:len(nodes)]), nodes, like.shape, like.dtype)
         if opt.name == "sgd":
             stores.append((p, ew(lambda w, d, lr: w - lr * d, p, gr, hypers[0])))
         elif opt.name == "momentum":
