@@ -107,13 +107,7 @@ def check_model(model, inputs: dict, params: dict, directions: int = 3, eps: flo
     """
     m = _Model(model, inputs, params)
     rng = np.random.default_rng(seed)
-    grads = m.model.loss_and_grad(m.params, **m.inputs)[1] if m.has_loss else {}
-    outs0 = m.outputs(m.params, m.inputs) if m.has_outputs else {}
-    cots = {k: rng.standard_normal(np.shape(v)) for k, v in outs0.items()}
-    vgrads = m.model.vjp(m.params, cots, **m.inputs) if m.has_outputs else {}
-    loss0 = m.loss(m.params, m.inputs) if m.has_loss else 0.0
-    scale_out = max((float(np.max(np.abs(v))) for v in outs0.values() if np.size(v)),
-                    default=1.0)
+    ref = _reference(m, rng)
     errs: dict[tuple[str, str], list[float]] = {}
     for name, value in m.variables.items():
         value = np.asarray(value)
@@ -121,25 +115,8 @@ def check_model(model, inputs: dict, params: dict, directions: int = 3, eps: flo
         for _ in range(directions):
             d = rng.standard_normal(value.shape)
             d /= max(float(np.linalg.norm(d)), 1e-300)
-            plus, minus = m.shifted(name, h * d), m.shifted(name, -h * d)
-            if m.has_loss:
-                fd = (m.loss(*plus) - m.loss(*minus)) / (2 * h)
-                an = float(np.vdot(np.asarray(grads[name], np.float64), d))
-                errs.setdefault(("loss_and_grad", name), []).append(_error(fd, an, abs(loss0)))
-            if m.has_outputs:
-                op, om = m.outputs(*plus), m.outputs(*minus)
-                fd_out = {k: (np.asarray(op[k], np.float64) - np.asarray(om[k], np.float64))
-                          / (2 * h) for k in outs0}
-                fd = _outputs_dot(fd_out, cots)
-                an = float(np.vdot(np.asarray(vgrads[name], np.float64), d))
-                scale = abs(_outputs_dot(outs0, cots))
-                errs.setdefault(("vjp", name), []).append(_error(fd, an, scale))
-                tangents = {k: np.zeros_like(np.asarray(v)) for k, v in m.variables.items()}
-                tangents[name] = d.astype(value.dtype)
-                _, jt = m.model.jvp(m.params, tangents, **m.inputs)
-                fd_all = np.concatenate([fd_out[k].ravel() for k in outs0])
-                an_all = np.concatenate([np.asarray(jt[k], np.float64).ravel() for k in outs0])
-                errs.setdefault(("jvp", name), []).append(_error(fd_all, an_all, scale_out))
+            for entry, err in _directional(m, ref, name, d, h):
+                errs.setdefault((entry, name), []).append(err)
     order = {"loss_and_grad": 0, "vjp": 1, "jvp": 2}
     results = []
     for (entry, name), es in sorted(errs.items(), key=lambda kv: order[kv[0][0]]):
@@ -148,6 +125,45 @@ def check_model(model, inputs: dict, params: dict, directions: int = 3, eps: flo
         shape = tuple(np.shape(m.variables[name]))
         results.append(CheckResult(entry, name, shape, worst, bool(worst <= tol)))
     return results
+
+
+def _reference(m: _Model, rng) -> dict:
+    """What every direction compares against: gradients, outputs, cotangents, scales."""
+    ref: dict = {"grads": {}, "outs": {}, "cots": {}, "vjp": {}, "loss": 0.0}
+    if m.has_loss:
+        loss, ref["grads"] = m.model.loss_and_grad(m.params, **m.inputs)
+        ref["loss"] = float(loss)
+    if m.has_outputs:
+        ref["outs"] = outs = m.outputs(m.params, m.inputs)
+        ref["cots"] = {k: rng.standard_normal(np.shape(v)) for k, v in outs.items()}
+        ref["vjp"] = m.model.vjp(m.params, ref["cots"], **m.inputs)
+    ref["scale_out"] = max((float(np.max(np.abs(v))) for v in ref["outs"].values()
+                            if np.size(v)), default=1.0)
+    ref["scale_vjp"] = abs(_outputs_dot(ref["outs"], ref["cots"]))
+    return ref
+
+
+def _directional(m: _Model, ref: dict, name: str, d, h: float) -> list[tuple[str, float]]:
+    """The errors of each entry for variable ``name`` moved along ``d`` by ``±h``."""
+    plus, minus = m.shifted(name, h * d), m.shifted(name, -h * d)
+    out = []
+    if m.has_loss:
+        fd = (m.loss(*plus) - m.loss(*minus)) / (2 * h)
+        an = float(np.vdot(np.asarray(ref["grads"][name], np.float64), d))
+        out.append(("loss_and_grad", _error(fd, an, abs(ref["loss"]))))
+    if m.has_outputs:
+        outs, op, om = ref["outs"], m.outputs(*plus), m.outputs(*minus)
+        fd_out = {k: (np.asarray(op[k], np.float64) - np.asarray(om[k], np.float64)) / (2 * h)
+                  for k in outs}
+        an = float(np.vdot(np.asarray(ref["vjp"][name], np.float64), d))
+        out.append(("vjp", _error(_outputs_dot(fd_out, ref["cots"]), an, ref["scale_vjp"])))
+        tangents = {k: np.zeros_like(np.asarray(v)) for k, v in m.variables.items()}
+        tangents[name] = d.astype(np.asarray(m.variables[name]).dtype)
+        _, jt = m.model.jvp(m.params, tangents, **m.inputs)
+        fd_all = np.concatenate([fd_out[k].ravel() for k in outs])
+        an_all = np.concatenate([np.asarray(jt[k], np.float64).ravel() for k in outs])
+        out.append(("jvp", _error(fd_all, an_all, ref["scale_out"])))
+    return out
 
 
 def format_results(results: list[CheckResult], tol: float) -> str:

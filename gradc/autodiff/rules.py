@@ -110,6 +110,10 @@ def _unpick_vjp(g, n, ct):
     return [g.add("pick", (ct, labels), labels.shape, ct.dtype), None]
 
 
+def _attrs(n: Node) -> dict:
+    return {k: n.attrs[k] for k in ("k", "stride", "pad")}
+
+
 VJP = {
     "ewise": _ewise_vjp,
     "matmul": _matmul_vjp,
@@ -119,6 +123,13 @@ VJP = {
     "reshape": lambda g, n, ct: [build.reshape(g, ct, n.inputs[0].shape)],
     "pick": _pick_vjp,
     "unpick": _unpick_vjp,
+    "slice": lambda g, n, ct: [build.unslice(g, ct, n.attrs["spec"], n.inputs[0].shape)],
+    "unslice": lambda g, n, ct: [build.slice_(g, ct, n.attrs["spec"])],
+    "take": lambda g, n, ct: [build.put(g, ct, n.inputs[1], n.attrs["axis"],
+                                        n.inputs[0].shape[n.attrs["axis"]]), None],
+    "put": lambda g, n, ct: [build.take(g, ct, n.inputs[1], n.attrs["axis"]), None],
+    "patches": lambda g, n, ct: [build.unpatches(g, ct, n.inputs[0], **_attrs(n))],
+    "unpatches": lambda g, n, ct: [build.patches(g, ct, **_attrs(n))],
 }
 
 JVP = {
@@ -130,4 +141,11 @@ JVP = {
     "reshape": lambda g, n, t: build.reshape(g, t[0], n.shape),
     "pick": lambda g, n, t: g.add("pick", (t[0], n.inputs[1]), n.shape, n.dtype),
     "unpick": lambda g, n, t: g.add("unpick", (t[0], n.inputs[1]), n.shape, n.dtype),
+    "slice": lambda g, n, t: build.slice_(g, t[0], n.attrs["spec"]),
+    "unslice": lambda g, n, t: build.unslice(g, t[0], n.attrs["spec"], n.shape),
+    "take": lambda g, n, t: build.take(g, t[0], n.inputs[1], n.attrs["axis"]),
+    "put": lambda g, n, t: build.put(g, t[0], n.inputs[1], n.attrs["axis"],
+                                     n.shape[n.attrs["axis"]]),
+    "patches": lambda g, n, t: build.patches(g, t[0], **_attrs(n)),
+    "unpatches": lambda g, n, t: build.unpatches(g, t[0], n, **_attrs(n)),
 }

@@ -14,7 +14,8 @@ import sympy
 from gradc.codegen.builder import Builder
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
-from gradc.passes.kernels import Buffer, Dot, Loop, Pick, Program, Reduce, Unpick, View
+from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put, Reduce,
+                                  Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import ALIGN, Align, kernel_outputs
 
 NP = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64"}
@@ -67,7 +68,18 @@ class CpuEmitter:
             return f"{NP[self.dtype]}({self.dim_var(buf.name)})"
         if not buf.shape:
             return f"{buf.name}[0]"
-        return f"{buf.name}[{', '.join('0' if a is None else f'i{a}' for a in axes)}]"
+        return f"{buf.name}[{', '.join(self._axis_index(a) for a in axes)}]"
+
+    def _axis_index(self, a) -> str:
+        if a is None:
+            return "0"
+        if isinstance(a, int):
+            return f"i{a}"
+        start = "" if a.start == 0 else self.size(a.start)
+        if a.axis is None:
+            return start or "0"
+        term = f"i{a.axis}" if a.step == 1 else f"{a.step} * i{a.axis}"
+        return f"{start} + {term}" if start else term
 
     def _loops(self, b: Builder, shape, parallel_ok: bool = True):
         """Open nested loops over ``shape``; returns the context managers to close."""
@@ -123,7 +135,8 @@ class CpuEmitter:
             return
         self._declare(b, kern)
         {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
-         Unpick: self._unpick}[type(kern)](b, kern)
+         Unpick: self._unpick, Scatter: self._scatter, Take: self._take, Put: self._take,
+         Patches: self._patches, Unpatches: self._patches}[type(kern)](b, kern)
 
     # ------------------------------------------------------------------ kernels
     def _assign(self, b: Builder, target: str, expr: sympy.Expr, tag: str) -> None:
@@ -142,7 +155,6 @@ class CpuEmitter:
     def _reduce(self, b: Builder, k: Reduce) -> None:
         rank, axes = len(k.shape), k.axes
         kept = [a for a in range(rank) if a not in axes]
-        out_idx = tuple(kept.index(a) if a in kept else None for a in range(rank))
         if k.kind == "logsumexp" or axes == tuple(range(rank - len(axes), rank)):
             self._reduce_inner(b, k, kept)
             return
@@ -151,8 +163,6 @@ class CpuEmitter:
             b.line(f"{k.out.name}.flat[j] = {self._init(k.kind)}" if k.out.rank > 1
                    else f"{k.out.name}[j] = {self._init(k.kind)}")
         ctxs = self._loops(b, k.shape, parallel_ok=0 in kept)
-        dest = self.index(k.out, tuple(f"{a}" if a is not None else None for a in out_idx
-                                       if a is not None))
         dest = self._out_at(k.out, [a for a in range(rank) if a in kept])
         self._assign(b, "v_", k.expr, "t_")
         b.line(self._combine(k.kind, dest, "v_"))
@@ -243,6 +253,64 @@ class CpuEmitter:
         b.line(f"{k.out.name}[{idx + ', ' if idx else ''}{lab}] = "
                f"{self._out_at(k.g, list(range(k.labels.rank)))}")
         self._close(ctxs)
+
+
+    def _zero(self, b: Builder, out: Buffer) -> None:
+        b.line(f"{out.name}[:] = {self._init('sum')}" if out.rank <= 1 else
+               f"{out.name}.reshape(-1)[:] = {self._init('sum')}")
+
+    def _scatter(self, b: Builder, k: Scatter) -> None:
+        self._zero(b, k.out)
+        ctxs = self._loops(b, k.src.shape, parallel_ok=False)
+        b.line(f"{self.index(k.out, k.index)} = {self.index(k.src, range(k.src.rank))}")
+        self._close(ctxs)
+
+    def _take(self, b: Builder, k) -> None:
+        """Take (gather) and Put (scatter-add) share their loop nest over the indices."""
+        put = isinstance(k, Put)
+        data = k.out if put else k.src
+        big, small = (k.src, k.out) if put else (k.out, k.src)
+        if put:
+            self._zero(b, k.out)
+        ax, r = k.axis, k.idx.rank
+        ctxs = self._loops(b, big.shape, parallel_ok=False)
+        loop = [f"i{a}" for a in range(big.rank)]
+        idx = f"{k.idx.name}[{', '.join(loop[ax:ax + r])}]" if r else f"{k.idx.name}[0]"
+        b.line(f"c_ = {idx}")
+        limit = self.size(data.shape[ax])
+        with b.block(f"if c_ < 0 or c_ >= {limit}:"):
+            b.line(f"raise ValueError('{k.idx.name}: an index is outside [0, {limit})')")
+        at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
+        whole = ", ".join(loop)
+        if put:
+            b.line(f"{small.name}[{at}] += {big.name}[{whole}]")
+        else:
+            b.line(f"{big.name}[{whole}] = {small.name}[{at}]")
+        self._close(ctxs)
+
+    def _patches(self, b: Builder, k) -> None:
+        """im2col (Patches) and col2im (Unpatches) share one loop nest."""
+        back = isinstance(k, Unpatches)
+        img, cols = (k.out, k.src) if back else (k.src, k.out)
+        n, c, h, w = (self.size(d) for d in img.shape)
+        oh, ow = (self.size(d) for d in cols.shape[1:3])
+        kk, st, pd = k.k, k.stride, k.pad
+        if back:
+            self._zero(b, k.out)
+        with b.block(f"for n_ in range({n}):"), b.block(f"for oh in range({oh}):"), \
+                b.block(f"for ow in range({ow}):"), b.block(f"for c_ in range({c}):"), \
+                b.block(f"for kh in range({kk}):"):
+            b.line(f"hh = oh * {st} + kh - {pd}")
+            with b.block(f"for kw in range({kk}):"):
+                b.line(f"ww = ow * {st} + kw - {pd}")
+                col = f"{cols.name}[n_, oh, ow, (c_ * {kk} + kh) * {kk} + kw]"
+                inside = f"0 <= hh < {h} and 0 <= ww < {w}"
+                if back:
+                    with b.block(f"if {inside}:"):
+                        b.line(f"{img.name}[n_, c_, hh, ww] += {col}")
+                else:
+                    b.line(f"{col} = {img.name}[n_, c_, hh, ww] if {inside} else "
+                           f"{self._init('sum')}")
 
 
 def _estimate(size: sympy.Expr) -> int:

@@ -38,8 +38,7 @@ Polynomial coefficients were fitted with ``mpmath.chebyfit`` (near-minimax) on t
 functions named in each docstring.  ``ferf`` uses the rational approximations of Sun's fdlibm
 ``s_erf.c`` (Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.  Developed at
 SunPro, a Sun Microsystems, Inc. business.  Permission to use, copy, modify, and distribute
-this software is freely granted, provided that this notice is preserved.) and ``ftanh`` the
-Cephes ``tanh`` rational for ``|x| < 0.625``.
+this software is freely granted, provided that this notice is preserved.).
 """
 
 from __future__ import annotations
@@ -149,20 +148,37 @@ def flog1p(x):
 
 
 def ftanh(x):
-    """tanh(x), float64.  Max rel error 4.4e-16 (~2 ulp), relative accuracy kept near 0 (no
-    cancellation), exactly +-1 for |x| > 19.1, tanh(+-inf) = +-1, NaN -> NaN.
+    """tanh(x), float64.  Max rel error 4.4e-16 (~2 ulp) with relative accuracy down to 0 and
+    below, exactly +-1 for |x| > 19.06, tanh(+-inf) = +-1, NaN -> NaN, odd bit for bit.
 
-    |x| < 0.625: Cephes rational x + x^3 P(x^2)/Q(x^2); else 1 - 2/(exp(2|x|) + 1) with the
-    sign copied back.  Both branches share one division.
+    tanh|x| = m/(m + 2) with m = expm1(2|x|) computed without cancellation: 2|x| = k*ln2 + r,
+    r in [0, ln2) (floor, not round), m = 2^k*(r + r^2*q(r)) + (2^k - 1), all terms >= 0,
+    q a degree-10 fit (3.8e-18).  With h = m/2: h - h^2/(1+h) for h < 0.375, else h/(1+h)
+    (one shared division); no branch-dependent exp/polynomial pair.
     """
-    ax = abs(x)
-    small = ax < 0.625
-    z = x * x
-    p = ((-0.964399179425052238628 * z - 99.2877231001918586564) * z - 1614.68768441708447952) * z
-    q = ((z + 112.811678491632931402) * z + 2235.48839060100448583) * z + 4844.06305325125486048
-    e = fexp(2.0 * ax)
-    r = (p if small else 2.0) / (q if small else e + 1.0)
-    return x + x * r if small else math.copysign(1.0 - r, x)
+    a = abs(x)
+    a = a if a < 19.5 else 19.5  # NaN -> 19.5, fixed up below
+    t = a + a
+    kf = np.floor(t * 1.4426950408889634)
+    k = np.int64(kf)
+    r = (t - kf * 0.6931471803691238) - np.float64(k) * 1.9082149292705877e-10
+    q = 2.8058517696157453e-09
+    q = q * r + 2.3809768604395034e-08
+    q = q * r + 2.7675594668859915e-07
+    q = q * r + 2.7550406259534666e-06
+    q = q * r + 2.4801845078168788e-05
+    q = q * r + 0.00019841263703271154
+    q = q * r + 0.0013888888979418793
+    q = q * r + 0.008333333332561976
+    q = q * r + 0.04166666666669971
+    q = q * r + 0.16666666666666616
+    q = q * r + 0.5
+    sc = np.int64((k + 1022) << 52).view(np.float64)  # 2^k / 2
+    h = sc * (r + r * r * q) + (sc - 0.5)  # h = m/2, tanh = h/(1 + h) = h - h^2/(1 + h)
+    small = h < 0.375
+    d = (h * h if small else h) / (1.0 + h)
+    y = math.copysign(h - d if small else d, x)
+    return x if x != x else y
 
 
 def fsigmoid(x):
@@ -308,19 +324,26 @@ def _flog1p32(x):
 
 
 def _ftanh32(x):
-    """tanh(x), float32 arithmetic.  Max rel error 1.2e-7 (~2 ulp).  |x| < 0.9: x + x^3 R(x^2)
-    (degree-6 fit, 2.3e-8, no division); else 1 - 2/(exp(2|x|) + 1) with the sign copied."""
-    ax = abs(x)
-    z = x * x
-    p = np.float32(-0.0005203527)
-    p = p * z + np.float32(0.0027591193)
-    p = p * z + np.float32(-0.008450872)
-    p = p * z + np.float32(0.02175941)
-    p = p * z + np.float32(-0.05395389)
-    p = p * z + np.float32(0.13333263)
-    p = p * z + np.float32(-0.3333333)
-    big = np.float32(1.0) - np.float32(2.0) / (_fexp32(ax + ax) + np.float32(1.0))
-    return x + x * (z * p) if ax < np.float32(0.9) else np.copysign(big, x)
+    """tanh(x), float32 arithmetic; same scheme as :func:`ftanh` (q of degree 5, 1.6e-9),
+    exactly +-1 for |x| > 9.01.  Max rel error 1.2e-7 (~1 ulp)."""
+    a = abs(x)
+    a = a if a < np.float32(9.5) else np.float32(9.5)
+    t = a + a
+    kf = np.floor(t * np.float32(1.442695))
+    k = np.int32(kf)
+    r = (t - kf * np.float32(0.69314575)) - np.float32(k) * np.float32(1.4286068e-06)
+    q = np.float32(0.00025829198)
+    q = q * r + np.float32(0.0013400548)
+    q = q * r + np.float32(0.0083512)
+    q = q * r + np.float32(0.04166376)
+    q = q * r + np.float32(0.16666684)
+    q = q * r + np.float32(0.5)
+    sc = np.int32((k + 126) << 23).view(np.float32)  # 2^k / 2
+    h = sc * (r + r * r * q) + (sc - np.float32(0.5))
+    small = h < np.float32(0.375)
+    d = (h * h if small else h) / (np.float32(1.0) + h)
+    y = np.copysign(h - d if small else d, x)
+    return x if x != x else y
 
 
 def _fsigmoid32(x):
@@ -401,9 +424,10 @@ def _callees(fn: Callable) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in _BY_NAME}
 
 
-def sources(names: Iterable[str | Callable]) -> str:
+def sources(names: Iterable[str | Callable], decorator: str = "") -> str:
     """Source text of the requested functions (names or function objects) and of everything
-    they call, in dependency order, separated by blank lines and without decorators."""
+    they call, in dependency order, separated by two blank lines.  ``decorator`` (e.g.
+    ``"@nb.njit(inline='always', ...)"``) is put on the line above each ``def``."""
     todo = [n if isinstance(n, str) else n.__name__ for n in names]
     needed: set[str] = set()
     while todo:
@@ -413,8 +437,9 @@ def sources(names: Iterable[str | Callable]) -> str:
         if name not in needed:
             needed.add(name)
             todo.extend(_callees(_BY_NAME[name]) - {name})
+    prefix = decorator.rstrip() + "\n" if decorator.strip() else ""
     return "\n\n".join(
-        textwrap.dedent(inspect.getsource(fn)).rstrip() + "\n"
+        prefix + textwrap.dedent(inspect.getsource(fn)).rstrip() + "\n"
         for fn in MATHLIB_FUNCTIONS
         if fn.__name__ in needed
     )

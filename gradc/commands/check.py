@@ -3,12 +3,15 @@
 The model is compiled with ``dtype="f64"`` and ``wrt`` = every float input, params come from
 ``init_params(seed)`` (params with a constant initialiser are jittered so that the check does
 not sit on a kink such as ``relu(0)``), float inputs are standard normal and integer inputs
-are random labels below the class count of the scores they index. Symbolic dims are bound to
+are random labels below the size of the axis they index (the class count of the scores for
+``cross_entropy``/``hinge``, the rows of ``take``/``embedding``). Symbolic dims are bound to
 ``--batch`` (or ``--dim NAME=N``). Then :func:`gradc.gradcheck.check_model` compares
 ``loss_and_grad``, ``vjp`` and ``jvp`` with central differences. Exit code 1 on a mismatch.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 import sympy
@@ -16,7 +19,7 @@ import sympy
 from gradc.commands import EXIT_CHECK_FAILED, EXIT_OK, front_graph
 from gradc.errors import GradcError
 from gradc.gradcheck import check_model, format_results
-from gradc.ir.graph import Graph, Node
+from gradc.ir.graph import Graph
 from gradc.ir.shapes import fmt_shape
 
 #: jitter added to params whose initialiser is a constant (zeros, ones, constant(v)).
@@ -47,8 +50,6 @@ def register(subparsers) -> None:
 
 
 def _positive(text: str) -> int:
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -58,7 +59,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def parse_dims(items: list[str], batch: int) -> dict[str, int]:
+def parse_dims(items: list[str]) -> dict[str, int]:
     """``["T=5"]`` -> ``{"T": 5}``; raise GradcError on a malformed item."""
     out = {}
     for item in items:
@@ -80,16 +81,19 @@ def _concrete(shape, dims: dict[str, int], batch: int) -> tuple[int, ...]:
 
 
 def class_counts(graph: Graph, dims: dict[str, int], batch: int) -> dict[str, int]:
-    """For each integer input, the number of classes it indexes: the smallest last-axis
-    size of the scores of the ``pick``/``unpick`` nodes that read it (2 when none does)."""
+    """For each integer input, the number of classes (or rows) it indexes: the smallest
+    size among the axes it picks from (``pick``: the scores' last axis; ``take``: the
+    gathered axis); 2 when nothing indexes with it."""
     counts: dict[str, int] = {}
     int_inputs = {n.id: k for k, n in graph.inputs.items() if not n.is_float}
     for node in graph.nodes:
-        if node.op not in ("pick", "unpick"):
+        if node.op in ("pick", "unpick"):
+            axis_size = (node.inputs[0] if node.op == "pick" else node).shape[-1]
+        elif node.op == "take":
+            axis_size = node.inputs[0].shape[node.attrs["axis"]]
+        else:
             continue
-        scores: Node = node.inputs[0]
-        size = _concrete(scores.shape[-1:], dims, batch)[0] if node.op == "pick" \
-            else _concrete(node.shape[-1:], dims, batch)[0]
+        size = _concrete((axis_size,), dims, batch)[0]
         for dep in graph.topo([node.inputs[1]]):
             if dep.id in int_inputs:
                 name = int_inputs[dep.id]
@@ -128,16 +132,20 @@ def run(args) -> int:
     """Compile in f64, check, print the table; exit 1 when a check fails."""
     import gradc
 
-    dims = parse_dims(args.dim, args.batch)
+    dims = parse_dims(args.dim)
     graph, source = front_graph(args.model, dtype="f64")
+    bound = sorted({s for n in graph.inputs.values() for d in n.shape
+                    for s in (str(x) for x in sympy.sympify(d).free_symbols)})
+    for name in dims:
+        if name not in bound:
+            raise GradcError(f"gradc check: --dim {name}: the model's inputs have no dim "
+                             f"'{name}'" + (f" (they have {', '.join(bound)})" if bound else ""))
     wrt = [k for k, n in graph.inputs.items() if n.is_float]
     model = gradc.compile(args.model, dtype="f64", wrt=wrt)
     inputs = make_inputs(graph, dims, args.batch, args.seed)
     params = make_params(model, args.seed)
     results = check_model(model, inputs, params, directions=args.directions, eps=args.eps,
                           tol=args.tol, seed=args.seed)
-    bound = sorted({s for n in graph.inputs.values() for d in n.shape
-                    for s in (str(x) for x in sympy.sympify(d).free_symbols)})
     where = ", ".join(f"{d}={dims.get(d, args.batch)}" for d in bound)
     shapes = ", ".join(f"{k}: {fmt_shape(v.shape)}" for k, v in inputs.items())
     print(f"gradc check {source.filename}: f64, {where or 'no symbolic dims'}, seed "

@@ -80,7 +80,8 @@ def interface(graph: Graph, source: Source) -> str:
     lines = [f"model {graph.name}  ({source.filename}, float dtype {graph.float_dtype})", ""]
     rows = [(k, format_type(p), f"~ {format_init(graph.param_inits[k])}")
             for k, p in graph.params.items()]
-    lines += _table(f"params ({len(rows)} tensors, {total:,} numbers)", rows)
+    tensors = f"{len(rows)} tensor{'s' if len(rows) != 1 else ''}"
+    lines += _table(f"params ({tensors}, {total:,} number{'s' if total != 1 else ''})", rows)
     lines += _table("inputs", [(k, format_type(n), "") for k, n in graph.inputs.items()])
     lines += _table("outputs", [(k, format_type(n), "") for k, n in graph.outputs.items()])
     if graph.loss is not None:

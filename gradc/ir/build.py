@@ -141,3 +141,51 @@ def matmul(g: Graph, a: Node, b: Node) -> Node:
     if b.rank == 1:
         shape = shape[:-1]
     return reshape(g, out, shape)
+
+
+def slice_(g: Graph, x: Node, spec: tuple) -> Node:
+    """Basic indexing: ``spec`` has one entry per axis of x: ``("i", index)`` drops the axis
+    (a fixed index), ``("r", start, step, length)`` keeps ``length`` elements from
+    ``start`` by ``step``. Bounds are the caller's to check."""
+    spec = tuple((k, *(sympy.sympify(v) for v in rest)) for k, *rest in spec)
+    shape = tuple(s[3] for s in spec if s[0] == "r")
+    if all(s[0] == "r" and s[1] == 0 and s[2] == 1 and s[3] == d
+           for s, d in zip(spec, x.shape)):
+        return x
+    return g.add("slice", (x,), shape, x.dtype, spec=spec)
+
+
+def unslice(g: Graph, x: Node, spec: tuple, full: Shape) -> Node:
+    """The adjoint of :func:`slice_`: zeros of shape ``full`` with ``x`` at the slice."""
+    return g.add("unslice", (x,), tuple(full), x.dtype, spec=spec)
+
+
+def take(g: Graph, a: Node, idx: Node, axis: int) -> Node:
+    """Gather: ``out[..., j..., ...] = a[..., idx[j...], ...]`` along ``axis``."""
+    shape = a.shape[:axis] + idx.shape + a.shape[axis + 1:]
+    return g.add("take", (a, idx), shape, a.dtype, axis=axis)
+
+
+def put(g: Graph, src: Node, idx: Node, axis: int, size) -> Node:
+    """Scatter-add (the adjoint of :func:`take`): zeros with ``size`` along ``axis``,
+    ``src``'s slices added at ``idx``."""
+    lead = src.shape[:axis]
+    shape = lead + (as_dim(size),) + src.shape[axis + idx.rank:]
+    return g.add("put", (src, idx), shape, src.dtype, axis=axis)
+
+
+def patches(g: Graph, x: Node, k: int, stride: int, pad: int) -> Node:
+    """im2col of NCHW ``x``: [N, C, H, W] -> [N, OH, OW, C*k*k] (channel-major, then
+    kernel row, then kernel column: the order of a conv weight [cout, C, k, k])."""
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if oh < 1 or ow < 1:
+        raise ShapeMismatch(f"window {k} with stride {stride} and padding {pad} does not fit "
+                            f"the image {fmt_shape(x.shape)}")
+    return g.add("patches", (x,), (n, sympy.Integer(oh), sympy.Integer(ow), c * k * k),
+                 x.dtype, k=k, stride=stride, pad=pad)
+
+
+def unpatches(g: Graph, p: Node, like: Node, k: int, stride: int, pad: int) -> Node:
+    """col2im: the adjoint of :func:`patches` (overlapping windows add up)."""
+    return g.add("unpatches", (p,), like.shape, p.dtype, k=k, stride=stride, pad=pad)

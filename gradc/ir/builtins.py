@@ -19,9 +19,6 @@ from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ELEMENTWISE
 from gradc.ir.shapes import dim_symbol, fmt_shape, normalize_axes, numel
 
-NOT_YET = "is not supported yet"
-LAYERS = ("dense", "conv2d", "maxpool2d", "avgpool2d", "batchnorm", "layernorm", "dropout",
-          "embedding", "rnn", "attention")
 
 
 def literal(e: ast.Expr, kind: str):
@@ -253,16 +250,94 @@ def _norm_loss(g, name, args, kwargs, call):
     return build.ew(g, lambda *s: sympy.Add(*s), *terms)
 
 
-def _not_yet(g, name, args, kwargs, call):
-    raise LowerError(f"{name}() {NOT_YET}", call.span)
+def index(g: Graph, x: Node, e: ast.Index) -> Node:
+    """Lower ``x[items]``: integer literals and slices of integer literals."""
+    if len(e.items) > x.rank:
+        raise LowerError(f"too many indices: {len(e.items)} for shape {fmt_shape(x.shape)}",
+                         e.span)
+    spec = []
+    for axis, dim in enumerate(x.shape):
+        item = e.items[axis] if axis < len(e.items) else ast.Slice(e.span, None, None, None)
+        spec.append(_index_item(item, dim, axis))
+    return build.slice_(g, x, tuple(spec))
+
+
+def _index_item(item: ast.Expr, dim, axis: int) -> tuple:
+    if isinstance(item, ast.Slice):
+        parts = [None if p is None else literal(p, "int") for p in (item.start, item.stop,
+                                                                      item.step)]
+        step = parts[2] or 1
+        if step < 1:
+            raise LowerError("slice steps must be positive", item.span)
+        if not dim.is_Integer:
+            if parts[:2] != [None, None] and parts[:2] != [0, None] or step != 1:
+                raise LowerError(f"axis {axis} has the call-time size {dim}: only ':' can "
+                                 "slice it", item.span)
+            return ("r", 0, 1, dim)
+        start, stop, _ = slice(*parts).indices(int(dim))
+        length = len(range(start, stop, step))
+        if length == 0:
+            raise LowerError(f"this slice of axis {axis} (size {dim}) is empty", item.span)
+        return ("r", start, step, length)
+    if isinstance(item, (ast.Num, ast.UnaryOp)):
+        i = literal(item, "int")
+        if not dim.is_Integer:
+            if i not in (0, -1):
+                raise LowerError(f"axis {axis} has the call-time size {dim}: only index 0 or "
+                                 "-1 is always valid", item.span)
+            return ("i", 0 if i == 0 else dim - 1)
+        if not -int(dim) <= i < int(dim):
+            raise LowerError(f"index {i} is out of range for axis {axis} of size {dim}",
+                             item.span)
+        return ("i", i % int(dim))
+    raise LowerError("an index is an integer literal or a slice; gather by a tensor with "
+                     "take(a, idx, axis)", item.span)
+
+
+def _const_int(x, what: str, call) -> int:
+    if isinstance(x, Node) and x.op == "ewise" and not x.inputs and x.attrs["expr"].is_Integer:
+        return int(x.attrs["expr"])
+    raise LowerError(f"{what} must be an integer literal", call.span)
+
+
+def _concat(g, name, args, kwargs, call):
+    check_arity(name, args, (1, 999), call)
+    kw = parse_kwargs(name, kwargs, {"axis": "int"})
+    xs = [_float(name, a, call) for a in args]
+    rank = xs[0].rank
+    (axis,) = _axes(name, xs[0], kw.get("axis", -1), call)
+    for x in xs[1:]:
+        if x.rank != rank or any(d != e for i, (d, e) in enumerate(zip(x.shape, xs[0].shape))
+                                 if i != axis):
+            raise build.ShapeMismatch(f"concat: shapes {fmt_shape(xs[0].shape)} and "
+                                      f"{fmt_shape(x.shape)} differ outside axis {axis}")
+    total = sympy.Add(*(x.shape[axis] for x in xs))
+    full = tuple(total if i == axis else d for i, d in enumerate(xs[0].shape))
+    parts, offset = [], sympy.Integer(0)
+    for x in xs:
+        spec = tuple(("r", offset if i == axis else 0, 1, d) for i, d in enumerate(x.shape))
+        parts.append(build.unslice(g, x, spec, full) if len(xs) > 1 else x)
+        offset += x.shape[axis]
+    return build.ew(g, lambda *s_: sympy.Add(*s_), *parts)
+
+
+def _take(g, name, args, kwargs, call):
+    check_arity(name, args, (2, 3), call)
+    kw = parse_kwargs(name, kwargs, {"axis": "int"})
+    a = _float(name, args[0], call)
+    idx = args[1]
+    if not isinstance(idx, Node) or idx.is_float:
+        raise LowerError("take(a, idx, axis): idx must be an integer tensor", call.span)
+    axis = _const_int(args[2], "take's axis", call) if len(args) == 3 else kw.get("axis", 0)
+    (axis,) = _axes(name, a, axis, call)
+    return build.take(g, a, idx, axis)
 
 
 BUILTINS = {
     **{n: _reduction for n in ("sum", "mean", "max", "min", "logsumexp")},
     "softmax": _softmax, "log_softmax": _softmax,
     "transpose": _transpose, "reshape": _reshape,
-    "concat": _not_yet, "take": _not_yet,
+    "concat": _concat, "take": _take,
     "mse": _mse, "binary_cross_entropy": _bce, "cross_entropy": _cross_entropy,
     "hinge": _hinge, "l1": _norm_loss, "l2": _norm_loss,
-    **{n: _not_yet for n in LAYERS},
 }

@@ -16,6 +16,13 @@ transpose   x                            perm
 reshape     x                            — (the node's shape is the new shape)
 pick        z [..., C], labels int [...] — out[...] = z[..., labels[...]]
 unpick      g [...], labels int [...]    — out[..., c] = g[...] if c == labels[...] else 0
+slice       x                            spec: per axis ("i", index) or ("r", start, step, n)
+unslice     x                            spec: zeros of the node's shape, x placed at spec
+take        a, idx int                   axis (gather)
+put         src, idx int                 axis (scatter-add into zeros)
+patches     x [N, C, H, W]               k, stride, pad (im2col: [N, OH, OW, C*k*k])
+unpatches   p [N, OH, OW, C*k*k]         k, stride, pad (col2im, overlaps added)
+hyper       —                            name (a float scalar passed by value)
 =========== ============================ ====================================================
 
 Nodes are created through :class:`Graph` only, which shares structurally equal nodes (so the

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
-from gradc.ir import build
-from gradc.ir.builtins import BUILTINS, call_elementwise, literal
+from gradc.ir import build, layers
+from gradc.ir.builtins import BUILTINS, call_elementwise, index, literal
 from gradc.ir.errors import LowerError, Poisoned
 from gradc.ir.graph import FLOAT_DTYPES, INT_DTYPES, Graph, Node
 from gradc.ir.ops import COMPARISONS, ELEMENTWISE, OPERATORS
@@ -59,6 +59,7 @@ class _Lowerer:
         self.dims: dict[str, int | None] = {}
         self.used: set[str] = set()
         self.stack: list[str] = []
+        self.layers: dict[str, layers.Layer] = {}
 
     @staticmethod
     def _float_dtype(module: ast.Module) -> str:
@@ -134,8 +135,7 @@ class _Lowerer:
             g.loss = node
         elif isinstance(s, ast.LayerDecl):
             self._declare(s.name, s, s.name_span)
-            raise LowerError(f"layer declarations {NOT_YET}", s.span,
-                             "write the layer with params and @ for now")
+            self.layers[s.name] = layers.declare(self, s)
 
     def _labelled(self, node: Node, label: str) -> Node:
         if node.label is None and node.op not in ("input", "param"):
@@ -215,21 +215,36 @@ class _Lowerer:
         if isinstance(e, ast.BinOp):
             return self._binop(e, scope)
         if isinstance(e, ast.Call):
-            return self._call(e.func, list(e.args), e.kwargs, e, scope)
+            return self.call(e.func, list(e.args), e.kwargs, e, scope)
         if isinstance(e, ast.Pipe):
             return self._pipe(e, scope)
         if isinstance(e, ast.Attr):
-            if e.attr == "T":
-                return self._wrap(e, build.transpose, self.expr(e.obj, scope))
-            raise LowerError(f"attribute '.{e.attr}' {NOT_YET} (layer params come with "
-                             "layers)", e.span)
-        kind = {ast.Index: "indexing", ast.Slice: "slicing", ast.Compose: "composition '>>'",
-                ast.Arrow: "'->' outside a layer call"}.get(type(e))
-        if kind:
-            raise LowerError(f"{kind} {NOT_YET}", e.span)
+            return self._attr(e, scope)
+        if isinstance(e, ast.Index):
+            return self._wrap(e, index, self.expr(e.obj, scope), e)
+        if isinstance(e, ast.Compose):
+            raise LowerError("a composition is applied with |> or declared as a layer: "
+                             "x |> a >> b, or layer net = a >> b", e.span)
+        if isinstance(e, (ast.Arrow, ast.Slice)):
+            raise LowerError("'->' belongs in a layer call such as dense(3 -> 4)"
+                             if isinstance(e, ast.Arrow) else "a slice belongs inside [...]",
+                             e.span)
         what = {ast.Str: "a string", ast.Bool: "a boolean", ast.TupleLit: "a tuple",
                 ast.ListLit: "a list"}.get(type(e), "this")
         raise LowerError(f"{what} is not a tensor value here", e.span)
+
+    def _attr(self, e: ast.Attr, scope: dict) -> Node:
+        if e.attr == "T":
+            return self._wrap(e, build.transpose, self.expr(e.obj, scope))
+        if isinstance(e.obj, ast.Name) and e.obj.id in self.layers:
+            layer = self.layers[e.obj.id]
+            if e.attr in layer.params:
+                return layer.params[e.attr]
+            raise LowerError(f"layer '{layer.name}' has no param '{e.attr}'", e.span,
+                             did_you_mean(e.attr, layer.params) or
+                             f"its params: {', '.join(layer.params) or 'none'}")
+        raise LowerError(f"unknown attribute '.{e.attr}': only .T and a layer's params "
+                         "(fc1.W) are attributes", e.span)
 
     def _wrap(self, e: ast.Expr, fn, *args, **kw) -> Node:
         try:
@@ -259,6 +274,9 @@ class _Lowerer:
             if fixed is not None:
                 return self.g.const(fixed)
             return self.g.add("dim", (), (), self.g.float_dtype, name=e.id)
+        if e.id in self.layers:
+            raise LowerError(f"'{e.id}' is a layer: apply it, e.g. {e.id}(x) or x |> {e.id}",
+                             e.span)
         if e.id in self.fns or e.id in ELEMENTWISE or e.id in BUILTINS:
             raise LowerError(f"'{e.id}' is a function: call it, e.g. {e.id}(x)", e.span)
         known = list(self.values) + list(scope) + list(self.fns) + list(ELEMENTWISE) \
@@ -283,16 +301,24 @@ class _Lowerer:
         node = self.expr(value, scope)
         for part in parts:
             if isinstance(part, ast.Call):
-                node = self._call(part.func, [node, *part.args], part.kwargs, part, scope)
+                node = self.call(part.func, [node, *part.args], part.kwargs, part, scope)
             else:
-                node = self._call(part, [node], (), part, scope)
+                node = self.call(part, [node], (), part, scope)
         return node
 
-    def _call(self, func: ast.Expr, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
+    def call(self, func: ast.Expr, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
         """Lower a call; ``args`` are AST expressions or already-lowered nodes (pipes)."""
         if not isinstance(func, ast.Name):
             raise LowerError("only named functions can be called", func.span)
         name = func.id
+        if name in self.layers:
+            if len(args) != 1 or kwargs:
+                raise LowerError(f"layer '{name}' takes one input, e.g. {name}(x)", call.span)
+            x = args[0] if isinstance(args[0], Node) else self.expr(args[0], scope)
+            return layers.apply(self, self.layers[name], x, call, scope)
+        if name in layers.LAYERS:
+            raise LowerError(f"{name} is a layer kind: declare an instance first, e.g. "
+                             f"layer l1 = {name}(...)", func.span)
         if name in self.fns:
             return self._inline(self.fns[name], args, kwargs, call, scope)
         nodes = [a if isinstance(a, Node) else None for a in args]
@@ -306,7 +332,7 @@ class _Lowerer:
                 raise LowerError(str(err), call.span) from None
         if name in self.values or name in scope:
             raise LowerError(f"'{name}' is a value, not a function", func.span)
-        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS)
+        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS) + list(self.layers)
         raise LowerError(f"unknown function '{name}'", func.span, did_you_mean(name, known))
 
     def _arg(self, a: ast.Expr, scope: dict):

@@ -41,9 +41,33 @@ class Buffer:
         return len(self.shape)
 
 
+@dataclass(frozen=True)
+class Affine:
+    """An index ``start + step * i<axis>`` (``axis`` None: the constant ``start``);
+    ``start`` may be an expression in the dims (``B - 1``)."""
+
+    axis: int | None
+    start: sympy.Expr
+    step: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.start}+{self.step}*i{self.axis}" if self.axis is not None \
+            else f"{self.start}"
+
+
+def compose_index(entry, start, step: int):
+    """The index ``start + step * e`` for an axis map entry ``e`` (None, int or Affine)."""
+    if entry is None:
+        return Affine(None, sympy.sympify(start), 0)
+    if isinstance(entry, int):
+        return Affine(entry, sympy.sympify(start), step) if (start, step) != (0, 1) else entry
+    return Affine(entry.axis, start + step * entry.start, step * entry.step)
+
+
 class Read(sympy.Symbol):
-    """A symbol standing for ``buffer[index]`` inside a loop: ``axes[k]`` is the loop axis
-    that indexes axis k of the buffer, or None where the buffer's dim is a broadcast 1."""
+    """A symbol standing for ``buffer[index]`` inside a loop: ``axes[k]`` says how axis k of
+    the buffer is indexed: a loop axis (int), the broadcast index 0 (None) or an
+    :class:`Affine` index (slices)."""
 
     def __new__(cls, buffer: Buffer, axes: tuple):
         # SymPy caches symbols and expressions by structure: the name carries the buffer's
@@ -143,3 +167,60 @@ class Program:
     results: list[Buffer] = field(default_factory=list)
     ws_size: sympy.Expr = sympy.Integer(0)
     float_dtype: str = "f32"
+
+
+@dataclass(eq=False)
+class Scatter:
+    """out = zeros; then for every index i of ``shape``: out[index(i)] = src[i]
+    (the adjoint of a slice; ``index`` has one :class:`Affine` per axis of out)."""
+
+    out: Buffer
+    src: Buffer
+    index: tuple
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Take:
+    """Gather along ``axis``: out[a, j, b] = src[a, idx[j], b]; indices checked."""
+
+    out: Buffer
+    src: Buffer
+    idx: Buffer
+    axis: int
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Put:
+    """Scatter-add along ``axis``: out = zeros; out[a, idx[j], b] += src[a, j, b]."""
+
+    out: Buffer
+    src: Buffer
+    idx: Buffer
+    axis: int
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Patches:
+    """im2col of NCHW ``src`` into out [N, OH, OW, C*k*k] (zeros where padded)."""
+
+    out: Buffer
+    src: Buffer
+    k: int
+    stride: int
+    pad: int
+    span: Span | None = None
+
+
+@dataclass(eq=False)
+class Unpatches:
+    """col2im: out [N, C, H, W] = zeros; each window of ``src`` added back in place."""
+
+    out: Buffer
+    src: Buffer
+    k: int
+    stride: int
+    pad: int
+    span: Span | None = None

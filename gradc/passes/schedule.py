@@ -17,7 +17,9 @@ import sympy
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import free_dims, numel
-from gradc.passes.kernels import Buffer, Dot, Loop, Pick, Program, Read, Reduce, Unpick, View
+from gradc.passes.kernels import (Affine, Buffer, Dot, Loop, Patches, Pick, Program, Put, Read,
+                                  Reduce, Scatter, Take, Unpatches, Unpick, View,
+                                  compose_index)
 
 FUSING = ("ewise", "reduce", "logsumexp")
 LEAVES = ("input", "param", "hyper", "dim")
@@ -94,6 +96,8 @@ class _Scheduler:
             if all(c.op in FUSING or (c.op == "matmul" and _is_swap(n.attrs["perm"]))
                    for c in cs):
                 return "virtual"
+        if n.op == "slice" and fusing:
+            return "virtual"
         return "kernel"
 
     @staticmethod
@@ -115,6 +119,15 @@ class _Scheduler:
         if n.op == "transpose":
             perm = n.attrs["perm"]
             return self.expr_of(n.inputs[0], tuple(axes[perm.index(k)] for k in range(n.rank)))
+        if n.op == "slice":
+            sub, j = [], 0
+            for spec in n.attrs["spec"]:
+                if spec[0] == "i":
+                    sub.append(Affine(None, spec[1], 0))
+                else:
+                    sub.append(compose_index(axes[j], spec[1], int(spec[2])))
+                    j += 1
+            return self.expr_of(n.inputs[0], tuple(sub))
         assert n.op == "ewise", n
         subs = {}
         for i, inp in enumerate(n.inputs):
@@ -155,7 +168,7 @@ class _Scheduler:
 
     def _kernel(self, n: Node):
         out, ident = self.buffer(n), tuple(range(n.rank))
-        if n.op in ("ewise", "transpose"):
+        if n.op in ("ewise", "transpose", "slice"):
             return Loop(n.shape, [(out, self.define(n, ident))], n.span)
         if n.op in ("reduce", "logsumexp"):
             (x,) = n.inputs
@@ -172,6 +185,22 @@ class _Scheduler:
         if n.op == "unpick":
             return Unpick(out, self.buffer_or_leaf(n.inputs[0]),
                           self.buffer_or_leaf(n.inputs[1]), n.span)
+        src = self.buffer_or_leaf(n.inputs[0]) if n.inputs else None
+        if n.op == "unslice":
+            index, j = [], 0
+            for spec in n.attrs["spec"]:
+                if spec[0] == "i":
+                    index.append(Affine(None, spec[1], 0))
+                else:
+                    index.append(compose_index(j, spec[1], int(spec[2])))
+                    j += 1
+            return Scatter(out, src, tuple(index), n.span)
+        if n.op in ("take", "put"):
+            kind = Take if n.op == "take" else Put
+            return kind(out, src, self.buffer_or_leaf(n.inputs[1]), n.attrs["axis"], n.span)
+        if n.op in ("patches", "unpatches"):
+            kind = Patches if n.op == "patches" else Unpatches
+            return kind(out, src, n.attrs["k"], n.attrs["stride"], n.attrs["pad"], n.span)
         raise AssertionError(f"schedule: no kernel for {n.op}")
 
     def buffer_or_leaf(self, n: Node) -> Buffer:
@@ -268,7 +297,8 @@ def kernel_buffers(kern) -> list[Buffer]:
         exprs = [kern.expr]
     else:
         exprs = []
-        out += [getattr(kern, f) for f in ("a", "b", "z", "g", "labels") if hasattr(kern, f)]
+        out += [getattr(kern, f) for f in ("a", "b", "z", "g", "labels", "src", "idx")
+                if hasattr(kern, f)]
         if isinstance(kern, View):
             out.append(kern.out.base)
     for e in exprs:

@@ -76,4 +76,65 @@ def _eval(n: Node, ins: list[np.ndarray], dims: dict[str, int]) -> np.ndarray:
         out = np.zeros(shape)
         np.put_along_axis(out, lab[..., None].astype(np.int64), gv[..., None], -1)
         return out
+    if n.op in _STRUCTURAL:
+        return _STRUCTURAL[n.op](n, ins, shape, dims)
     raise AssertionError(f"reference: no rule for op {n.op}")
+
+
+def _index(spec, dims) -> tuple:
+    env = lambda v: int(v.xreplace({s: dims[s.name] for s in v.free_symbols}))  # noqa: E731
+    return tuple(env(s[1]) if s[0] == "i" else
+                 slice(env(s[1]), env(s[1]) + env(s[2]) * (env(s[3]) - 1) + 1, env(s[2]))
+                 for s in spec)
+
+
+def _unslice(n, ins, shape, dims):
+    out = np.zeros(shape)
+    out[_index(n.attrs["spec"], dims)] = ins[0]
+    return out
+
+
+def _put(n, ins, shape, dims):
+    src, idx = ins
+    axis = n.attrs["axis"]
+    out = np.zeros(shape)
+    flat = src.reshape(shape[:axis] + (-1,) + shape[axis + 1:])   # the index axes as one
+    np.add.at(np.moveaxis(out, axis, 0), idx.reshape(-1).astype(np.int64),
+              np.moveaxis(flat, axis, 0))
+    return out
+
+
+def _windows(n, x):
+    """The (N, C, OH, OW, k, k) view of the padded input windows."""
+    k, s, p = n.attrs["k"], n.attrs["stride"], n.attrs["pad"]
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))
+    return win[:, :, ::s, ::s]
+
+
+def _patches(n, ins, shape, dims):
+    win = _windows(n, ins[0])                     # N, C, OH, OW, k, k
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(shape)
+
+
+def _unpatches(n, ins, shape, dims):
+    k, s, p = n.attrs["k"], n.attrs["stride"], n.attrs["pad"]
+    N, C, H, W = shape
+    cols = ins[0]
+    oh, ow = cols.shape[1], cols.shape[2]
+    cols = cols.reshape(N, oh, ow, C, k, k)
+    out = np.zeros((N, C, H + 2 * p, W + 2 * p))
+    for i in range(k):
+        for j in range(k):
+            out[:, :, i:i + s * oh:s, j:j + s * ow:s] += cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return out[:, :, p:p + H, p:p + W].copy()
+
+
+_STRUCTURAL = {
+    "slice": lambda n, ins, shape, dims: np.asarray(ins[0][_index(n.attrs["spec"], dims)]).copy(),
+    "unslice": _unslice,
+    "take": lambda n, ins, shape, dims: np.take(ins[0], ins[1].astype(np.int64), n.attrs["axis"]),
+    "put": _put,
+    "patches": _patches,
+    "unpatches": _unpatches,
+}

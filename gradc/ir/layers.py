@@ -1,0 +1,249 @@
+"""Layers (SPEC §1): declarations that own params, applied as functions, composed with >>.
+
+A layer is sugar: applying it expands to graph primitives (matmul, patches, reductions,
+elementwise), so autodiff and code generation never see layers. :data:`LAYERS` is the one
+table of layer kinds: how to read the constructor's arguments, which params it owns (with
+their shapes and initialisers) and how to apply it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy
+
+from gradc.frontend import ast
+from gradc.ir import build
+from gradc.ir.builtins import log_softmax, parse_kwargs
+from gradc.ir.errors import LowerError
+from gradc.ir.graph import Graph, Node
+from gradc.ir.shapes import as_dim, fmt_shape
+
+
+@dataclass
+class Layer:
+    """A declared layer instance (or a composition: ``kind == 'compose'``)."""
+
+    kind: str
+    name: str
+    config: dict
+    params: dict[str, Node] = field(default_factory=dict)
+    parts: list = field(default_factory=list)
+    decl: ast.Stmt | None = None
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """How to construct and apply one kind of layer.
+
+    Attributes:
+        args: positional argument kinds: 'arrow' (``in -> out``), 'int' or 'number'.
+        kwargs: keyword -> literal kind, with ``defaults``.
+        params: ``params(config) -> [(name, shape, init)]``.
+        apply: ``apply(lowerer, layer, x, call) -> Node``.
+    """
+
+    args: tuple[str, ...]
+    names: tuple[str, ...]
+    kwargs: dict
+    defaults: dict
+    params: Callable
+    apply: Callable
+
+
+def _arg_value(e: ast.Expr, kind: str, what: str):
+    if kind == "arrow":
+        if not isinstance(e, ast.Arrow):
+            raise LowerError(f"{what}: expected 'in -> out' here", e.span)
+        return (_arg_value(e.lhs, "int", what), _arg_value(e.rhs, "int", what))
+    if isinstance(e, ast.Num) and (kind == "number" or e.is_int) and e.value > 0:
+        return int(e.value) if kind == "int" else float(e.value)
+    raise LowerError(f"{what}: expected a positive {'integer' if kind == 'int' else 'number'}",
+                     e.span)
+
+
+def declare(lw, s: ast.LayerDecl) -> Layer:
+    """Create the layer of ``layer NAME = ...`` and its params in the graph."""
+    v = s.value
+    if isinstance(v, ast.Compose):
+        return Layer("compose", s.name, {}, parts=[callable_part(lw, p) for p in v.parts], decl=s)
+    if isinstance(v, ast.Name):
+        return Layer("compose", s.name, {}, parts=[callable_part(lw, v)], decl=s)
+    if not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in LAYERS):
+        known = ", ".join(LAYERS)
+        raise LowerError("a layer is a layer call such as dense(3 -> 4) or a composition "
+                         "a >> b", v.span, f"layer kinds: {known}")
+    kind, spec = v.func.id, LAYERS[v.func.id]
+    what = f"{kind}()"
+    if len(v.args) != len(spec.args):
+        form = ", ".join(spec.names)
+        raise LowerError(f"{kind}() takes {len(spec.args)} positional argument(s) ({form}), "
+                         f"got {len(v.args)}", v.span)
+    config = dict(spec.defaults)
+    for name, kind_, e in zip(spec.names, spec.args, v.args):
+        config[name] = _arg_value(e, kind_, what)
+    config.update(parse_kwargs(kind, v.kwargs, spec.kwargs))
+    layer = Layer(kind, s.name, config, decl=s)
+    for pname, shape, init in spec.params(config):
+        full = f"{s.name}.{pname}"
+        node = lw.g.add("param", (), tuple(as_dim(d) for d in shape), lw.g.float_dtype,
+                        s.name_span, full, name=full)
+        lw.g.params[full], lw.g.param_inits[full] = node, init
+        lw.values[full] = layer.params[pname] = node
+    return layer
+
+
+def callable_part(lw, e: ast.Expr):
+    """A part of a composition: a layer, a user fn, an activation, or an activation call
+    with keywords only (``leaky_relu(alpha=0.2)``)."""
+    if isinstance(e, ast.Name) and e.id in lw.layers:
+        return lw.layers[e.id]
+    if isinstance(e, (ast.Name, ast.Call)):
+        return e
+    raise LowerError("a composition joins layers and functions: name them, e.g. "
+                     "fc1 >> relu >> fc2", e.span)
+
+
+def apply(lw, layer: Layer, x: Node, call: ast.Expr, scope: dict) -> Node:
+    """Apply ``layer`` to the value ``x`` (at the call site ``call``)."""
+    if layer.kind == "compose":
+        for part in layer.parts:
+            if isinstance(part, Layer):
+                x = apply(lw, part, x, call, scope)
+            elif isinstance(part, ast.Call):
+                x = lw.call(part.func, [x, *part.args], part.kwargs, part, scope)
+            else:
+                x = lw.call(part, [x], (), part, scope)
+        return x
+    try:
+        return LAYERS[layer.kind].apply(lw, layer, x, call)
+    except build.ShapeMismatch as err:
+        hint = f"'{layer.name}' is declared at line {layer.decl.span.line}" if layer.decl else None
+        raise LowerError(f"{layer.kind} '{layer.name}': {err}", call.span, hint) from None
+
+
+def _expect(layer: Layer, x: Node, rank: tuple[int, int], axis: int, size, what: str) -> None:
+    lo, hi = rank
+    if not lo <= x.rank <= hi:
+        raise build.ShapeMismatch(f"expects {what}, got {fmt_shape(x.shape)}")
+    if size is not None and x.shape[axis] != size:
+        raise build.ShapeMismatch(f"expects {what} with {size} at axis {axis % x.rank}, "
+                                  f"got {fmt_shape(x.shape)}")
+
+
+def _dense(lw, layer, x, call):
+    cin, cout = layer.config["features"]
+    _expect(layer, x, (1, 99), -1, cin, f"[..., {cin}]")
+    out = build.matmul(lw.g, x, layer.params["W"])
+    if layer.config["bias"]:
+        out = build.ew(lw.g, lambda a, b: a + b, out, layer.params["b"])
+    return out
+
+
+def _embedding(lw, layer, idx, call):
+    if idx.is_float:
+        raise build.ShapeMismatch(f"expects integer indices, got a {idx.dtype} value")
+    return build.take(lw.g, layer.params["W"], idx, 0)
+
+
+def _conv2d(lw, layer, x, call):
+    g, c = lw.g, layer.config
+    cin, cout = c["channels"]
+    k = c["kernel"]
+    _expect(layer, x, (4, 4), 1, cin, f"NCHW [N, {cin}, H, W]")
+    cols = build.patches(g, x, k, c["stride"], c["pad"])                 # N, OH, OW, cin*k*k
+    w2 = build.reshape(g, layer.params["W"], (cout, cin * k * k))
+    out = build.matmul(g, cols, build.transpose(g, w2))                 # N, OH, OW, cout
+    out = build.ew(g, lambda a, b: a + b, out, layer.params["b"])
+    return build.transpose(g, out, (0, 3, 1, 2))
+
+
+def _pool(lw, layer, x, call):
+    g, c = lw.g, layer.config
+    k, stride = c["size"], c.get("stride") or c["size"]
+    _expect(layer, x, (4, 4), 1, None, "NCHW [N, C, H, W]")
+    n, ch, h, w = x.shape
+    one = sympy.Integer(1)
+    cols = build.patches(g, build.reshape(g, x, (n * ch, one, h, w)), k, stride, 0)
+    red = build.reduce(g, cols, "max" if layer.kind == "maxpool2d" else "sum", (3,))
+    if layer.kind == "avgpool2d":
+        red = build.ew(g, lambda a: a / (k * k), red)
+    return build.reshape(g, red, (n, ch, cols.shape[1], cols.shape[2]))
+
+
+def normalize(g: Graph, x: Node, axes: tuple[int, ...], eps: float = 1e-5):
+    """Return (x - mean) / sqrt(var + eps) over ``axes`` and the (mean, var) keepdims nodes."""
+    mean = build.ew(g, lambda s_, k: s_ * k, build.reduce(g, x, "sum", axes, True),
+                    build.mean_scale(g, x, axes))
+    cen = build.ew(g, lambda a, m: a - m, x, mean)
+    var = build.ew(g, lambda s_, k: s_ * k,
+                   build.reduce(g, build.ew(g, lambda a: a * a, cen), "sum", axes, True),
+                   build.mean_scale(g, x, axes))
+    return build.ew(g, lambda a, v: a / sympy.sqrt(v + eps), cen, var), mean, var
+
+
+def _affine(g, y, gamma, beta, axis):
+    shape = tuple(d if i == axis % y.rank else sympy.Integer(1) for i, d in enumerate(y.shape))
+    gm, bt = build.reshape(g, gamma, shape), build.reshape(g, beta, shape)
+    return build.ew(g, lambda a, s_, b: a * s_ + b, y, gm, bt)
+
+
+def _layernorm(lw, layer, x, call):
+    n = layer.config["features"]
+    _expect(layer, x, (1, 99), -1, n, f"[..., {n}]")
+    y, _, _ = normalize(lw.g, x, (x.rank - 1,))
+    return _affine(lw.g, y, layer.params["gamma"], layer.params["beta"], -1)
+
+
+def _attention(lw, layer, x, call):
+    g, c = lw.g, layer.config
+    dim, heads = c["dim"], c["heads"]
+    _expect(layer, x, (3, 3), -1, dim, f"[B, T, {dim}]")
+    if dim % heads:
+        raise build.ShapeMismatch(f"dim {dim} is not divisible by heads {heads}")
+    b, t, _ = x.shape
+    d = dim // heads
+
+    def split(w):  # [B, T, dim] -> [B, heads, T, d]
+        proj = build.matmul(g, x, layer.params[w])
+        return build.transpose(g, build.reshape(g, proj, (b, t, heads, d)), (0, 2, 1, 3))
+    q, k, v = split("Wq"), split("Wk"), split("Wv")
+    scores = build.ew(g, lambda s_: s_ / sympy.sqrt(d),
+                      build.matmul2(g, q, k, False, True))               # B, h, T, T
+    attn = build.ew(g, sympy.exp, log_softmax(g, scores, 3))
+    ctx = build.matmul2(g, attn, v)                                      # B, h, T, d
+    ctx = build.reshape(g, build.transpose(g, ctx, (0, 2, 1, 3)), (b, t, as_dim(dim)))
+    return build.matmul(g, ctx, layer.params["Wo"])
+
+
+def _io(c):
+    return c["features"]
+
+
+LAYERS: dict[str, LayerKind] = {
+    "dense": LayerKind(
+        ("arrow",), ("features",), {"bias": "bool"}, {"bias": True},
+        lambda c: [("W", _io(c), ("glorot_uniform",))]
+        + ([("b", (_io(c)[1],), ("zeros",))] if c["bias"] else []), _dense),
+    "embedding": LayerKind(
+        ("arrow",), ("features",), {}, {},
+        lambda c: [("W", _io(c), ("normal", 1.0))], _embedding),
+    "conv2d": LayerKind(
+        ("arrow", "int"), ("channels", "kernel"), {"stride": "int", "pad": "int"},
+        {"stride": 1, "pad": 0},
+        lambda c: [("W", (c["channels"][1], c["channels"][0], c["kernel"], c["kernel"]),
+                    ("glorot_uniform",)), ("b", (c["channels"][1],), ("zeros",))], _conv2d),
+    "maxpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
+                           lambda c: [], _pool),
+    "avgpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
+                           lambda c: [], _pool),
+    "layernorm": LayerKind(
+        ("int",), ("features",), {}, {},
+        lambda c: [("gamma", (c["features"],), ("ones",)),
+                   ("beta", (c["features"],), ("zeros",))], _layernorm),
+    "attention": LayerKind(
+        ("int", "int"), ("dim", "heads"), {}, {},
+        lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))
+                   for w in ("Wq", "Wk", "Wv", "Wo")], _attention),
+}

@@ -1,0 +1,16 @@
+"""Training support for ``gradc train``: data loading and checks, the loop, the history
+and the pictures. The command itself is :mod:`gradc.commands.train`.
+
+* :mod:`gradc.training.data`: read an ``.npz``, check it against the model's inputs, split;
+* :mod:`gradc.training.loop`: epochs of ``train_step`` with progress bars, evaluation;
+* :mod:`gradc.training.history`: ``history.csv``;
+* :mod:`gradc.training.checkpoint`: params and optimizer state for ``--resume``;
+* :mod:`gradc.training.plots`: ``loss.png`` and ``boundary.png``.
+"""
+
+from gradc.training.data import Task, analyse, check_labels, load_data, split
+from gradc.training.history import History, Row
+from gradc.training.loop import Config, evaluate, fit
+
+__all__ = ["Task", "analyse", "check_labels", "load_data", "split", "History", "Row",
+           "Config", "evaluate", "fit"]

@@ -1,0 +1,72 @@
+"""Saving and restoring what ``--resume`` needs: params, optimizer state and history.
+
+``params.npz`` is :meth:`gradc.api.Model.save_params`' layout (one array per param name).
+``optimizer.npz`` beside it holds the optimizer's name, its step count and its per-param
+state arrays (``m:W1``, ``v:W1``, ... as in ``model.state``), so that a resumed Adam or
+momentum run continues with its moments instead of restarting them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gradc.errors import GradcError
+
+OPTIMIZER_FILE = "optimizer.npz"
+
+
+def load_params(model, path) -> dict:
+    """Read params for ``--resume``; a mismatch with the model is a GradcError."""
+    path = Path(path)
+    if not path.is_file():
+        raise GradcError(f"{path}: no such params file (--resume)")
+    try:
+        return model.load_params(path)
+    except ValueError as e:
+        raise GradcError(f"{path}: cannot resume from it: {e}") from None
+
+
+def save_optimizer(model, path) -> bool:
+    """Write ``model.state`` to ``path``; False (nothing written) when it is empty."""
+    state = model.state
+    if not state:
+        return False
+    name = model.signature["optimizer"]["name"]
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    np.savez(path, __optimizer__=np.array(name), __step__=np.array(int(state.get("step", 0))),
+             **arrays)
+    return True
+
+
+def load_optimizer(model, params: dict, path) -> str:
+    """Restore ``model.state`` from ``path`` if it fits the model's optimizer and params.
+
+    Returns:
+        a one-line note for the user: what was restored, or why not (then the optimizer
+        starts fresh).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "no optimizer state beside the params: the optimizer starts fresh"
+    name = model.signature["optimizer"]["name"]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            saved = str(data["__optimizer__"])
+            step = int(data["__step__"])
+            arrays = {k: np.array(data[k], order="C") for k in data.files
+                      if not k.startswith("__")}
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as e:
+        return f"{path}: unreadable optimizer state ({e}): the optimizer starts fresh"
+    if saved != name:
+        return f"{path} is {saved} state, this run uses {name}: the optimizer starts fresh"
+    slots = model.signature["optimizer"]["states"]
+    want = {f"{s}:{p}": params[p] for s in slots for p in params}
+    if set(arrays) != set(want) or any(arrays[k].shape != want[k].shape or
+                                       arrays[k].dtype != want[k].dtype for k in want):
+        return f"{path} does not match the model's params: the optimizer starts fresh"
+    model.state.clear()
+    model.state.update(arrays)
+    model.state["step"] = step
+    return f"resumed {name} state at step {step} from {path}"

@@ -1,0 +1,204 @@
+"""The training loop of ``gradc train``: epochs of shuffled minibatch steps, evaluation,
+progress bar and the per-epoch log.
+
+One epoch is :func:`run_epoch`: a fresh permutation drawn from ``(seed, epoch)`` (so a
+resumed run continues the same sequence of shuffles), then the minibatch steps. When the
+generated module has ``train_epoch`` (a whole epoch in one compiled call) the permuted data
+goes to it in chunks of whole minibatches (so the bar still moves on large data sets);
+otherwise ``model.train_step`` runs on each minibatch. Both give the same kind of epoch:
+every sample once, in a uniformly random order, minibatches of ``batch_size`` with a
+smaller last one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradc.errors import GradcError
+from gradc.training.data import Task, batches, count
+from gradc.training.history import History, Row
+
+EVAL_BATCH = 4096       # evaluation runs in chunks of this many samples
+FUSED_MIN_BATCHES = 64  # train_epoch gets at least this many minibatches per call
+
+
+@dataclass
+class Config:
+    """Hyper-parameters of a run (the command-line options)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    progress: bool = True       # show the tqdm bar on stderr
+    log_every: int = 0          # print a summary every N epochs (0: about ten lines)
+    fused: bool = True          # use the module's train_epoch when it has one
+
+
+class _NullBar:
+    """Stands in for a tqdm bar when progress is off or tqdm is missing."""
+
+    def update(self, n: int) -> None:
+        """Ignore progress."""
+
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        """Ignore the epoch number."""
+
+    def set_postfix(self, **kwargs) -> None:
+        """Ignore the running loss."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _bar(total: int, enabled: bool):
+    """The tqdm bar of the run on stderr: samples of all epochs, the current epoch in its
+    description, the epoch's running loss and the samples per second after it."""
+    if not enabled:
+        return _NullBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NullBar()
+    return tqdm(total=total, unit=" samples", unit_scale=True, leave=False, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.25, smoothing=0.1)
+
+
+def write_line(text: str) -> None:
+    """Print a line to stdout without tearing a progress bar on stderr."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(text, flush=True)
+        return
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> float:
+    """One epoch of optimizer steps on shuffled minibatches; params change in place.
+
+    Returns:
+        the mean over samples of the minibatch losses (each taken before its step).
+
+    Raises:
+        GradcError: the loss became NaN or infinite (training diverged).
+    """
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = rng.permutation(count(data))
+    fused = cfg.fused and hasattr(getattr(model, "module", None), "train_epoch")
+    size = cfg.batch_size
+    if fused:
+        size *= max(FUSED_MIN_BATCHES, math.ceil(len(order) / cfg.batch_size / 20))
+
+    def step(part: dict) -> float:
+        if fused:
+            return model.train_epoch(params, cfg.lr, batch_size=cfg.batch_size,
+                                     seed=int(rng.integers(2**31)), **part)
+        return model.train_step(params, cfg.lr, **part)
+
+    total, seen = 0.0, 0
+    for part in batches(data, size, order):
+        n = count(part)
+        loss = step(part)
+        if not math.isfinite(loss):
+            raise GradcError(f"training diverged in epoch {epoch}: the loss is {loss}; "
+                             f"try a smaller --lr (now {cfg.lr:g})")
+        total += loss * n
+        seen += n
+        bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+        bar.update(n)
+    return total / seen
+
+
+def evaluate(model, params: dict, data: dict, task: Task) -> tuple[float, float | None]:
+    """The loss (sample-weighted mean over chunks) and, for classifiers, the accuracy:
+    the argmax over the last axis of the first output against the labels."""
+    total, correct, n_all, n_labels = 0.0, 0, 0, 0
+    for chunk in batches(data, EVAL_BATCH):
+        n = count(chunk)
+        loss, _grads = model.loss_and_grad(params, **chunk)
+        total += float(loss) * n
+        n_all += n
+        if task.classifier:
+            scores = model.forward(params, **chunk)[task.output]
+            labels = chunk[task.labels]
+            correct += int(np.count_nonzero(np.argmax(scores, axis=-1) == labels))
+            n_labels += labels.size
+    return total / n_all, (correct / n_labels if task.classifier else None)
+
+
+def warm_up(model, params: dict, data: dict, cfg: Config) -> float:
+    """Compile (or load from Numba's cache) the kernels training uses, without touching
+    ``params`` or the optimizer state; return the seconds it took."""
+    t0 = time.perf_counter()
+    batch = next(batches(data, min(2 * cfg.batch_size, count(data))))
+    scratch = {k: v.copy() for k, v in params.items()}
+    saved, model.state = model.state, {}
+    try:
+        if cfg.fused and hasattr(getattr(model, "module", None), "train_epoch"):
+            model.train_epoch(scratch, cfg.lr, batch_size=cfg.batch_size, seed=0, **batch)
+        else:
+            model.train_step(scratch, cfg.lr, **batch)
+    finally:
+        model.state = saved
+    model.loss_and_grad(params, **batch)
+    model.forward(params, **batch)
+    return time.perf_counter() - t0
+
+
+def _log_epochs(cfg: Config, first: int, last: int) -> set[int]:
+    every = cfg.log_every or max(1, math.ceil((last - first + 1) / 10))
+    return {e for e in range(first, last + 1) if (e - first + 1) % every == 0} | {first, last}
+
+
+def describe(row: Row, last: int) -> str:
+    """``epoch  20/200  train loss 0.4123 acc  83.0%  val loss ...  (1.3 ms)``."""
+    parts = [f"epoch {row.epoch:>{len(str(last))}}/{last}", f"train loss {row.train_loss:.4f}"]
+    if row.train_acc is not None:
+        parts[-1] += f" acc {100 * row.train_acc:5.1f}%"
+    if row.val_loss is not None:
+        parts.append(f"val loss {row.val_loss:.4f}")
+        if row.val_acc is not None:
+            parts[-1] += f" acc {100 * row.val_acc:5.1f}%"
+    parts.append(f"({row.seconds:.2f} s)" if row.seconds >= 1 else
+                 f"({1e3 * row.seconds:.1f} ms)")
+    return "  ".join(parts)
+
+
+def fit(model, params: dict, train: dict, val: dict | None, task: Task, cfg: Config,
+        history: History, on_epoch=None) -> History:
+    """Train for ``cfg.epochs`` epochs after those already in ``history``.
+
+    Each epoch appends a :class:`Row` to ``history``: the mean minibatch loss is shown in
+    the bar, the row holds the loss and accuracy of the params at the end of the epoch,
+    evaluated on the training and the validation set. ``on_epoch(history)`` runs after each
+    epoch (the command writes ``history.csv`` there, so an interrupted run keeps it).
+    """
+    first = history.last_epoch + 1
+    last = history.last_epoch + cfg.epochs
+    log = _log_epochs(cfg, first, last)
+    n = count(train)
+    bar = _bar(n * cfg.epochs, cfg.progress)
+    try:
+        for epoch in range(first, last + 1):
+            bar.set_description(f"epoch {epoch}/{last}", refresh=False)
+            t0 = time.perf_counter()
+            run_epoch(model, params, train, cfg, epoch, bar)
+            seconds = time.perf_counter() - t0
+            train_loss, train_acc = evaluate(model, params, train, task)
+            val_loss, val_acc = evaluate(model, params, val, task) if val else (None, None)
+            row = Row(epoch, train_loss, val_loss, train_acc, val_acc, seconds)
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(history)
+            if epoch in log:
+                write_line(describe(row, last))
+    finally:
+        bar.close()
+    return history
