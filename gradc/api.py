@@ -51,17 +51,20 @@ class Model:
         """Read params from an .npz file, checking names, shapes and dtypes."""
         return self.module.load_params(path)
 
-    def forward(self, params: dict, **inputs) -> dict:
-        """The outputs: dict output name -> array."""
-        return self._need("forward")(params, **inputs)
+    def forward(self, params: dict, training: bool = False, seed: int | None = None,
+                **inputs) -> dict:
+        """The outputs: dict output name -> array. ``training=True`` runs batchnorm on
+        batch statistics and dropout with a mask drawn from ``seed``."""
+        return self._need("forward")(params, training, seed, self.state, **inputs)
 
-    def loss_and_grad(self, params: dict, **inputs) -> tuple[float, dict]:
+    def loss_and_grad(self, params: dict, seed: int | None = None, **inputs) -> tuple[float, dict]:
         """The loss and its gradient with respect to params (and ``wrt`` inputs)."""
-        return self._need("loss_and_grad")(params, **inputs)
+        return self._need("loss_and_grad")(params, seed, self.state, **inputs)
 
-    def train_step(self, params: dict, lr: float, **inputs) -> float:
-        """One optimizer step, params updated in place; returns the loss before the step."""
-        return self._need("train_step")(params, lr, self.state, **inputs)
+    def train_step(self, params: dict, lr: float, seed: int | None = None, **inputs) -> float:
+        """One optimizer step, params (and batchnorm running statistics) updated in place;
+        returns the loss before the step."""
+        return self._need("train_step")(params, lr, self.state, seed, **inputs)
 
     def train_epoch(self, params: dict, lr: float, batch_size: int = 32, seed: int = 0,
                     **inputs) -> float:
@@ -74,11 +77,11 @@ class Model:
 
     def jvp(self, params: dict, tangents: dict, **inputs) -> tuple[dict, dict]:
         """Forward mode: (outputs, their tangents) for ``tangents`` of params/wrt inputs."""
-        return self._need("jvp")(params, tangents, **inputs)
+        return self._need("jvp")(params, tangents, self.state, **inputs)
 
     def vjp(self, params: dict, cotangents: dict, **inputs) -> dict:
         """Reverse mode from output cotangents: gradients of params (and wrt inputs)."""
-        return self._need("vjp")(params, cotangents, **inputs)
+        return self._need("vjp")(params, cotangents, self.state, **inputs)
 
     def __repr__(self) -> str:
         return f"<gradc.Model {self.name!r} from {self.path}>"

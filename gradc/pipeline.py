@@ -54,15 +54,23 @@ class Options:
 
 
 def front(source: Source, options: Options) -> tuple[Graph, list]:
-    """Parse and lower: the graph and the warnings. Raises ErrorGroup on user errors."""
+    """Parse and lower (train mode): the graph and the warnings. Raises ErrorGroup on user
+    errors."""
     return lower(parse(source), source, options.dtype, options.wrt)
+
+
+def eval_graph(source: Source, options: Options, graph: Graph) -> Graph | None:
+    """The eval-mode graph of a model with batchnorm or dropout, else None."""
+    if not graph.stateful:
+        return None
+    return lower(parse(source), source, options.dtype, options.wrt, mode="eval")[0]
 
 
 def compile_source(source: Source, options: Options, key: str) -> tuple[str, Graph, list]:
     """Return (generated module text, graph, warnings)."""
     graph, warnings = front(source, options)
     text = generate(graph, source, key, options.optimizer, options.wrt, options.parallel,
-                    versions())
+                    versions(), eval_graph(source, options, graph))
     if not options.cache:
         text = text.replace("_JIT = dict(cache=True,", "_JIT = dict(cache=False,", 1)
     return text, graph, warnings

@@ -8,6 +8,7 @@ smaller last batch too, since every workspace offset grows with the batch dim).
 from __future__ import annotations
 
 from gradc.codegen.builder import Builder
+from gradc.codegen.cpu import int_expr
 from gradc.passes.kernels import Program
 from gradc.passes.schedule import Entry
 
@@ -33,11 +34,14 @@ def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str
     inputs = {n.id for n in entry.args if n.op == "input" and
               n.attrs.get("role", "input") == "input"}
     names_in = [a.name for a, n in zip(arrays, entry.args) if n.id in inputs]
+    noise = [a for a, n in zip(arrays, entry.args) if n.attrs.get("role") == "noise"]
     dims = [dim_var(d) for d in prog.dims]
-    params = [a.name for a in arrays] + ["h_lr_in", "t0", "perm", "bs", "ws"] + dims
+    params = [a.name for a in arrays] + ["h_lr_in", "t0", "perm", "bs", "seed", "ws"] + dims
     b.line("@nb.njit(**_JIT)")
     with b.block(f"def {fname}({', '.join(params)}):"):
         b.line("n = perm.shape[0]")
+        if noise:
+            b.line("np.random.seed(seed)")
         for a in arrays:
             if a.name in names_in:
                 rest = ", ".join([f"{a.name}.shape[{k}]" for k in range(1, a.rank)])
@@ -51,6 +55,10 @@ def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str
                 b.line("r = perm[start + i]")
                 for nm in names_in:
                     b.line(f"b_{nm}[i] = {nm}[r]")
+            for a in noise:
+                rest = ", ".join(int_expr(d, dim_var) for d in a.shape[1:])
+                b.line(f"b_{a.name} = np.random.random((m,{' ' + rest if rest else ''}))"
+                       f".astype({NP[a.dtype]})")
             b.line("t += 1")
             hyper = ["h_lr_in"]
             if adam is not None:
@@ -58,7 +66,9 @@ def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str
                 b.line(f"c2 = 1.0 / (1.0 - {adam['beta2']!r} ** t)")
                 hyper += ["c1", "c2"]
             assert len(hyper) == len(scalars)
-            args = [f"b_{a.name}[:m]" if a.name in names_in else a.name for a in arrays]
+            batched = set(names_in) | {a.name for a in noise}
+            args = [f"b_{a.name}[:m]" if a.name in names_in else
+                    f"b_{a.name}" if a.name in batched else a.name for a in arrays]
             call_dims = ["m" if d == bdim else dim_var(d) for d in prog.dims]
             b.line(f"loss = {step_fn}({', '.join(args + hyper + ['ws'] + call_dims)})[0]")
             b.line("total += loss * m")
@@ -72,18 +82,17 @@ def epoch_api(b: Builder, bdim: str) -> None:
         b.line('"""One shuffled epoch of train_step over the whole data, in one compiled '
                'call;')
         b.line('    returns the mean loss (each batch weighted by its size)."""')
-        b.line("arrays, dims = _prepare('train_step', params, inputs)")
+        b.line("state = _DEFAULT_STATE if state is None else state")
+        b.line("arrays, dims = _prepare('train_step', params, inputs, None, state, seed)")
         b.line("info = _ENTRIES['train_epoch']")
         b.line(f"n = dims[info['dims'].index({bdim!r})]")
         with b.block("if not isinstance(batch_size, int) or batch_size < 1:"):
             b.line("raise ValueError(f'batch_size: expected a positive int, got {batch_size!r}')")
         b.line("bs = min(batch_size, n)")
         b.line("perm = np.random.default_rng(seed).permutation(n)")
-        b.line("state = _DEFAULT_STATE if state is None else state")
-        b.line("arrays += _state_arrays(state, params)")
         b.line(f"ws_dims = tuple(bs if d == {bdim!r} else v for d, v in zip(info['dims'], dims))")
         b.line("ws = _workspace('train_step', ws_dims)")
-        b.line("loss = info['kernel'](*arrays, lr, state['step'], perm, bs, ws, *dims)")
+        b.line("loss = info['kernel'](*arrays, lr, state['step'], perm, bs, seed, ws, *dims)")
         b.line("state['step'] += -(-n // bs)")
         b.line("return float(loss)")
     b.line()

@@ -21,25 +21,35 @@ def _source(node) -> str:
         return f"params[{name!r}]"
     if role == "input":
         return f"inputs[{name!r}]"
+    if role == "buffer":
+        return f"state[{('buffer:' + name)!r}]"
     return f"state[{(role.split(':', 1)[1] + ':' + name)!r}]"
 
 
 def supported(entry: Entry) -> bool:
-    """The fast path covers entries without scalar (rank-0) array arguments."""
-    return all(n.shape for n in entry.args if n.op != "hyper")
+    """The fast path covers entries without scalar (rank-0) array arguments and without
+    noise (dropout masks are drawn by the general path)."""
+    return all(n.shape for n in entry.args if n.op != "hyper") and \
+        not any(n.attrs.get("role") == "noise" for n in entry.args)
 
 
 def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: str,
-              n_params: int, n_inputs: int) -> None:
+              n_params: int, n_inputs: int, extra: str = "") -> None:
     """Emit ``if <all checks pass>: return <ret of call(...)>`` for ``entry``.
 
-    ``call`` is the kernel's name; ``ret`` a format string applied to the kernel's result
-    expression ``r``. The state dict (train_step) must already be named ``state``.
+    ``call`` is the kernel's name; ``ret`` an expression of the kernel's result ``r``;
+    ``extra`` one more condition. The state dict must already be named ``state``.
     """
     arrays = [n for n in entry.args if n.op != "hyper"]
     scalars = [n for n in entry.args if n.op == "hyper"]
     cond = f"len(params) == {n_params} and len(inputs) == {n_inputs}"
-    with b.block(f"if {cond}{' and state' if entry.name == 'train_step' else ''}:"):
+    if entry.name == "train_step" or any(
+            n.op == "input" and n.attrs.get("role", "").startswith(("state", "buffer"))
+            for n in arrays):
+        cond += " and 'step' in state"
+    if extra:
+        cond += f" and {extra}"
+    with b.block(f"if {cond}:"):
         with b.block("try:"):
             for k, n in enumerate(arrays):
                 b.line(f"a{k} = {_source(n)}")

@@ -26,7 +26,7 @@ from gradc.source import Source
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}"
 ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_",
-               "state:v": "s_"}
+               "state:v": "s_", "buffer": "r_", "noise": "u_"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -74,16 +74,23 @@ def signature(g: Graph, opt: Optimizer) -> dict:
         "tangents": {},
         "cotangents": {k: _spec(n) for k, n in g.outputs.items()},
         "optimizer": {"name": opt.name, "hyper": dict(opt.hyper), "states": opt.states},
+        "buffers": {k: _spec(n) for k, n in g.buffers.items()},
+        "buffer_inits": dict(g.buffer_inits),
+        "noise": {k: _spec(n) for k, n in g.noise.items()},
     }
 
 
 def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str, ...] = (),
-             parallel: bool = False, versions: str = "") -> str:
-    """Return the full source text of the generated module for graph ``g``."""
+             parallel: bool = False, versions: str = "", g_eval: Graph | None = None) -> str:
+    """Return the full source text of the generated module for the train-mode graph ``g``
+    (and ``g_eval``, its eval-mode twin, for models with batchnorm or dropout)."""
     for name in list(g.params) + list(g.inputs):
         mangle(name)
-    entries = build_entries(g, wrt, opt)
+    entries = build_entries(g, wrt, opt, g_eval)
     sig = signature(g, opt)
+    if g_eval is not None:
+        sig["buffers"] = {k: _spec(n) for k, n in g_eval.buffers.items()}
+        sig["buffer_inits"] = dict(g_eval.buffer_inits)
     diff = list(g.params) + list(wrt)
     sig["wrt"] = list(wrt)
     sig["tangents"] = {k: _spec(g.params.get(k) or g.inputs[k]) for k in diff}
@@ -97,8 +104,8 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
     emitter = CpuEmitter(dim_var, comment, parallel)
     _header(b, g, source, sig, versions, parallel)
     table = {}
-    for name, entry in entries.items():
-        prog = schedule(g, entry, arg_name)
+    for name, (graph, entry) in entries.items():
+        prog = schedule(graph, entry, arg_name)
         fname = f"_{name}_{key[:12]}"
         emitter.emit(b, prog, fname)
         table[name] = (fname, prog, entry)
@@ -107,9 +114,9 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
             efname = f"_train_epoch_{key[:12]}"
             emit_epoch(b, entry, prog, fname, efname, dim_var, adam)
             table["train_epoch"] = (efname, prog, entry)
-    for fn in (prelude._fmt, prelude._check, prelude._unknown, prelude._gather,
-               prelude._workspace, prelude._prepare, prelude._call, prelude._as_output,
-               prelude.init_params, prelude.init_state, prelude._state_arrays,
+    for fn in (prelude._fmt, prelude._check, prelude._unknown, prelude._fetch,
+               prelude._workspace, prelude._zeros, prelude._prepare, prelude._call,
+               prelude._as_output, prelude.init_params, prelude.init_state,
                prelude.save_params, prelude.load_params):
         b.lines.extend(inspect.getsource(fn).rstrip("\n").split("\n"))
         b.line()
@@ -153,10 +160,10 @@ def _entries_table(b: Builder, table: dict) -> None:
     for name, (fname, prog, entry) in table.items():
         ws = int_expr(prog.ws_size, dim_var)
         dims = ", ".join(dim_var(d) for d in prog.dims)
-        inputs = [n.attrs["name"] for n in entry.args
-                  if n.op == "input" and n.attrs.get("role", "input") == "input"]
-        b.line(f"    {name!r}: {{'kernel': {fname}, 'inputs': {inputs!r}, "
-               f"'dims': {prog.dims!r},")
+        args = [("param" if n.op == "param" else n.attrs.get("role", "input"),
+                 n.attrs["name"]) for n in entry.args if n.op != "hyper"]
+        b.line(f"    {name!r}: {{'kernel': {fname}, 'dims': {prog.dims!r},")
+        b.line(f"        'args': {args!r},")
         b.line(f"        'ws': lambda {dims}: {ws}}},")
     b.line("}")
     b.line()
@@ -181,44 +188,44 @@ def _api(b: Builder, table: dict, sig: dict) -> None:
     def fn(name: str, header: str, body: list[str]) -> None:
         with b.block(header):
             b.line(f'"""{_DOCS[name]}"""')
-            if name == "train_step":
-                b.line("state = _DEFAULT_STATE if state is None else state")
+            b.line("state = _DEFAULT_STATE if state is None else state")
             if name in _RETURNS and supported(table[name][2]):
                 fname, prog, entry = table[name]
                 n_in = sum(1 for n in entry.args if n.op == "input" and
                            n.attrs.get("role", "input") == "input")
+                extra = "not training" if name == "forward" and "forward_train" in table \
+                    else ""
                 emit_fast(b, entry, prog, dim_var, fname, _RETURNS[name],
-                          len(sig["params"]), n_in)
+                          len(sig["params"]), n_in, extra)
             for line in body:
                 b.line(line)
         b.line()
         b.line()
 
     if "forward" in table:
-        fn("forward", "def forward(params, **inputs):",
-           ["arrays, dims = _prepare('forward', params, inputs)",
-            "r = _call('forward', arrays, (), dims)", f"return {_OUTS}"])
-        fn("jvp", "def jvp(params, tangents, **inputs):",
-           ["arrays, dims = _prepare('jvp', params, inputs, 'tangents', tangents)",
+        pick = ("'forward_train' if training else 'forward'" if "forward_train" in table
+                else "'forward'")
+        fn("forward", "def forward(params, training=False, seed=None, state=None, **inputs):",
+           [f"entry = {pick}",
+            "arrays, dims = _prepare(entry, params, inputs, None, state, seed)",
+            "r = _call(entry, arrays, (), dims)", f"return {_OUTS}"])
+        fn("jvp", "def jvp(params, tangents, state=None, **inputs):",
+           ["arrays, dims = _prepare('jvp', params, inputs, tangents, state)",
             "r = _call('jvp', arrays, (), dims)", "n = len(SIGNATURE['outputs'])",
             f"outs = {_OUTS.replace(', r)', ', r[:n])')}",
             f"tans = {_OUTS.replace(', r)', ', r[n:])')}", "return outs, tans"])
-        fn("vjp", "def vjp(params, cotangents, **inputs):",
-           ["arrays, dims = _prepare('vjp', params, inputs, 'cotangents', cotangents)",
+        fn("vjp", "def vjp(params, cotangents, state=None, **inputs):",
+           ["arrays, dims = _prepare('vjp', params, inputs, cotangents, state)",
             "r = (None,) + tuple(_call('vjp', arrays, (), dims))", f"return {_GRADS}"])
     if "loss_and_grad" in table:
-        fn("loss_and_grad", "def loss_and_grad(params, **inputs):",
-           ["arrays, dims = _prepare('loss_and_grad', params, inputs)",
+        fn("loss_and_grad", "def loss_and_grad(params, seed=None, state=None, **inputs):",
+           ["arrays, dims = _prepare('loss_and_grad', params, inputs, None, state, seed)",
             "r = _call('loss_and_grad', arrays, (), dims)", f"return {_RETURNS['loss_and_grad']}"])
         adam = sig["optimizer"]["name"] == "adam"
-        fn("train_step", "def train_step(params, lr, state=None, **inputs):",
-           ["arrays, dims = _prepare('train_step', params, inputs)",
-            "arrays += _state_arrays(state, params)",
+        fn("train_step", "def train_step(params, lr, state=None, seed=None, **inputs):",
+           ["arrays, dims = _prepare('train_step', params, inputs, None, state, seed)",
             "t = state['step'] = state['step'] + 1",
             f"r = _call('train_step', arrays, {'(lr, _C1(t), _C2(t))' if adam else '(lr,)'}, "
             "dims)", "return float(r[0])"])
     if "train_epoch" in table:
         epoch_api(b, batch_dim(table["train_epoch"][2]))
-
-
-

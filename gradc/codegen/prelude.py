@@ -15,6 +15,8 @@ import numpy as np
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
 _WS = {}
 _DEFAULT_STATE = {}
+_ENTRIES = {}
+SIGNATURE = {}
 
 
 def _fmt(shape, dims=None):
@@ -65,17 +67,12 @@ def _unknown(names, known, what):
                              f"{', '.join(known) or 'none'})")
 
 
-def _gather(values, names, kind, dims):
-    """Validate the arrays ``values[name]`` for ``names`` of SIGNATURE[kind]."""
-    spec = SIGNATURE[kind]
-    out = []
-    for name in names:
-        if name not in values:
-            raise ValueError(f"missing {kind[:-1]} '{name}' (shape "
-                             f"{_fmt(spec[name][1])}, {spec[name][0]})")
-        dtype, shape = spec[name]
-        out.append(_check(values[name], name, dtype, shape, dims))
-    return out
+def _fetch(values, name, kind, dims):
+    """Validate ``values[name]`` against SIGNATURE[kind][name] (binding dims)."""
+    dtype, shape = SIGNATURE[kind][name]
+    if name not in values:
+        raise ValueError(f"missing {kind[:-1]} '{name}' (shape {_fmt(shape)}, {dtype})")
+    return _check(values[name], name, dtype, shape, dims)
 
 
 def _workspace(entry, dims):
@@ -88,27 +85,50 @@ def _workspace(entry, dims):
     return ws
 
 
-def _prepare(entry, params, inputs, extra_kind=None, extra=None):
-    """Validate everything an entry takes; return (arrays in call order, dims tuple)."""
+def _zeros(kind, name, dims):
+    dtype, shape = SIGNATURE[kind][name]
+    return np.zeros([dims.get(d, 1) if isinstance(d, str) else d for d in shape], _NP[dtype])
+
+
+def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
+    """Validate everything an entry takes, in call order (SIGNATURE's roles); return
+    (arrays, dims tuple). Missing tangents/cotangents are zeros; optimizer state and
+    buffers come from ``state`` (created on first use); noise is drawn from ``seed``."""
     info = _ENTRIES[entry]
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
     _unknown(params, SIGNATURE["params"], "param")
     _unknown(inputs, SIGNATURE["inputs"], "input")
-    dims = {}
-    arrays = _gather(params, SIGNATURE["params"], "params", dims)
-    arrays += _gather(inputs, info["inputs"], "inputs", dims)
-    if extra_kind is not None:
-        _unknown(extra, SIGNATURE[extra_kind], extra_kind[:-1])
-        for name in SIGNATURE[extra_kind]:
-            dtype, shape = SIGNATURE[extra_kind][name]
+    dims, arrays, rng = {}, [], None
+    for role, name in info["args"]:
+        if role == "param":
+            arrays.append(_fetch(params, name, "params", dims))
+        elif role == "input":
+            arrays.append(_fetch(inputs, name, "inputs", dims))
+        elif role in ("tangent", "cotangent"):
+            _unknown(extra, SIGNATURE[role + "s"], role)
             value = extra.get(name)
-            if value is None:
-                value = np.zeros([dims.get(d, 1) if isinstance(d, str) else d
-                                  for d in shape], _NP[dtype])
-            arrays.append(_check(value, f"{extra_kind[:-1]} '{name}'", dtype, shape, dims))
-    dim_values = tuple(dims[d] for d in info["dims"])
-    return arrays, dim_values
+            value = _zeros(role + "s", name, dims) if value is None else value
+            dtype, shape = SIGNATURE[role + "s"][name]
+            arrays.append(_check(value, f"{role} '{name}'", dtype, shape, dims))
+        elif role == "noise":
+            if rng is None:
+                if seed is None:
+                    seed = state["rng"] = state.get("rng", 0) + 1
+                rng = np.random.default_rng(seed)
+            dtype, shape = SIGNATURE["noise"][name]
+            arrays.append(rng.random([dims[d] if isinstance(d, str) else d for d in shape],
+                                     dtype=_NP[dtype]))
+        else:
+            if "step" not in state:
+                state.update(init_state(params))
+            kind = "buffers" if role == "buffer" else "params"
+            key = f"buffer:{name}" if role == "buffer" else f"{role[6:]}:{name}"
+            dtype, shape = SIGNATURE[kind][name]
+            arrays.append(_check(state.get(key), f"state '{key}'", dtype, shape, {}))
+    if entry == "train_step" and "step" not in state:
+        state.update(init_state(params))
+    return arrays, tuple(dims[d] for d in info["dims"])
 
 
 def _call(entry, arrays, scalars, dim_values):
@@ -149,32 +169,22 @@ def init_params(seed=0):
 
 
 def init_state(params):
-    """Return a fresh optimizer state for ``params`` (zeros, step 0)."""
-    state = {"step": 0}
+    """Return a fresh state for ``params``: optimizer state (zeros, step 0), batchnorm
+    running statistics and the noise seed counter."""
+    state = {"step": 0, "rng": 0}
     for slot in SIGNATURE["optimizer"]["states"]:
         for name in SIGNATURE["params"]:
             state[f"{slot}:{name}"] = np.zeros_like(params[name])
+    for name, (dtype, shape) in SIGNATURE["buffers"].items():
+        fill = np.ones if SIGNATURE["buffer_inits"][name][0] == "ones" else np.zeros
+        state[f"buffer:{name}"] = fill(shape, _NP[dtype])
     return state
-
-
-def _state_arrays(state, params):
-    """The optimizer state arrays in call order (created on first use), checked against
-    the params they belong to."""
-    if not state:
-        state.update(init_state(params))
-    out = []
-    for slot in SIGNATURE["optimizer"]["states"]:
-        for name in SIGNATURE["params"]:
-            value = state.get(f"{slot}:{name}")
-            dtype, shape = SIGNATURE["params"][name]
-            out.append(_check(value, f"optimizer state '{slot}:{name}'", dtype, shape, {}))
-    return out
 
 
 def save_params(params, path):
     """Write ``params`` to ``path`` as .npz, one array per param name."""
     _unknown(params, SIGNATURE["params"], "param")
-    arrays = _gather(params, SIGNATURE["params"], "params", {})
+    arrays = [_fetch(params, name, "params", {}) for name in SIGNATURE["params"]]
     np.savez(path, **{name: a.reshape(SIGNATURE["params"][name][1])
                       for name, a in zip(SIGNATURE["params"], arrays)})
 
@@ -187,5 +197,6 @@ def load_params(path):
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"{path}: not a params file ({e})") from None
     _unknown(params, SIGNATURE["params"], "param")
-    _gather(params, SIGNATURE["params"], "params", {})
+    for name in SIGNATURE["params"]:
+        _fetch(params, name, "params", {})
     return params

@@ -19,7 +19,7 @@ _TEMPLATES = {
     "Step": "({O} if {0} > {Z} else {Z})",
     "Sign": "({O} if {0} > {Z} else (-{O} if {0} < {Z} else {Z}))",
     "Absv": "abs({0})",
-    "Sigmoid": "({O} / ({O} + math.exp(-{0})))",
+    "Sigmoid": "({O} / ({O} + math.exp(-({0}))))",
     "Softplus": "(max({0}, {Z}) + math.log1p(math.exp(-abs({0}))))",
     "Less": "({O} if {0} < {1} else {Z})",
     "LessEq": "({O} if {0} <= {1} else {Z})",

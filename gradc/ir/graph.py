@@ -73,7 +73,14 @@ def _attrs_key(attrs: dict) -> tuple:
 
 @dataclass
 class Graph:
-    """A model's graph: its nodes and its interface (inputs, params, outputs, loss)."""
+    """A model's graph: its nodes and its interface (inputs, params, outputs, loss).
+
+    ``mode`` is 'train' or 'eval' (batchnorm and dropout differ; ``stateful`` says whether
+    the model has such a layer). ``buffers`` are state leaves that are not trained
+    (batchnorm's running statistics), updated in train_step by ``buffer_updates``
+    ((leaf, new value) pairs); ``noise`` leaves are uniform [0, 1) arrays drawn per call
+    by the caller (dropout masks).
+    """
 
     name: str
     float_dtype: str = "f32"
@@ -83,6 +90,12 @@ class Graph:
     param_inits: dict[str, tuple] = field(default_factory=dict)
     outputs: dict[str, Node] = field(default_factory=dict)
     loss: Node | None = None
+    mode: str = "train"
+    stateful: bool = False
+    buffers: dict[str, Node] = field(default_factory=dict)
+    buffer_inits: dict[str, tuple] = field(default_factory=dict)
+    buffer_updates: list = field(default_factory=list)
+    noise: dict[str, Node] = field(default_factory=dict)
     _table: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ node creation

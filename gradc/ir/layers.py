@@ -19,6 +19,7 @@ from gradc.ir.builtins import log_softmax, parse_kwargs
 from gradc.ir.errors import LowerError
 from gradc.ir.graph import Graph, Node
 from gradc.ir.shapes import as_dim, fmt_shape
+from gradc.ir.sym import GreaterEq, Select
 
 
 @dataclass
@@ -217,6 +218,53 @@ def _attention(lw, layer, x, call):
     return build.matmul(g, ctx, layer.params["Wo"])
 
 
+def _leaf(lw, role: str, name: str, shape, init=None) -> Node:
+    g = lw.g
+    node = g.add("input", (), shape, g.float_dtype, None, name, name=name, role=role)
+    if role == "buffer":
+        g.buffers[name], g.buffer_inits[name] = node, init
+    else:
+        g.noise[name] = node
+    return node
+
+
+def _batchnorm(lw, layer, x, call):
+    g, n = lw.g, layer.config["features"]
+    _expect(layer, x, (2, 99), 1, n, f"[N, {n}, ...]")
+    g.stateful = True
+    axes = tuple(a for a in range(x.rank) if a != 1)
+    kd = tuple(d if i == 1 else sympy.Integer(1) for i, d in enumerate(x.shape))
+    if layer.name not in lw.bn_buffers:
+        lw.bn_buffers[layer.name] = (
+            _leaf(lw, "buffer", f"{layer.name}.running_mean", (as_dim(n),), ("zeros",)),
+            _leaf(lw, "buffer", f"{layer.name}.running_var", (as_dim(n),), ("ones",)))
+    rm, rv = lw.bn_buffers[layer.name]
+    if lw.mode == "eval":
+        y = build.ew(g, lambda a, m, v: (a - m) / sympy.sqrt(v + 1e-5), x,
+                     build.reshape(g, rm, kd), build.reshape(g, rv, kd))
+    else:
+        y, mean, var = normalize(g, x, axes)
+        unbias = build.ew(g, lambda s_: 1 / (1 - s_), build.mean_scale(g, x, axes))
+        g.buffer_updates += [
+            (rm, build.ew(g, lambda r, m: 0.9 * r + 0.1 * m, rm, build.reshape(g, mean, (n,)))),
+            (rv, build.ew(g, lambda r, v, u: 0.9 * r + 0.1 * v * u, rv,
+                          build.reshape(g, var, (n,)), unbias))]
+    return _affine(g, y, layer.params["gamma"], layer.params["beta"], 1)
+
+
+def _dropout(lw, layer, x, call):
+    lw.g.stateful = True
+    p = layer.config["p"]
+    if not 0 <= p < 1:
+        raise build.ShapeMismatch(f"p must be in [0, 1), got {p}")
+    if lw.mode == "eval" or p == 0:
+        return x
+    k = sum(1 for name in lw.g.noise if name.startswith(f"{layer.name}."))
+    u = _leaf(lw, "noise", f"{layer.name}.{k}", x.shape)
+    keep = 1 / (1 - p)
+    return build.ew(lw.g, lambda a, r: a * Select(GreaterEq(r, p), keep, 0), x, u)
+
+
 def _io(c):
     return c["features"]
 
@@ -242,6 +290,11 @@ LAYERS: dict[str, LayerKind] = {
         ("int",), ("features",), {}, {},
         lambda c: [("gamma", (c["features"],), ("ones",)),
                    ("beta", (c["features"],), ("zeros",))], _layernorm),
+    "batchnorm": LayerKind(
+        ("int",), ("features",), {}, {},
+        lambda c: [("gamma", (c["features"],), ("ones",)),
+                   ("beta", (c["features"],), ("zeros",))], _batchnorm),
+    "dropout": LayerKind(("number",), ("p",), {}, {}, lambda c: [], _dropout),
     "attention": LayerKind(
         ("int", "int"), ("dim", "heads"), {}, {},
         lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))

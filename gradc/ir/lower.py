@@ -27,7 +27,7 @@ POISON = object()
 
 
 def lower(module: ast.Module, source: Source, dtype: str | None = None,
-          wrt: tuple[str, ...] = ()) -> tuple[Graph, list]:
+          wrt: tuple[str, ...] = (), mode: str = "train") -> tuple[Graph, list]:
     """Lower a parsed module to a graph.
 
     Args:
@@ -35,6 +35,7 @@ def lower(module: ast.Module, source: Source, dtype: str | None = None,
         source: its text, for error messages.
         dtype: if given ('f32'/'f64'), overrides every float dtype of the model.
         wrt: float inputs to differentiate besides the params.
+        mode: 'train' or 'eval' (batchnorm and dropout differ).
 
     Returns:
         The graph and the list of warnings (:class:`gradc.errors.SourceError`).
@@ -43,6 +44,7 @@ def lower(module: ast.Module, source: Source, dtype: str | None = None,
         gradc.errors.ErrorGroup: every user error found.
     """
     lw = _Lowerer(module, source, dtype)
+    lw.mode = lw.g.mode = mode
     lw.run(wrt)
     return lw.g, lw.c.warnings
 
@@ -60,6 +62,8 @@ class _Lowerer:
         self.used: set[str] = set()
         self.stack: list[str] = []
         self.layers: dict[str, layers.Layer] = {}
+        self.bn_buffers: dict[str, tuple] = {}
+        self.mode = "train"
 
     @staticmethod
     def _float_dtype(module: ast.Module) -> str:
@@ -311,6 +315,8 @@ class _Lowerer:
         if not isinstance(func, ast.Name):
             raise LowerError("only named functions can be called", func.span)
         name = func.id
+        if self.values.get(name) is POISON:
+            raise Poisoned()
         if name in self.layers:
             if len(args) != 1 or kwargs:
                 raise LowerError(f"layer '{name}' takes one input, e.g. {name}(x)", call.span)

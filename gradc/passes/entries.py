@@ -71,31 +71,64 @@ def needed_inputs(g: Graph, roots: list[Node]) -> list[Node]:
     return [n for n in g.inputs.values() if n.id in ids]
 
 
-def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer) -> dict[str, Entry]:
-    """Return every entry the model supports, by name."""
+def _state_leaves(g: Graph, roots: list[Node]) -> list[Node]:
+    """The buffers, then the noise leaves, that ``roots`` read."""
+    ids = {n.id for n in g.topo(roots)}
+    return [n for n in [*g.buffers.values(), *g.noise.values()] if n.id in ids]
+
+
+def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
+                  g_eval: Graph | None = None) -> dict[str, tuple[Graph, Entry]]:
+    """Return every entry the model supports: name -> (the graph it runs on, entry).
+
+    ``g`` is the train-mode graph; ``g_eval`` the eval-mode one for models with batchnorm
+    or dropout (forward, jvp and vjp run in eval mode; ``forward_train`` is forward in
+    train mode), or None when both modes are the same graph.
+    """
+    entries = {}
+    ge = g_eval or g
+    if ge.outputs:
+        entries.update({k: (ge, e) for k, e in _output_entries(ge, wrt).items()})
+    if g_eval is not None and g.outputs:
+        outs = list(g.outputs.values())
+        args = list(g.params.values()) + needed_inputs(g, outs) + _state_leaves(g, outs)
+        entries["forward_train"] = (g, Entry("forward_train", args, outs))
+    if g.loss is not None:
+        entries.update({k: (g, e) for k, e in _loss_entries(g, wrt, opt).items()})
+    return entries
+
+
+def _output_entries(g: Graph, wrt) -> dict[str, Entry]:
     params = list(g.params.values())
     diff = params + [g.inputs[w] for w in wrt]
     outs = list(g.outputs.values())
-    entries = {}
-    if outs:
-        entries["forward"] = Entry("forward", params + needed_inputs(g, outs), outs)
-        tans = [leaf(g, "tangent", n.attrs["name"], n) for n in diff]
-        t_outs = jvp(g, outs, {n.id: t for n, t in zip(diff, tans)})
-        entries["jvp"] = Entry("jvp", params + needed_inputs(g, outs) + tans, outs + t_outs)
-        cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
-        grads = vjp(g, list(zip(outs, cots)), diff)
-        entries["vjp"] = Entry("vjp", params + needed_inputs(g, outs) + cots, grads)
-    if g.loss is not None:
-        grads = vjp(g, [(g.loss, g.const(1))], diff)
-        ins = needed_inputs(g, [g.loss])
-        entries["loss_and_grad"] = Entry("loss_and_grad", params + ins, [g.loss, *grads])
-        states = {s: [leaf(g, f"state:{s}", p.attrs["name"], p) for p in params]
-                  for s in opt.states}
-        lr = hyper(g, "lr")
-        extra = [hyper(g, "c1"), hyper(g, "c2")] if opt.name == "adam" else []
-        stores = _updates(g, opt, params, grads[:len(params)], states, [lr, *extra])
-        args = params + ins + [s for ss in states.values() for s in ss] + [lr, *extra]
-        entries["train_step"] = Entry("train_step", args, [g.loss], stores)
+    ins, st = needed_inputs(g, outs), _state_leaves(g, outs)
+    tans = [leaf(g, "tangent", n.attrs["name"], n) for n in diff]
+    t_outs = jvp(g, outs, {n.id: t for n, t in zip(diff, tans)})
+    cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
+    grads = vjp(g, list(zip(outs, cots)), diff)
+    return {"forward": Entry("forward", params + ins + st, outs),
+            "jvp": Entry("jvp", params + ins + tans + st, outs + t_outs),
+            "vjp": Entry("vjp", params + ins + cots + st, grads)}
+
+
+def _loss_entries(g: Graph, wrt, opt: Optimizer) -> dict[str, Entry]:
+    params = list(g.params.values())
+    diff = params + [g.inputs[w] for w in wrt]
+    grads = vjp(g, [(g.loss, g.const(1))], diff)
+    ins = needed_inputs(g, [g.loss])
+    entries = {"loss_and_grad": Entry("loss_and_grad", params + ins +
+                                      _state_leaves(g, [g.loss]), [g.loss, *grads])}
+    states = [leaf(g, f"state:{s}", p.attrs["name"], p) for s in opt.states for p in params]
+    by_slot = {s: states[i * len(params):(i + 1) * len(params)]
+               for i, s in enumerate(opt.states)}
+    lr = hyper(g, "lr")
+    extra = [hyper(g, "c1"), hyper(g, "c2")] if opt.name == "adam" else []
+    stores = _updates(g, opt, params, grads[:len(params)], by_slot, [lr, *extra])
+    stores += g.buffer_updates
+    st = _state_leaves(g, [g.loss] + [v for _, v in stores])
+    args = params + ins + states + st + [lr, *extra]
+    entries["train_step"] = Entry("train_step", args, [g.loss], stores)
     return entries
 
 
