@@ -110,6 +110,20 @@ def _unpick_vjp(g, n, ct):
     return [g.add("pick", (ct, labels), labels.shape, ct.dtype), None]
 
 
+def _scan_vjp(g: Graph, n: Node, ct: Node):
+    xw, wh = n.inputs
+    dz = g.add("scan_bwd", (n, wh, ct), n.shape, n.dtype)
+    return [dz, build.time_matmul(g, build.shift_time(g, n), dz, ta=True)]
+
+
+def _scan_jvp(g: Graph, n: Node, tans):
+    t_xw, t_wh = tans
+    terms = [t for t in (t_xw, t_wh and build.time_matmul(g, build.shift_time(g, n), t_wh))
+             if t is not None]
+    u = terms[0] if len(terms) == 1 else build.ew(g, lambda a, b: a + b, *terms)
+    return g.add("scan_lin", (n, n.inputs[1], u), n.shape, n.dtype)
+
+
 def _attrs(n: Node) -> dict:
     return {k: n.attrs[k] for k in ("k", "stride", "pad")}
 
@@ -129,6 +143,7 @@ VJP = {
                                         n.inputs[0].shape[n.attrs["axis"]]), None],
     "put": lambda g, n, ct: [build.take(g, ct, n.inputs[1], n.attrs["axis"]), None],
     "patches": lambda g, n, ct: [build.unpatches(g, ct, n.inputs[0], **_attrs(n))],
+    "scan": _scan_vjp,
     "unpatches": lambda g, n, ct: [build.patches(g, ct, **_attrs(n))],
 }
 
@@ -147,5 +162,6 @@ JVP = {
     "put": lambda g, n, t: build.put(g, t[0], n.inputs[1], n.attrs["axis"],
                                      n.shape[n.attrs["axis"]]),
     "patches": lambda g, n, t: build.patches(g, t[0], **_attrs(n)),
+    "scan": _scan_jvp,
     "unpatches": lambda g, n, t: build.unpatches(g, t[0], n, **_attrs(n)),
 }

@@ -15,7 +15,7 @@ from gradc.codegen.builder import Builder
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
 from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put, Reduce,
-                                  Scatter, Take, Unpatches, Unpick, View)
+                                  Recur, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import ALIGN, Align, kernel_outputs
 
 NP = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64"}
@@ -136,7 +136,8 @@ class CpuEmitter:
         self._declare(b, kern)
         {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
          Unpick: self._unpick, Scatter: self._scatter, Take: self._take, Put: self._take,
-         Patches: self._patches, Unpatches: self._patches}[type(kern)](b, kern)
+         Patches: self._patches, Unpatches: self._patches,
+         Recur: self._recur}[type(kern)](b, kern)
 
     # ------------------------------------------------------------------ kernels
     def _assign(self, b: Builder, target: str, expr: sympy.Expr, tag: str) -> None:
@@ -311,6 +312,31 @@ class CpuEmitter:
                 else:
                     b.line(f"{col} = {img.name}[n_, c_, hh, ww] if {inside} else "
                            f"{self._init('sum')}")
+
+
+    def _recur(self, b: Builder, k: Recur) -> None:
+        """The time loop of a recurrence: one BLAS call and one fused loop per step."""
+        bs, ts, hs = (self.size(d) for d in k.out.shape)
+        dt, out = NP[self.dtype], k.out.name
+        first, wh, third = (k.ins + (None,))[:3]
+        carry = "m_" if k.kind != "scan_bwd" else "c_"
+        b.line(f"h_ = np.zeros(({bs}, {hs}), {dt})")
+        b.line(f"{carry} = np.zeros(({bs}, {hs}), {dt})")
+        steps = f"range({ts} - 1, -1, -1)" if k.kind == "scan_bwd" else f"range({ts})"
+        with b.block(f"for t_ in {steps}:"):
+            if k.kind != "scan_bwd":
+                b.line(f"np.dot(h_, {wh.name}, m_)")
+            with b.block(f"for i_ in range({bs}):"), b.block(f"for j_ in range({hs}):"):
+                at = "[i_, t_, j_]"
+                if k.kind == "scan":
+                    b.line(f"v_ = math.tanh({first.name}{at} + m_[i_, j_])")
+                else:
+                    src = f"{third.name}{at} + {carry}[i_, j_]"
+                    b.line(f"v_ = ({src}) * ({dt}(1) - {first.name}{at} * {first.name}{at})")
+                b.line(f"{out}{at} = v_")
+                b.line("h_[i_, j_] = v_")
+            if k.kind == "scan_bwd":
+                b.line(f"np.dot(h_, {wh.name}.T, c_)")
 
 
 def _estimate(size: sympy.Expr) -> int:

@@ -189,3 +189,25 @@ def patches(g: Graph, x: Node, k: int, stride: int, pad: int) -> Node:
 def unpatches(g: Graph, p: Node, like: Node, k: int, stride: int, pad: int) -> Node:
     """col2im: the adjoint of :func:`patches` (overlapping windows add up)."""
     return g.add("unpatches", (p,), like.shape, p.dtype, k=k, stride=stride, pad=pad)
+
+
+def scan(g: Graph, xw: Node, wh: Node) -> Node:
+    """The tanh recurrence over axis 1 of xw [B, T, H]: h_t = tanh(xw_t + h_{t-1} @ wh),
+    h_{-1} = 0; returns every h_t as [B, T, H]."""
+    return g.add("scan", (xw, wh), xw.shape, xw.dtype)
+
+
+def shift_time(g: Graph, h: Node) -> Node:
+    """h_{t-1} for every t of h [B, T, H] (zeros at t = 0)."""
+    b, t, n = h.shape
+    one = sympy.Integer(1)
+    head = slice_(g, h, (("r", 0, 1, b), ("r", 0, 1, t - one), ("r", 0, 1, n)))
+    return unslice(g, head, (("r", 0, 1, b), ("r", 1, 1, t - one), ("r", 0, 1, n)), h.shape)
+
+
+def time_matmul(g: Graph, a: Node, b: Node, ta: bool = False) -> Node:
+    """[B, T, n] @ [n, m] (or, with ``ta``, the [n, m] sum over B and T of a_bt^T b_bt)."""
+    flat_a = reshape(g, a, (a.shape[0] * a.shape[1], a.shape[2]))
+    if ta:
+        return matmul2(g, flat_a, reshape(g, b, (b.shape[0] * b.shape[1], b.shape[2])), True)
+    return reshape(g, matmul2(g, flat_a, b), a.shape[:2] + (b.shape[-1],))

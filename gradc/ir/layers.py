@@ -265,6 +265,15 @@ def _dropout(lw, layer, x, call):
     return build.ew(lw.g, lambda a, r: a * Select(GreaterEq(r, p), keep, 0), x, u)
 
 
+def _rnn(lw, layer, x, call):
+    g = lw.g
+    cin, hidden = layer.config["features"]
+    _expect(layer, x, (3, 3), -1, cin, f"[B, T, {cin}]")
+    xw = build.ew(g, lambda a, b: a + b, build.time_matmul(g, x, layer.params["Wx"]),
+                  layer.params["b"])
+    return build.scan(g, xw, layer.params["Wh"])
+
+
 def _io(c):
     return c["features"]
 
@@ -295,6 +304,11 @@ LAYERS: dict[str, LayerKind] = {
         lambda c: [("gamma", (c["features"],), ("ones",)),
                    ("beta", (c["features"],), ("zeros",))], _batchnorm),
     "dropout": LayerKind(("number",), ("p",), {}, {}, lambda c: [], _dropout),
+    "rnn": LayerKind(
+        ("arrow",), ("features",), {}, {},
+        lambda c: [("Wx", _io(c), ("glorot_uniform",)),
+                   ("Wh", (_io(c)[1], _io(c)[1]), ("glorot_uniform",)),
+                   ("b", (_io(c)[1],), ("zeros",))], _rnn),
     "attention": LayerKind(
         ("int", "int"), ("dim", "heads"), {}, {},
         lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))

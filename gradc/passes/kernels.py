@@ -224,3 +224,14 @@ class Unpatches:
     stride: int
     pad: int
     span: Span | None = None
+
+
+@dataclass(eq=False)
+class Recur:
+    """A recurrence over axis 1 of [B, T, H] (kind 'scan', 'scan_bwd' or 'scan_lin'; see
+    the graph ops of the same names): ``ins`` are the op's inputs in order."""
+
+    kind: str
+    out: Buffer
+    ins: tuple
+    span: Span | None = None

@@ -18,7 +18,7 @@ from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import free_dims, numel
 from gradc.passes.kernels import (Affine, Buffer, Dot, Loop, Patches, Pick, Program, Put, Read,
-                                  Reduce, Scatter, Take, Unpatches, Unpick, View,
+                                  Recur, Reduce, Scatter, Take, Unpatches, Unpick, View,
                                   compose_index)
 
 FUSING = ("ewise", "reduce", "logsumexp")
@@ -198,6 +198,8 @@ class _Scheduler:
         if n.op in ("take", "put"):
             kind = Take if n.op == "take" else Put
             return kind(out, src, self.buffer_or_leaf(n.inputs[1]), n.attrs["axis"], n.span)
+        if n.op in ("scan", "scan_bwd", "scan_lin"):
+            return Recur(n.op, out, tuple(self.buffer_or_leaf(i) for i in n.inputs), n.span)
         if n.op in ("patches", "unpatches"):
             kind = Patches if n.op == "patches" else Unpatches
             return kind(out, src, n.attrs["k"], n.attrs["stride"], n.attrs["pad"], n.span)
@@ -298,7 +300,7 @@ def kernel_buffers(kern) -> list[Buffer]:
     else:
         exprs = []
         out += [getattr(kern, f) for f in ("a", "b", "z", "g", "labels", "src", "idx")
-                if hasattr(kern, f)]
+                if hasattr(kern, f)] + list(getattr(kern, "ins", ()))
         if isinstance(kern, View):
             out.append(kern.out.base)
     for e in exprs:

@@ -130,7 +130,30 @@ def _unpatches(n, ins, shape, dims):
     return out[:, :, p:p + H, p:p + W].copy()
 
 
+def _recurrence(n, ins, shape, dims):
+    """scan, scan_bwd and scan_lin, step by step over axis 1."""
+    out = np.zeros(shape)
+    if n.op == "scan":
+        xw, wh = ins
+        h = np.zeros((shape[0], shape[2]))
+        for t in range(shape[1]):
+            h = out[:, t] = np.tanh(xw[:, t] + h @ wh)
+    elif n.op == "scan_bwd":
+        hs, wh, gr = ins
+        carry = np.zeros((shape[0], shape[2]))
+        for t in reversed(range(shape[1])):
+            dz = out[:, t] = (gr[:, t] + carry) * (1 - hs[:, t] ** 2)
+            carry = dz @ wh.T
+    else:
+        hs, wh, u = ins
+        s_ = np.zeros((shape[0], shape[2]))
+        for t in range(shape[1]):
+            s_ = out[:, t] = (1 - hs[:, t] ** 2) * (u[:, t] + s_ @ wh)
+    return out
+
+
 _STRUCTURAL = {
+    "scan": _recurrence, "scan_bwd": _recurrence, "scan_lin": _recurrence,
     "slice": lambda n, ins, shape, dims: np.asarray(ins[0][_index(n.attrs["spec"], dims)]).copy(),
     "unslice": _unslice,
     "take": lambda n, ins, shape, dims: np.take(ins[0], ins[1].astype(np.int64), n.attrs["axis"]),
