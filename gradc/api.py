@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from gradc.errors import GradcError
-from gradc.pipeline import Options, compile_source
+from gradc.options import Options
 from gradc.runtime.cache import cache_key, module_path, write_atomic
 from gradc.runtime.loader import load_module
 from gradc.source import Source
@@ -21,16 +21,26 @@ class Model:
         path: the generated module's file.
         signature: names, dtypes and shapes of params, inputs and outputs.
         warnings: compile-time warnings (rendered strings).
-        graph: the forward graph (for ``gradc show`` and ``gradc graph``).
+        graph: the forward graph (for ``gradc show`` and ``gradc graph``), lowered lazily.
     """
 
-    def __init__(self, module, path: Path, graph, warnings: list):
-        self.module, self.path, self.graph = module, path, graph
+    def __init__(self, module, path: Path, model_source: Source, options: Options):
+        self.module, self.path = module, path
+        self.model_source, self.options = model_source, options
         self.source = path.read_text(encoding="utf-8")
         self.signature = module.SIGNATURE
         self.name = self.signature["model"]
-        self.warnings = [w.render() for w in warnings]
+        self.warnings = list(module.WARNINGS)
         self.state: dict = {}
+        self._graph = None
+
+    @property
+    def graph(self):
+        """The forward graph (train mode), lowered on first use."""
+        if self._graph is None:
+            from gradc.pipeline import front
+            self._graph = front(self.model_source, self.options)[0]
+        return self._graph
 
     def _need(self, fn: str):
         if not hasattr(self.module, fn):
@@ -108,7 +118,9 @@ def _compile(source: Source, options: dict) -> Model:
     key = cache_key(source.text, source.filename, opts.key())
     root = None if opts.cache else Path(tempfile.mkdtemp(prefix="gradc_"))
     path = module_path(key, root)
-    text, graph, warnings = compile_source(source, opts, key)
-    write_atomic(path, text)
+    if not path.exists():
+        from gradc.pipeline import compile_source  # the compiler proper: only on a miss
+        text, _, _ = compile_source(source, opts, key)
+        write_atomic(path, text)
     module = load_module(path, f"gradc_gen_{key[:16]}")
-    return Model(module, path, graph, warnings)
+    return Model(module, path, source, opts)

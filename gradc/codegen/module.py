@@ -81,7 +81,8 @@ def signature(g: Graph, opt: Optimizer) -> dict:
 
 
 def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str, ...] = (),
-             parallel: bool = False, versions: str = "", g_eval: Graph | None = None) -> str:
+             parallel: bool = False, versions: str = "", g_eval: Graph | None = None,
+             warnings: list[str] = ()) -> str:
     """Return the full source text of the generated module for the train-mode graph ``g``
     (and ``g_eval``, its eval-mode twin, for models with batchnorm or dropout)."""
     for name in list(g.params) + list(g.inputs):
@@ -103,6 +104,8 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
 
     emitter = CpuEmitter(dim_var, comment, parallel)
     _header(b, g, source, sig, versions, parallel)
+    b.line(f"WARNINGS = {list(warnings)!r}")
+    b.line()
     table = {}
     for name, (graph, entry) in entries.items():
         prog = schedule(graph, entry, arg_name)

@@ -115,7 +115,7 @@ def run(args) -> int:
     """Train as the options say; return the exit code (130 when interrupted)."""
     _check_options(args)
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
-    task = analyse(model.signature)
+    task = analyse(model.signature, args.model)
     data = load_data(args.data, model.signature)
     check_labels(args.data, data, task)
     train, val = split(data, args.val_split, args.seed)
@@ -180,10 +180,10 @@ def run(args) -> int:
         print(f"trained {done} epochs in {seconds:.1f} s "
               f"({done * n_train / max(steps, 1e-9):,.0f} samples/s in the steps)")
     train_loss, train_acc = evaluate(model, params, train, task)
-    print(f"train loss {train_loss:.4f}{_percent(train_acc)} ({n_train} samples)")
+    print(f"train loss {train_loss:.4g}{_percent(train_acc)} ({n_train} samples)")
     if val:
         val_loss, val_acc = evaluate(model, params, val, task)
-        print(f"val   loss {val_loss:.4f}{_percent(val_acc)} ({n_val} samples)")
+        print(f"val   loss {val_loss:.4g}{_percent(val_acc)} ({n_val} samples)")
     print("wrote " + " ".join(str(p) for p in written))
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 

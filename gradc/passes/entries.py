@@ -7,52 +7,15 @@ Optimizer updates are in-place stores (SPEC §2 ``train_step``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sympy
 
 from gradc.autodiff.forward import jvp
 from gradc.autodiff.reverse import vjp
-from gradc.errors import GradcError
 
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
+from gradc.options import Optimizer
 from gradc.passes.schedule import Entry
-
-OPTIMIZERS = {
-    "sgd": {},
-    "momentum": {"momentum": 0.9},
-    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-}
-
-
-@dataclass(frozen=True)
-class Optimizer:
-    """An optimizer and its hyper-parameters (the learning rate is given per call)."""
-
-    name: str
-    hyper: tuple[tuple[str, float], ...]
-
-    @classmethod
-    def parse(cls, spec) -> Optimizer:
-        """Accept 'sgd' | 'momentum' | 'adam' or a dict {'name': ..., hyper: value}."""
-        spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": "sgd"})
-        name = spec.pop("name", "sgd")
-        if name not in OPTIMIZERS:
-            raise GradcError(f"unknown optimizer '{name}': one of {', '.join(OPTIMIZERS)}")
-        unknown = set(spec) - set(OPTIMIZERS[name])
-        if unknown:
-            raise GradcError(f"optimizer {name}: unknown hyper-parameter(s) "
-                             f"{', '.join(sorted(unknown))}; accepted: "
-                             f"{', '.join(OPTIMIZERS[name]) or 'none'}")
-        hyper = {**OPTIMIZERS[name], **{k: float(v) for k, v in spec.items()}}
-        return cls(name, tuple(sorted(hyper.items())))
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        """Per-param state arrays ('v' for momentum, 'm' and 'v' for adam)."""
-        return {"sgd": (), "momentum": ("v",), "adam": ("m", "v")}[self.name]
-
 
 def leaf(g: Graph, role: str, name: str, like: Node) -> Node:
     """A new argument leaf of ``role`` ('tangent', 'cotangent', 'state:m', ...) shaped like

@@ -21,11 +21,11 @@ def load_params(model, path) -> dict:
     """Read params for ``--resume``; a mismatch with the model is a GradcError."""
     path = Path(path)
     if not path.is_file():
-        raise GradcError(f"{path}: no such params file (--resume)")
+        raise GradcError(f"{path}: error: no such params file (--resume)")
     try:
         return model.load_params(path)
     except ValueError as e:
-        raise GradcError(f"{path}: cannot resume from it: {e}") from None
+        raise GradcError(f"{path}: error: cannot resume from it: {e}") from None
 
 
 def save_optimizer(model, path) -> bool:

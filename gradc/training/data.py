@@ -55,25 +55,28 @@ def fmt_shape(shape, dims: dict | None = None) -> str:
                            for d in shape) + "]"
 
 
-def analyse(signature: dict) -> Task:
-    """Return the :class:`Task` of a model from its ``signature``.
+def analyse(signature: dict, where: str = "") -> Task:
+    """Return the :class:`Task` of a model from its ``signature``; ``where`` (the model
+    file) prefixes error messages.
 
     Raises:
         GradcError: the model has no loss, no inputs, or inputs without a shared symbolic
             leading (sample) dim.
     """
     name = signature.get("model", "model")
+    where = f"{where}: error: " if where else ""
     if not signature.get("loss"):
-        raise GradcError(f"model '{name}' declares no loss: there is nothing to train")
+        raise GradcError(f"{where}model '{name}' declares no loss: nothing to train")
     inputs = signature["inputs"]
     if not inputs:
-        raise GradcError(f"model '{name}' declares no inputs: there is no data to train on")
+        raise GradcError(f"{where}model '{name}' declares no inputs: no data to train on")
     leading = {n: (shape[0] if shape else None) for n, (_dt, shape) in inputs.items()}
     batch = next(iter(leading.values()))
     for n, d in leading.items():
         if not isinstance(d, str) or d != batch:
             raise GradcError(
-                f"model '{name}': input '{n}' {fmt_shape(inputs[n][1])} has no batch dim: "
+                f"{where}model '{name}': input '{n}' {fmt_shape(inputs[n][1])} has no "
+                f"batch dim: "
                 f"gradc train needs every input to start with the same symbolic dim "
                 f"(like [B, ...]), the sample axis")
     outputs = signature.get("outputs", {})
@@ -94,19 +97,19 @@ def analyse(signature: dict) -> Task:
 
 def _read_npz(path: Path) -> dict:
     if not path.exists():
-        raise GradcError(f"{path}: no such data file")
+        raise GradcError(f"{path}: error: no such data file")
     if path.is_dir():
-        raise GradcError(f"{path}: is a directory, not an .npz data file")
+        raise GradcError(f"{path}: error: is a directory, not an .npz data file")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
-            raise GradcError(f"{path}: not an .npz data file: it holds one .npy array; "
+            raise GradcError(f"{path}: error: not an .npz data file: it holds one .npy array; "
                              "save named arrays with np.savez(path, x=..., y=...)")
         with data:
             return {name: np.asarray(data[name]) for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GradcError(f"{path}: not a readable .npz data file ({reason})") from None
+        raise GradcError(f"{path}: error: not a readable .npz data file ({reason})") from None
 
 
 def load_data(path, signature: dict) -> dict[str, np.ndarray]:
@@ -125,29 +128,29 @@ def load_data(path, signature: dict) -> dict[str, np.ndarray]:
     missing = [n for n in inputs if n not in arrays]
     want = ", ".join(f"{n} {inputs[n][0]}{fmt_shape(inputs[n][1])}" for n in inputs)
     if missing:
-        raise GradcError(f"{path}: missing array '{missing[0]}' for input '{missing[0]}' "
+        raise GradcError(f"{path}: error: missing array '{missing[0]}' for input '{missing[0]}' "
                          f"(the model takes {want}; the file has "
                          f"{', '.join(arrays) or 'no arrays'})")
     if extra:
-        raise GradcError(f"{path}: extra array '{extra[0]}' matches no input of the model "
+        raise GradcError(f"{path}: error: extra array '{extra[0]}' matches no input of the model "
                          f"(the model takes {want})")
     dims: dict = {}
     out = {}
     for name, (dtype, shape) in inputs.items():
         a = arrays[name]
         if a.dtype != NP_DTYPES[dtype]:
-            raise GradcError(f"{path}: array '{name}' has dtype {a.dtype.name}, the input "
+            raise GradcError(f"{path}: error: array '{name}' has dtype {a.dtype.name}, the input "
                              f"needs {dtype} ({np.dtype(NP_DTYPES[dtype]).name})")
         _check_shape(path, name, a, shape, dims)
         if dtype in FLOAT_DTYPES and not np.isfinite(a).all():
-            raise GradcError(f"{path}: array '{name}' contains NaN or infinite values")
+            raise GradcError(f"{path}: error: array '{name}' contains NaN or infinite values")
         out[name] = np.ascontiguousarray(a)
     return out
 
 
 def _check_shape(path: Path, name: str, a: np.ndarray, shape, dims: dict) -> None:
     def bad(why: str = "") -> GradcError:
-        return GradcError(f"{path}: array '{name}' has shape {list(a.shape)}, the input "
+        return GradcError(f"{path}: error: array '{name}' has shape {list(a.shape)}, the input "
                           f"needs {fmt_shape(shape, dims)}{why}")
 
     if a.ndim != len(shape):
@@ -169,7 +172,7 @@ def check_labels(path, data: dict, task: Task) -> None:
         return
     y = data[task.labels]
     if y.size and (y.min() < 0 or y.max() >= task.classes):
-        raise GradcError(f"{path}: labels '{task.labels}' must be in 0..{task.classes - 1} "
+        raise GradcError(f"{path}: error: labels '{task.labels}' must be in 0..{task.classes - 1} "
                          f"(the output has {task.classes} classes); found "
                          f"{int(y.min())}..{int(y.max())}")
 

@@ -75,11 +75,11 @@ class History:
                 reader = csv.reader(f)
                 header = next(reader, None)
                 if header is None or tuple(header) != COLUMNS:
-                    raise GradcError(f"{path}: not a gradc history file (columns "
+                    raise GradcError(f"{path}: error: not a gradc history file (columns "
                                      f"{', '.join(COLUMNS)} expected)")
                 rows = [_row(path, line) for line in reader if line]
         except (OSError, UnicodeDecodeError) as e:
-            raise GradcError(f"{path}: cannot read the history: {e}") from None
+            raise GradcError(f"{path}: error: cannot read the history: {e}") from None
         return cls(rows)
 
 
@@ -100,7 +100,7 @@ def _row(path, line: list[str]) -> Row:
         row["seconds"] = row["seconds"] or 0.0
         return Row(**row)
     except (ValueError, TypeError, KeyError) as e:
-        raise GradcError(f"{path}: bad history row {line}: {e}") from None
+        raise GradcError(f"{path}: error: bad history row {line}: {e}") from None
 
 
 def find_history(params_path) -> Path | None:

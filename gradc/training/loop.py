@@ -111,7 +111,7 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> 
                              f"try a smaller --lr (now {cfg.lr:g})")
         total += loss * n
         seen += n
-        bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{total / seen:.4g}", refresh=False)
         bar.update(n)
     return total / seen
 
@@ -159,11 +159,11 @@ def _log_epochs(cfg: Config, first: int, last: int) -> set[int]:
 
 def describe(row: Row, last: int) -> str:
     """``epoch  20/200  train loss 0.4123 acc  83.0%  val loss ...  (1.3 ms)``."""
-    parts = [f"epoch {row.epoch:>{len(str(last))}}/{last}", f"train loss {row.train_loss:.4f}"]
+    parts = [f"epoch {row.epoch:>{len(str(last))}}/{last}", f"train loss {row.train_loss:.4g}"]
     if row.train_acc is not None:
         parts[-1] += f" acc {100 * row.train_acc:5.1f}%"
     if row.val_loss is not None:
-        parts.append(f"val loss {row.val_loss:.4f}")
+        parts.append(f"val loss {row.val_loss:.4g}")
         if row.val_acc is not None:
             parts[-1] += f" acc {100 * row.val_acc:5.1f}%"
     parts.append(f"({row.seconds:.2f} s)" if row.seconds >= 1 else
