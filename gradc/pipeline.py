@@ -10,11 +10,11 @@ from gradc.codegen.module import generate
 from gradc.frontend.parser import parse
 from gradc.ir.graph import Graph
 from gradc.ir.lower import lower
-from gradc.options import Options
+from gradc.options import DTYPES, TARGETS, Options
 from gradc.runtime.cache import versions
 from gradc.source import Source
 
-__all__ = ["Options", "front", "eval_graph", "compile_source"]
+__all__ = ["DTYPES", "TARGETS", "Options", "front", "eval_graph", "compile_source"]
 
 
 def front(source: Source, options: Options) -> tuple[Graph, list]:

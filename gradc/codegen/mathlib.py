@@ -342,7 +342,7 @@ def _ftanh32(x):
     h = sc * (r + r * r * q) + (sc - np.float32(0.5))
     small = h < np.float32(0.375)
     d = (h * h if small else h) / (np.float32(1.0) + h)
-    y = np.copysign(h - d if small else d, x)
+    y = math.copysign(h - d if small else d, x)
     return x if x != x else y
 
 
@@ -379,7 +379,7 @@ def _ferf32(x):
     q = q * t + np.float32(-0.35268068)
     q = q * t + np.float32(-1.5568153)
     big = np.float32(1.0) - _fexp32(q - w)
-    return np.copysign(a + a * p if a < np.float32(1.0) else big, x)
+    return math.copysign(a + a * p if a < np.float32(1.0) else big, x)
 
 
 # ------------------------------------------------------------------------------ registry

@@ -107,8 +107,8 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
     b.line(f"WARNINGS = {list(warnings)!r}")
     b.line()
     table = {}
-    for name, (graph, entry) in entries.items():
-        prog = schedule(graph, entry, arg_name)
+    for name, entry in entries.items():
+        prog = schedule(entry.graph or g, entry, arg_name)
         fname = f"_{name}_{key[:12]}"
         emitter.emit(b, prog, fname)
         table[name] = (fname, prog, entry)

@@ -177,7 +177,7 @@ def run(args) -> int:
 
     if done > 0:
         steps = sum(r.seconds for r in history.rows[-done:])
-        print(f"trained {done} epochs in {seconds:.1f} s "
+        print(f"trained {done} epochs in {seconds:.2f} s "
               f"({done * n_train / max(steps, 1e-9):,.0f} samples/s in the steps)")
     train_loss, train_acc = evaluate(model, params, train, task)
     print(f"train loss {train_loss:.4g}{_percent(train_acc)} ({n_train} samples)")

@@ -78,9 +78,11 @@ def declare(lw, s: ast.LayerDecl) -> Layer:
     kind, spec = v.func.id, LAYERS[v.func.id]
     what = f"{kind}()"
     if len(v.args) != len(spec.args):
-        form = ", ".join(spec.names)
-        raise LowerError(f"{kind}() takes {len(spec.args)} positional argument(s) ({form}), "
-                         f"got {len(v.args)}", v.span)
+        args = ["in -> out" if a == "arrow" else n for a, n in zip(spec.args, spec.names)]
+        args += [f"{k}={str(spec.defaults[k]).lower()}" for k in spec.kwargs]
+        n = len(spec.args)
+        raise LowerError(f"{kind}() takes {n} positional argument{'s' if n != 1 else ''}, "
+                         f"got {len(v.args)}", v.span, f"the form is {kind}({', '.join(args)})")
     config = dict(spec.defaults)
     for name, kind_, e in zip(spec.names, spec.args, v.args):
         config[name] = _arg_value(e, kind_, what)
@@ -109,28 +111,34 @@ def callable_part(lw, e: ast.Expr):
 def apply(lw, layer: Layer, x: Node, call: ast.Expr, scope: dict) -> Node:
     """Apply ``layer`` to the value ``x`` (at the call site ``call``)."""
     if layer.kind == "compose":
-        for part in layer.parts:
-            if isinstance(part, Layer):
-                x = apply(lw, part, x, call, scope)
-            elif isinstance(part, ast.Call):
-                x = lw.call(part.func, [x, *part.args], part.kwargs, part, scope)
-            else:
-                x = lw.call(part, [x], (), part, scope)
+        for k, part in enumerate(layer.parts):
+            try:
+                if isinstance(part, Layer):
+                    x = apply(lw, part, x, call, scope)
+                elif isinstance(part, ast.Call):
+                    x = lw.call(part.func, [x, *part.args], part.kwargs, part, scope)
+                else:
+                    x = lw.call(part, [x], (), part, scope)
+            except LowerError as err:
+                if k and not err.in_fn:
+                    err.hint = (f"in the composition '{layer.name}' (line "
+                                f"{layer.decl.span.line}), part {k + 1} receives "
+                                f"{fmt_shape(x.shape)} from the part before it")
+                    err.in_fn = True
+                raise
         return x
     try:
         return LAYERS[layer.kind].apply(lw, layer, x, call)
     except build.ShapeMismatch as err:
         hint = f"'{layer.name}' is declared at line {layer.decl.span.line}" if layer.decl else None
-        raise LowerError(f"{layer.kind} '{layer.name}': {err}", call.span, hint) from None
+        raise LowerError(f"{layer.kind} layer '{layer.name}' {err}", call.span, hint) from None
 
 
 def _expect(layer: Layer, x: Node, rank: tuple[int, int], axis: int, size, what: str) -> None:
     lo, hi = rank
-    if not lo <= x.rank <= hi:
-        raise build.ShapeMismatch(f"expects {what}, got {fmt_shape(x.shape)}")
-    if size is not None and x.shape[axis] != size:
-        raise build.ShapeMismatch(f"expects {what} with {size} at axis {axis % x.rank}, "
-                                  f"got {fmt_shape(x.shape)}")
+    if not lo <= x.rank <= hi or (size is not None and x.shape[axis] != size):
+        raise build.ShapeMismatch(f"expects an input of shape {what}, got "
+                                  f"{fmt_shape(x.shape)}")
 
 
 def _dense(lw, layer, x, call):

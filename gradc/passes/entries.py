@@ -14,7 +14,7 @@ from gradc.autodiff.reverse import vjp
 
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
-from gradc.options import Optimizer
+from gradc.options import OPTIMIZERS, Optimizer
 from gradc.passes.schedule import Entry
 
 def leaf(g: Graph, role: str, name: str, like: Node) -> Node:
@@ -41,8 +41,8 @@ def _state_leaves(g: Graph, roots: list[Node]) -> list[Node]:
 
 
 def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
-                  g_eval: Graph | None = None) -> dict[str, tuple[Graph, Entry]]:
-    """Return every entry the model supports: name -> (the graph it runs on, entry).
+                  g_eval: Graph | None = None) -> dict[str, Entry]:
+    """Return every entry the model supports, by name (each knows its graph).
 
     ``g`` is the train-mode graph; ``g_eval`` the eval-mode one for models with batchnorm
     or dropout (forward, jvp and vjp run in eval mode; ``forward_train`` is forward in
@@ -51,13 +51,13 @@ def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
     entries = {}
     ge = g_eval or g
     if ge.outputs:
-        entries.update({k: (ge, e) for k, e in _output_entries(ge, wrt).items()})
+        entries.update(_output_entries(ge, wrt))
     if g_eval is not None and g.outputs:
         outs = list(g.outputs.values())
         args = list(g.params.values()) + needed_inputs(g, outs) + _state_leaves(g, outs)
-        entries["forward_train"] = (g, Entry("forward_train", args, outs))
+        entries["forward_train"] = Entry("forward_train", args, outs, graph=g)
     if g.loss is not None:
-        entries.update({k: (g, e) for k, e in _loss_entries(g, wrt, opt).items()})
+        entries.update(_loss_entries(g, wrt, opt))
     return entries
 
 
@@ -70,9 +70,9 @@ def _output_entries(g: Graph, wrt) -> dict[str, Entry]:
     t_outs = jvp(g, outs, {n.id: t for n, t in zip(diff, tans)})
     cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
     grads = vjp(g, list(zip(outs, cots)), diff)
-    return {"forward": Entry("forward", params + ins + st, outs),
-            "jvp": Entry("jvp", params + ins + tans + st, outs + t_outs),
-            "vjp": Entry("vjp", params + ins + cots + st, grads)}
+    return {"forward": Entry("forward", params + ins + st, outs, graph=g),
+            "jvp": Entry("jvp", params + ins + tans + st, outs + t_outs, graph=g),
+            "vjp": Entry("vjp", params + ins + cots + st, grads, graph=g)}
 
 
 def _loss_entries(g: Graph, wrt, opt: Optimizer) -> dict[str, Entry]:
@@ -81,7 +81,7 @@ def _loss_entries(g: Graph, wrt, opt: Optimizer) -> dict[str, Entry]:
     grads = vjp(g, [(g.loss, g.const(1))], diff)
     ins = needed_inputs(g, [g.loss])
     entries = {"loss_and_grad": Entry("loss_and_grad", params + ins +
-                                      _state_leaves(g, [g.loss]), [g.loss, *grads])}
+                                      _state_leaves(g, [g.loss]), [g.loss, *grads], graph=g)}
     states = [leaf(g, f"state:{s}", p.attrs["name"], p) for s in opt.states for p in params]
     by_slot = {s: states[i * len(params):(i + 1) * len(params)]
                for i, s in enumerate(opt.states)}
@@ -91,7 +91,7 @@ def _loss_entries(g: Graph, wrt, opt: Optimizer) -> dict[str, Entry]:
     stores += g.buffer_updates
     st = _state_leaves(g, [g.loss] + [v for _, v in stores])
     args = params + ins + states + st + [lr, *extra]
-    entries["train_step"] = Entry("train_step", args, [g.loss], stores)
+    entries["train_step"] = Entry("train_step", args, [g.loss], stores, graph=g)
     return entries
 
 
@@ -119,3 +119,6 @@ def _updates(g, opt, params, grads, states, hypers):
 
 
 
+
+
+__all__ = ["OPTIMIZERS", "Optimizer", "build_entries", "needed_inputs", "leaf", "hyper"]

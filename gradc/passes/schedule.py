@@ -35,12 +35,14 @@ class Entry:
         args: leaf nodes in call order (arrays, then scalars).
         roots: values returned, in order.
         stores: (leaf, value) pairs written in place after everything else (optimizers).
+        graph: the graph the entry runs on (a model with batchnorm or dropout has two).
     """
 
     name: str
     args: list[Node]
     roots: list[Node]
     stores: list[tuple[Node, Node]] = field(default_factory=list)
+    graph: Graph | None = None
 
 
 def schedule(g: Graph, entry: Entry, arg_name: Callable[[Node], str]) -> Program:

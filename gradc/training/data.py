@@ -101,10 +101,15 @@ def _read_npz(path: Path) -> dict:
     if path.is_dir():
         raise GradcError(f"{path}: error: is a directory, not an .npz data file")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
             raise GradcError(f"{path}: error: not an .npz data file: it holds one .npy array; "
                              "save named arrays with np.savez(path, x=..., y=...)")
+        if not magic.startswith(b"PK"):
+            raise GradcError(f"{path}: error: not a readable .npz data file (not a zip "
+                             "archive: corrupt, or another format)")
+        data = np.load(path, allow_pickle=False)
         with data:
             return {name: np.asarray(data[name]) for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
