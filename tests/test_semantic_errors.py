@@ -19,13 +19,6 @@ from gradc.source import Source
 
 GOLDEN = Path(__file__).parent / "golden" / "semantic"
 
-# KNOWN CORE BUG (reported to the lead, gradc/ir/lower.py): layer_cascade.err asserts the
-# correct behaviour and fails until it is fixed: a layer declaration with an error poisons its
-# name, and the later use `fc(x)` reports a second, cascading error "'fc' is a value, not a
-# function" (_call tests `name in self.values` before looking for POISON), although lowering
-# promises to skip users of a failed statement silently.
-
-
 def rendered(path: Path) -> str:
     """What the compiler reports for the golden model at ``path``."""
     source = Source(path.read_text(encoding="utf-8"), path.name)
