@@ -81,13 +81,14 @@ class CpuEmitter:
         term = f"i{a.axis}" if a.step == 1 else f"{a.step} * i{a.axis}"
         return f"{start} + {term}" if start else term
 
-    def _loops(self, b: Builder, shape, parallel_ok: bool = True):
-        """Open nested loops over ``shape``; returns the context managers to close."""
+    def _loops(self, b: Builder, shape, parallel_ok: bool = True, axes=None):
+        """Open nested loops ``i<a>`` over ``axes`` of ``shape`` (default: all, in order);
+        returns the context managers to close (see :meth:`_close`)."""
         ctxs = []
         big = self.parallel and parallel_ok and _estimate(numel(shape)) >= PARALLEL_MIN
-        for k, d in enumerate(shape):
-            rng = "nb.prange" if big and k == 0 else "range"
-            ctx = b.block(f"for i{k} in {rng}({self.size(d)}):")
+        for n, a in enumerate(range(len(shape)) if axes is None else axes):
+            rng = "nb.prange" if big and n == 0 else "range"
+            ctx = b.block(f"for i{a} in {rng}({self.size(shape[a])}):")
             ctx.__enter__()
             ctxs.append(ctx)
         return ctxs
@@ -185,40 +186,30 @@ class CpuEmitter:
 
     def _reduce_inner(self, b: Builder, k: Reduce, kept: list[int]) -> None:
         """Kept axes outside, reduced axes inside, a local accumulator per output."""
-        outer = self._loops_over(b, k.shape, kept, parallel_ok=bool(kept))
+        outer = self._loops(b, k.shape, bool(kept), kept)
         red = [a for a in range(len(k.shape)) if a not in kept]
         dest = self._out_at(k.out, kept)
         if k.kind == "logsumexp":
             b.line(f"m_ = {self._init('max')}")
-            inner = self._loops_over(b, k.shape, red)
+            inner = self._loops(b, k.shape, False, red)
             self._assign(b, "v_", k.expr, "t_")
             b.line("m_ = max(m_, v_)")
             self._close(inner)
             b.line(f"m_ = m_ if abs(m_) < {NP[self.dtype]}(np.inf) else {self._init('sum')}")
             b.line(f"s_ = {self._init('sum')}")
-            inner = self._loops_over(b, k.shape, red)
+            inner = self._loops(b, k.shape, False, red)
             self._assign(b, "v_", k.expr, "t_")
             b.line("s_ += math.exp(v_ - m_)")
             self._close(inner)
             b.line(f"{dest} = math.log(s_) + m_")
         else:
             b.line(f"a_ = {self._init(k.kind)}")
-            inner = self._loops_over(b, k.shape, red)
+            inner = self._loops(b, k.shape, False, red)
             self._assign(b, "v_", k.expr, "t_")
             b.line(self._combine(k.kind, "a_", "v_"))
             self._close(inner)
             b.line(f"{dest} = a_")
         self._close(outer)
-
-    def _loops_over(self, b: Builder, shape, axes: list[int], parallel_ok: bool = False):
-        ctxs = []
-        big = self.parallel and parallel_ok and _estimate(numel(shape)) >= PARALLEL_MIN
-        for n, a in enumerate(axes):
-            rng = "nb.prange" if big and n == 0 else "range"
-            ctx = b.block(f"for i{a} in {rng}({self.size(shape[a])}):")
-            ctx.__enter__()
-            ctxs.append(ctx)
-        return ctxs
 
     def _dot(self, b: Builder, k: Dot) -> None:
         def op(buf: Buffer, flag: bool, sub: str = "") -> str:

@@ -50,6 +50,19 @@ def schedule(g: Graph, entry: Entry, arg_name: Callable[[Node], str]) -> Program
     return _Scheduler(g, entry, arg_name).run()
 
 
+def slice_index(spec: tuple, axes) -> tuple:
+    """The index map of a sliced array: one entry per axis of the array, given the index
+    map ``axes`` of the slice's own (kept) axes."""
+    out, j = [], 0
+    for s in spec:
+        if s[0] == "i":
+            out.append(Affine(None, s[1], 0))
+        else:
+            out.append(compose_index(axes[j], s[1], int(s[2])))
+            j += 1
+    return tuple(out)
+
+
 def _is_swap(perm: tuple[int, ...]) -> bool:
     r = len(perm)
     return r >= 2 and perm == tuple(range(r - 2)) + (r - 1, r - 2)
@@ -122,14 +135,7 @@ class _Scheduler:
             perm = n.attrs["perm"]
             return self.expr_of(n.inputs[0], tuple(axes[perm.index(k)] for k in range(n.rank)))
         if n.op == "slice":
-            sub, j = [], 0
-            for spec in n.attrs["spec"]:
-                if spec[0] == "i":
-                    sub.append(Affine(None, spec[1], 0))
-                else:
-                    sub.append(compose_index(axes[j], spec[1], int(spec[2])))
-                    j += 1
-            return self.expr_of(n.inputs[0], tuple(sub))
+            return self.expr_of(n.inputs[0], slice_index(n.attrs["spec"], axes))
         assert n.op == "ewise", n
         subs = {}
         for i, inp in enumerate(n.inputs):
@@ -189,14 +195,8 @@ class _Scheduler:
                           self.buffer_or_leaf(n.inputs[1]), n.span)
         src = self.buffer_or_leaf(n.inputs[0]) if n.inputs else None
         if n.op == "unslice":
-            index, j = [], 0
-            for spec in n.attrs["spec"]:
-                if spec[0] == "i":
-                    index.append(Affine(None, spec[1], 0))
-                else:
-                    index.append(compose_index(j, spec[1], int(spec[2])))
-                    j += 1
-            return Scatter(out, src, tuple(index), n.span)
+            return Scatter(out, src, slice_index(n.attrs["spec"], range(n.inputs[0].rank)),
+                           n.span)
         if n.op in ("take", "put"):
             kind = Take if n.op == "take" else Put
             return kind(out, src, self.buffer_or_leaf(n.inputs[1]), n.attrs["axis"], n.span)
