@@ -1,0 +1,1 @@
+"""The gradc performance suite: ``python -m benchmarks`` (see ``benchmarks/README.md``)."""

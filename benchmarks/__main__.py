@@ -49,7 +49,7 @@ def environment() -> dict[str, str]:
     for key, probe in (("torch", peers_torch.threads), ("jax", peers_jax.threads)):
         try:
             env[key] = probe()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             env[key] = f"missing ({type(exc).__name__}: {exc})"
     env["gradc"] = gradc_side.version()
     knobs = [f"{k}={os.environ[k]}" for k in sorted(os.environ)
@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="timed calls per side, at least (default 30; 10 with --quick)")
     ap.add_argument("--quick", action="store_true", help="short timing, one compile run each")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each workload wait up to S seconds for other processes to "
+                         "leave the CPU (default 0: don't wait)")
+    ap.add_argument("--single-thread", action="store_true",
+                    help="limit every library to one thread (re-executes with OMP_NUM_THREADS=1 "
+                         "and friends); for busy machines, not the default budget")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     return ap.parse_args(argv)
 
@@ -79,6 +85,23 @@ def select(only: str) -> list[str]:
     if unknown:
         sys.exit(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
     return [w for w in ORDER if w in wanted]
+
+
+def wait_quiet(max_wait: float) -> float | None:
+    """Sample the CPU use of other processes each second until it drops under ``BUSY_SHARE``.
+
+    Returns the last sampled share (None where /proc/stat is unreadable); gives up after
+    ``max_wait`` seconds.
+    """
+    deadline = time.perf_counter() + max_wait
+    while True:
+        meter = CpuMeter()
+        time.sleep(1.0)
+        share = meter.foreign()
+        if share is None or share <= BUSY_SHARE or time.perf_counter() >= deadline:
+            return share
+        print(f"  waiting: other processes use {100 * share:.0f}% of the CPU",
+              file=sys.stderr, flush=True)
 
 
 def run_workload(name: str, cfg: TimingConfig, compile_repeats: int) -> list:
@@ -101,39 +124,71 @@ def describe(name: str) -> str:
             "compile": "mlp_cifar, fresh process: cold cache, then warm cache"}[name]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the selected workloads, print the table, optionally write JSON."""
-    args = parse_args(argv)
-    if args.list:
-        print("\n".join(f"{w:11}  {describe(w)}" for w in ORDER))
-        return 0
-    names = select(args.only)
+def make_config(args: argparse.Namespace) -> TimingConfig:
+    """The timing configuration of the command line's ``--quick`` and ``--repeats``."""
     if args.quick:
         cfg = TimingConfig(min_repeats=10, min_time_s=0.1, max_time_s=1.5, floor_repeats=3)
     else:
         cfg = TimingConfig()
     if args.repeats is not None:
         cfg.min_repeats = max(1, args.repeats)
-    compile_repeats = 1 if args.quick else 3
+    return cfg
 
-    env = environment()
-    overhead = timer_overhead_ns()
-    env["timer overhead"] = f"{overhead:.0f} ns per perf_counter_ns pair (included in times)"
-    for key, value in env.items():
-        print(f"{key:>15}: {value}")
-    print()
+
+def run_all(names: list[str], cfg: TimingConfig, args: argparse.Namespace):
+    """Run the workloads; return (rows, foreign CPU share per workload, busy notes)."""
     rows, foreign, notes = [], {}, {}
     for name in names:
-        t0 = time.perf_counter()
         print(f"running {name} ({describe(name)}) ...", file=sys.stderr, flush=True)
+        if args.wait_quiet > 0:
+            wait_quiet(args.wait_quiet)
+        t0 = time.perf_counter()
         meter = CpuMeter()
-        rows += run_workload(name, cfg, compile_repeats)
+        rows += run_workload(name, cfg, 1 if args.quick else 3)
         foreign[name] = share = meter.foreign()
         busy = f", other processes used {100 * share:.0f}% of the CPU" if share else ""
         print(f"  done in {time.perf_counter() - t0:.1f} s{busy}", file=sys.stderr, flush=True)
         if share is not None and share > BUSY_SHARE:
             notes[name] = (f"! other processes used {100 * share:.0f}% of the CPU meanwhile: "
                            "these numbers are unreliable; rerun on a quiet machine")
+    return rows, foreign, notes
+
+
+#: The environment of ``--single-thread``: one thread for torch (OpenMP), BLAS, Numba and XLA.
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+
+
+def reexec_single_thread(argv: list[str] | None) -> None:
+    """Restart this command with :data:`SINGLE_THREAD_ENV` (libraries read it at import)."""
+    if all(os.environ.get(k) == v for k, v in SINGLE_THREAD_ENV.items()):
+        return
+    env = {**os.environ, **SINGLE_THREAD_ENV}
+    args = sys.argv[1:] if argv is None else argv
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *args], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected workloads, print the table, optionally write JSON."""
+    args = parse_args(argv)
+    if args.single_thread:
+        reexec_single_thread(argv)
+    if args.list:
+        print("\n".join(f"{w:11}  {describe(w)}" for w in ORDER))
+        return 0
+    names = select(args.only)
+    cfg = make_config(args)
+    env = environment()
+    env["timer overhead"] = (f"{timer_overhead_ns():.0f} ns per perf_counter_ns pair "
+                             "(included in times)")
+    for key, value in env.items():
+        print(f"{key:>15}: {value}")
+    print()
+    rows, foreign, notes = run_all(names, cfg, args)
     print(format_table(rows, notes))
     print()
     print(LEGEND)

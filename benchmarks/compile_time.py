@@ -42,7 +42,8 @@ loss = float(model.train_step(params, lr=0.01, x=x, y=y))
 t4 = time.perf_counter()
 end = time.time()
 print(json.dumps({"end": end, "import_numpy": t1 - t0, "import_gradc": t2 - t1,
-                  "compile": t3 - t2, "first_call": t4 - t3, "loss": loss}))
+                  "compile": t3 - t2, "first_call": t4 - t3, "loss": loss,
+                  "module": str(getattr(model, "path", ""))}))
 """
 
 BASELINE = r"""
@@ -102,8 +103,11 @@ def run_compile(repeats: int) -> list[Row]:
     model = str(MODELS / COMPILE_MODEL)
     rows = []
     with tempfile.TemporaryDirectory(prefix="gradc-bench-") as tmp:
-        base = [run_child(BASELINE, Path(tmp) / "base") for _ in range(max(3, repeats))]
-        rows.append(_row("python + numpy startup", "info", base))
+        try:
+            base = [run_child(BASELINE, Path(tmp) / "base") for _ in range(max(3, repeats))]
+            rows.append(_row("python + numpy startup", "info", base))
+        except Exception as exc:  # reported in the row, never raised
+            rows.append(_failed("python + numpy startup", exc))
         cold, caches = [], []
         try:
             for i in range(repeats):
@@ -111,7 +115,7 @@ def run_compile(repeats: int) -> list[Row]:
                 cold.append(run_child(CHILD, cache, (model,)))
                 caches.append(cache)
             rows.append(_row("cold: launch->1st step", "abs", cold, COMPILE_TARGETS["cold"]))
-        except Exception as exc:  # noqa: BLE001 - reported in the row
+        except Exception as exc:  # reported in the row, never raised
             rows.append(_failed("cold: launch->1st step", exc))
         try:
             if not caches:
@@ -119,8 +123,12 @@ def run_compile(repeats: int) -> list[Row]:
             warm = [run_child(CHILD, caches[i % len(caches)], (model,))
                     for i in range(max(repeats, 1))]
             rows.append(_row("warm: launch->1st step", "abs", warm, COMPILE_TARGETS["warm"]))
+            cold_modules = {Path(r["module"]).name for r in cold}
+            if any(Path(r["module"]).name not in cold_modules for r in warm):
+                rows[-1].check = ("! not a cache hit: the module's cache key changed since the "
+                                  "cold run (gradc's sources edited meanwhile?)")
             imports = [{"total": r["import_gradc"], "end": 0} for r in warm]
-            rows.append(_row("import gradc (in-process)", "info", imports))
-        except Exception as exc:  # noqa: BLE001
+            rows.append(_row("import gradc (in child)", "info", imports))
+        except Exception as exc:
             rows.append(_failed("warm: launch->1st step", exc))
     return rows

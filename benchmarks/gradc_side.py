@@ -47,7 +47,7 @@ def version() -> str:
         import gradc
 
         return f"gradc {getattr(gradc, '__version__', '(no __version__)')}"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"gradc unavailable ({type(exc).__name__}: {exc})"
 
 

@@ -42,6 +42,12 @@ class Model:
             self._graph = front(self.model_source, self.options)[0]
         return self._graph
 
+    def supports(self, fn: str) -> bool:
+        """Whether the model has the function ``fn`` ('forward', 'loss_and_grad',
+        'train_step', 'train_epoch', 'jvp', 'vjp'): a model without a loss has no
+        loss_and_grad; train_epoch needs inputs that share their leading (batch) dim."""
+        return hasattr(self.module, fn)
+
     def _need(self, fn: str):
         if not hasattr(self.module, fn):
             what = "a loss" if fn in ("loss_and_grad", "train_step", "train_epoch") \

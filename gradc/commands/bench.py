@@ -16,8 +16,7 @@ import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
 from gradc.errors import GradcError
-from gradc.passes.entries import OPTIMIZERS
-from gradc.pipeline import TARGETS
+from gradc.options import OPTIMIZERS, TARGETS
 from gradc.training.data import FLOAT_DTYPES, NP_DTYPES, fmt_shape
 
 WARMUP = 3

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from gradc.commands import EXIT_OK, load_model
 from gradc.errors import GradcError
-from gradc.passes.entries import OPTIMIZERS
-from gradc.pipeline import TARGETS
+from gradc.options import OPTIMIZERS, TARGETS
 from gradc.training import checkpoint, plots
-from gradc.training.data import analyse, check_labels, count, load_data, split
+from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
 from gradc.training.history import History, find_history
 from gradc.training.loop import Config, evaluate, fit, warm_up
 
@@ -40,10 +39,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a model on arrays from an .npz file",
         description="Train MODEL.grad on DATA.npz, whose arrays are matched to the model's "
-                    "inputs by name. Shows a progress bar per epoch, prints the final "
-                    "training and validation loss (and accuracy for classifiers with "
-                    "integer labels) and writes params.npz, optimizer.npz, history.csv, "
-                    "loss.png and, for classifiers of 2-D points, boundary.png into --out.",
+                    "inputs by name. Shows a progress bar (epoch, samples/s, running "
+                    "loss), prints the final training and validation loss (and accuracy "
+                    "for classifiers with integer labels) and writes params.npz, "
+                    "optimizer.npz, history.csv, loss.png and, for classifiers of 2-D "
+                    "points, boundary.png into --out.",
         epilog="--resume P continues from the params P (and from optimizer.npz and "
                "history.csv beside P when they exist): the epochs, the history and the "
                "optimizer's moments carry on where that run stopped.")
@@ -114,9 +114,10 @@ def _percent(acc) -> str:
 def run(args) -> int:
     """Train as the options say; return the exit code (130 when interrupted)."""
     _check_options(args)
+    arrays = read_npz(args.data)        # a missing or corrupt file fails before compiling
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
     task = analyse(model.signature, args.model)
-    data = load_data(args.data, model.signature)
+    data = check_arrays(args.data, arrays, model.signature)
     check_labels(args.data, data, task)
     train, val = split(data, args.val_split, args.seed)
     out = _out_dir(args.out)

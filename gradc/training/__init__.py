@@ -8,9 +8,17 @@ and the pictures. The command itself is :mod:`gradc.commands.train`.
 * :mod:`gradc.training.plots`: ``loss.png`` and ``boundary.png``.
 """
 
-from gradc.training.data import Task, analyse, check_labels, load_data, split
+from gradc.training.data import (
+    Task,
+    analyse,
+    check_arrays,
+    check_labels,
+    load_data,
+    read_npz,
+    split,
+)
 from gradc.training.history import History, Row
 from gradc.training.loop import Config, evaluate, fit
 
-__all__ = ["Task", "analyse", "check_labels", "load_data", "split", "History", "Row",
-           "Config", "evaluate", "fit"]
+__all__ = ["Task", "analyse", "check_arrays", "check_labels", "load_data", "read_npz", "split",
+           "History", "Row", "Config", "evaluate", "fit"]

@@ -95,7 +95,9 @@ def analyse(signature: dict, where: str = "") -> Task:
     return Task(batch, out, labels, classes, point)
 
 
-def _read_npz(path: Path) -> dict:
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Read every array of the ``.npz`` at ``path``; GradcError with the reason if it cannot."""
+    path = Path(path)
     if not path.exists():
         raise GradcError(f"{path}: error: no such data file")
     if path.is_dir():
@@ -104,8 +106,8 @@ def _read_npz(path: Path) -> dict:
         with open(path, "rb") as f:
             magic = f.read(6)
         if magic == b"\x93NUMPY":
-            raise GradcError(f"{path}: error: not an .npz data file: it holds one .npy array; "
-                             "save named arrays with np.savez(path, x=..., y=...)")
+            raise GradcError(f"{path}: error: not an .npz data file: it holds one .npy "
+                             "array; save named arrays with np.savez(path, x=..., y=...)")
         if not magic.startswith(b"PK"):
             raise GradcError(f"{path}: error: not a readable .npz data file (not a zip "
                              "archive: corrupt, or another format)")
@@ -118,7 +120,13 @@ def _read_npz(path: Path) -> dict:
 
 
 def load_data(path, signature: dict) -> dict[str, np.ndarray]:
-    """Read the ``.npz`` at ``path`` and check it against the model's inputs.
+    """Read the ``.npz`` at ``path`` and check it against the model's inputs
+    (:func:`read_npz`, then :func:`check_arrays`)."""
+    return check_arrays(path, read_npz(path), signature)
+
+
+def check_arrays(path, arrays: dict, signature: dict) -> dict[str, np.ndarray]:
+    """Check the arrays read from ``path`` against the model's inputs.
 
     Returns:
         dict input name -> C-contiguous array, in the model's input order.
@@ -126,26 +134,24 @@ def load_data(path, signature: dict) -> dict[str, np.ndarray]:
     Raises:
         GradcError: one line naming the file, the array and what is wrong.
     """
-    path = Path(path)
-    arrays = _read_npz(path)
     inputs = signature["inputs"]
     extra = [n for n in arrays if n not in inputs]
     missing = [n for n in inputs if n not in arrays]
     want = ", ".join(f"{n} {inputs[n][0]}{fmt_shape(inputs[n][1])}" for n in inputs)
     if missing:
-        raise GradcError(f"{path}: error: missing array '{missing[0]}' for input '{missing[0]}' "
-                         f"(the model takes {want}; the file has "
+        raise GradcError(f"{path}: error: missing array '{missing[0]}' for input "
+                         f"'{missing[0]}' (the model takes {want}; the file has "
                          f"{', '.join(arrays) or 'no arrays'})")
     if extra:
-        raise GradcError(f"{path}: error: extra array '{extra[0]}' matches no input of the model "
-                         f"(the model takes {want})")
+        raise GradcError(f"{path}: error: extra array '{extra[0]}' matches no input of the "
+                         f"model (the model takes {want})")
     dims: dict = {}
     out = {}
     for name, (dtype, shape) in inputs.items():
         a = arrays[name]
         if a.dtype != NP_DTYPES[dtype]:
-            raise GradcError(f"{path}: error: array '{name}' has dtype {a.dtype.name}, the input "
-                             f"needs {dtype} ({np.dtype(NP_DTYPES[dtype]).name})")
+            raise GradcError(f"{path}: error: array '{name}' has dtype {a.dtype.name}, the "
+                             f"input needs {dtype} ({np.dtype(NP_DTYPES[dtype]).name})")
         _check_shape(path, name, a, shape, dims)
         if dtype in FLOAT_DTYPES and not np.isfinite(a).all():
             raise GradcError(f"{path}: error: array '{name}' contains NaN or infinite values")
