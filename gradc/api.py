@@ -50,8 +50,10 @@ class Model:
 
     def _need(self, fn: str):
         if not hasattr(self.module, fn):
-            what = "a loss" if fn in ("loss_and_grad", "train_step", "train_epoch") \
-                else "an output"
+            if fn == "train_epoch" and self.signature["loss"]:
+                raise GradcError(f"model '{self.name}' has no train_epoch(): its inputs do not "
+                                 "share a leading (batch) dim")
+            what = "loss" if fn in ("loss_and_grad", "train_step", "train_epoch") else "output"
             raise GradcError(f"model '{self.name}' has no {fn}(): it declares no {what}")
         return getattr(self.module, fn)
 

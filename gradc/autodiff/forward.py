@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gradc.autodiff.reverse import inherit_span
 from gradc.autodiff.rules import JVP
 from gradc.ir.graph import Graph, Node
 
@@ -15,7 +16,9 @@ def jvp(g: Graph, roots: list[Node], tangents: dict[int, Node]) -> list[Node]:
             continue
         ins = [tans.get(i.id) if i.is_float else None for i in n.inputs]
         if any(t is not None for t in ins):
+            first = len(g.nodes)
             t = JVP[n.op](g, n, ins)
+            inherit_span(g, first, n)
             if t is not None:
                 tans[n.id] = t
     return [tans.get(r.id) or g.const(0, r.shape, r.dtype) for r in roots]

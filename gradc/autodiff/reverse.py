@@ -33,10 +33,19 @@ def vjp(g: Graph, seeds: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]
         ct = cots.get(n.id)
         if ct is None or not n.inputs:
             continue
+        first = len(g.nodes)
         for inp, c in zip(n.inputs, VJP[n.op](g, n, ct)):
             if c is not None and inp.id in live:
                 _accumulate(g, cots, inp, c)
+        inherit_span(g, first, n)
     return [cots.get(w.id) or g.const(0, w.shape, w.dtype) for w in wrt]
+
+
+def inherit_span(g: Graph, first: int, n: Node) -> None:
+    """Nodes created since index ``first`` (a rule's output) point at ``n``'s source line."""
+    for m in g.nodes[first:]:
+        if m.span is None:
+            m.span = n.span
 
 
 def _accumulate(g: Graph, cots: dict[int, Node], node: Node, ct: Node) -> None:

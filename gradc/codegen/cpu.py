@@ -219,11 +219,11 @@ class CpuEmitter:
             return
         nb_ = self.size(numel(k.out.shape[:-2]))
         for buf in (k.a, k.b, k.out):
-            b.line(f"{buf.name}3 = {buf.name}.reshape(({nb_}, {self.size(buf.shape[-2])}, "
+            b.line(f"{buf.name}_3 = {buf.name}.reshape(({nb_}, {self.size(buf.shape[-2])}, "
                    f"{self.size(buf.shape[-1])}))")
         with b.block(f"for ib in range({nb_}):"):
-            b.line(f"np.dot({op(k.a, k.ta, '3[ib]')}, {op(k.b, k.tb, '3[ib]')}, "
-                   f"{k.out.name}3[ib])")
+            b.line(f"np.dot({op(k.a, k.ta, '_3[ib]')}, {op(k.b, k.tb, '_3[ib]')}, "
+                   f"{k.out.name}_3[ib])")
 
     def _pick(self, b: Builder, k: Pick) -> None:
         classes = self.size(k.z.shape[-1])

@@ -38,8 +38,9 @@ def mangle(name: str) -> str:
 
 
 def safe_comment(text: str) -> str:
-    """Printable ASCII only: nothing in a comment can end the comment line."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text).strip()
+    """Printable ASCII without quotes and backslashes: safe in a comment and in a
+    docstring (nothing can end the comment line or the string)."""
+    return "".join(c if " " <= c <= "~" and c not in "\"'\\" else "?" for c in text).strip()
 
 
 def arg_name(n: Node) -> str:

@@ -76,7 +76,14 @@ class _Scheduler:
         self.consumers = g.consumers(self.nodes)
         self.root_ids = {r.id for r in entry.roots}
         self.store_of = {v.id: t for t, v in entry.stores}
-        self.mode = {n.id: self._mode(n) for n in self.nodes}
+        # Decided consumers first: whether a node fuses depends on where its consumers go.
+        self.mode: dict[int, str] = {}
+        self.home: dict[int, int] = {}  # the node whose kernel evaluates an inlined node
+        for n in reversed(self.nodes):
+            self.mode[n.id] = self._mode(n)
+            cs = self.consumers.get(n.id, [])
+            inline = self.mode[n.id] == "inline" and n.shape == self._space(cs[0])
+            self.home[n.id] = self.home[cs[0].id] if inline else n.id
         self.buf: dict[int, Buffer] = {}
         self.prog = Program(entry.name, [], [], float_dtype=g.float_dtype)
         for n in entry.args:
@@ -103,9 +110,11 @@ class _Scheduler:
             if fusing and (not n.inputs or n.attrs["expr"] == ARGS[0]) \
                     and not any(c.id in self.store_of for c in cs):
                 return "inline"
-            # Never into an optimizer store: stores run last, after params have changed.
-            if len(cs) == 1 and cs[0].op in FUSING and self._space(cs[0]) == n.shape \
-                    and cs[0].id not in self.store_of:
+            # Into consumers over the same space that all end up in one kernel (its CSE
+            # then computes n once); never into an optimizer store: stores run last,
+            # after params have changed.
+            if fusing and all(self._space(c) == n.shape and c.id not in self.store_of
+                              for c in cs) and len({self.home[c.id] for c in cs}) == 1:
                 return "inline"
         if n.op == "transpose":
             if all(c.op in FUSING or (c.op == "matmul" and _is_swap(n.attrs["perm"]))

@@ -91,7 +91,7 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> 
     """
     rng = np.random.default_rng([cfg.seed, epoch])
     order = rng.permutation(count(data))
-    fused = cfg.fused and hasattr(getattr(model, "module", None), "train_epoch")
+    fused = cfg.fused and model.supports("train_epoch")
     size = cfg.batch_size
     if fused:
         size *= max(FUSED_MIN_BATCHES, math.ceil(len(order) / cfg.batch_size / 20))
@@ -141,7 +141,7 @@ def warm_up(model, params: dict, data: dict, cfg: Config) -> float:
     scratch = {k: v.copy() for k, v in params.items()}
     saved, model.state = model.state, {}
     try:
-        if cfg.fused and hasattr(getattr(model, "module", None), "train_epoch"):
+        if cfg.fused and model.supports("train_epoch"):
             model.train_epoch(scratch, cfg.lr, batch_size=cfg.batch_size, seed=0, **batch)
         else:
             model.train_step(scratch, cfg.lr, **batch)

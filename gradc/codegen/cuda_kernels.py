@@ -1,0 +1,190 @@
+"""CUDA kernels of the structural kernel classes: labels, slices, gathers, im2col, scans.
+
+Each function takes the :class:`~gradc.codegen.cuda.CudaEmitter` and one kernel of the
+program. Gathers (Pick, Unpick, Take, Patches) compute each output in one thread.
+The adjoints are written as gathers too where the index map can be inverted statically —
+Scatter (the adjoint of a slice) and Unpatches (col2im: each image pixel sums the window
+entries that cover it) — so they need no zeroing pass and no atomics and add in a fixed
+order. Put (the adjoint of a data-dependent gather) zeroes its output, then adds with
+``cuda.atomic.add``. Index and label checks raise the device flag (see ``use_flag``).
+"""
+
+from __future__ import annotations
+
+from gradc.passes.kernels import Affine, Buffer, Pick, Put, Recur, Scatter, Unpick
+
+
+def pick(em, k: Pick) -> None:
+    """out[i] = z[i, labels[i]], labels checked in [0, classes)."""
+    em.begin(k.span)
+    em.kernel.use(k.out)
+    body, r = em.kernel.body, k.labels.rank
+    classes = em.size(k.z.shape[-1])
+    n, ctx = em.flat(k.labels.shape)
+    idx = ", ".join(f"i{a}" for a in range(r))
+    body.line(f"c_ = {em.index(k.labels, range(r))}")
+    with body.block(f"if c_ < 0 or c_ >= {classes}:"):
+        code = em.use_flag(f"{k.labels.name}: a label is outside [0, classes)")
+        body.line(f"cuda.atomic.max(flag, 0, {code})")
+        body.line("c_ = 0")
+    em.kernel.use(k.z)
+    out = f"{k.out.name}[{idx}]" if k.out.shape else f"{k.out.name}[0]"
+    body.line(f"{out} = {k.z.name}[{idx + ', ' if idx else ''}c_]")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def unpick(em, k: Unpick) -> None:
+    """out[i, c] = g[i] if c == labels[i] else 0, one thread per element of out."""
+    em.begin(k.span)
+    em.kernel.use(k.out)
+    r = k.labels.rank
+    n, ctx = em.flat(k.out.shape)
+    label, g = em.index(k.labels, range(r)), em.index(k.g, range(r))
+    out = em.index(k.out, range(r + 1))
+    em.kernel.body.line(f"{out} = {g} if i{r} == {label} else {em.lit(0)}")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def scatter(em, k: Scatter) -> None:
+    """The adjoint of a slice as a gather: out[o] = src[i] where index(i) == o, else 0."""
+    em.begin(k.span)
+    em.kernel.use(k.out)
+    body = em.kernel.body
+    n, ctx = em.flat(k.out.shape, [f"o{d}" for d in range(k.out.rank)])
+    conds, src = [], [None] * k.src.rank
+    for d, e in enumerate(k.index):
+        e = Affine(e, 0, 1) if isinstance(e, int) else e
+        start = em.size(e.start)
+        if e.axis is None:
+            conds.append(f"o{d} == {start}")
+            continue
+        body.line(f"d{d}_ = o{d} - {start}" if start != "0" else f"d{d}_ = o{d}")
+        if e.step != 1:
+            conds.append(f"d{d}_ % {e.step} == 0")
+        at = f"d{d}_ // {e.step}" if e.step != 1 else f"d{d}_"
+        conds.append(f"0 <= {at} < {em.size(k.src.shape[e.axis])}")
+        src[e.axis] = at
+    em.kernel.use(k.src)
+    value = f"{k.src.name}[{', '.join(src)}]" if k.src.shape else f"{k.src.name}[0]"
+    test = " and ".join(conds) or "True"
+    out = f"{k.out.name}[{', '.join(f'o{d}' for d in range(k.out.rank))}]" if k.out.shape \
+        else f"{k.out.name}[0]"
+    body.line(f"{out} = {value} if {test} else {em.lit(0)}")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def take(em, k) -> None:
+    """Take (gather along ``axis``) and Put (its scatter-add adjoint, with atomics)."""
+    put = isinstance(k, Put)
+    data = k.out if put else k.src
+    big, small = (k.src, k.out) if put else (k.out, k.src)
+    if put:
+        em.zero(k.out)
+    em.begin(k.span)
+    em.kernel.use(k.out)
+    body, ax, r = em.kernel.body, k.axis, k.idx.rank
+    n, ctx = em.flat(big.shape)
+    loop = [f"i{a}" for a in range(big.rank)]
+    body.line(f"c_ = {em.index(k.idx, range(ax, ax + r))}")
+    limit = em.size(data.shape[ax])
+    em.kernel.use(k.src)
+    at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
+    whole = ", ".join(loop)
+    with body.block(f"if c_ < 0 or c_ >= {limit}:"):
+        code = em.use_flag(f"{k.idx.name}: an index is outside [0, {limit})")
+        body.line(f"cuda.atomic.max(flag, 0, {code})")
+        if not put:
+            body.line(f"{big.name}[{whole}] = {em.lit(0)}")
+    with body.block("else:"):
+        if put:
+            body.line(f"cuda.atomic.add({small.name}, ({at},), {big.name}[{whole}])")
+        else:
+            body.line(f"{big.name}[{whole}] = {small.name}[{at}]")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def patches(em, k) -> None:
+    """im2col: cols[n, oh, ow, (c*k + kh)*k + kw] = img[n, c, oh*s + kh - p, ...] or 0."""
+    img, cols = k.src, k.out
+    em.begin(k.span)
+    em.kernel.use(cols)
+    em.kernel.use(img)
+    body, kk, st, pd = em.kernel.body, k.k, k.stride, k.pad
+    h, w = (em.size(d) for d in img.shape[2:])
+    n, ctx = em.flat(cols.shape)
+    body.line(f"c_ = i3 // {kk * kk}")
+    body.line(f"hh = i1 * {st} + i3 // {kk} % {kk} - {pd}")
+    body.line(f"ww = i2 * {st} + i3 % {kk} - {pd}")
+    body.line(f"{cols.name}[i0, i1, i2, i3] = {img.name}[i0, c_, hh, ww] if "
+              f"0 <= hh < {h} and 0 <= ww < {w} else {em.lit(0)}")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def unpatches(em, k) -> None:
+    """col2im as a gather: each pixel sums the window entries that cover it."""
+    img, cols = k.out, k.src
+    em.begin(k.span)
+    em.kernel.use(img)
+    em.kernel.use(cols)
+    body, kk, st, pd = em.kernel.body, k.k, k.stride, k.pad
+    oh, ow = (em.size(d) for d in cols.shape[1:3])
+    n, ctx = em.flat(img.shape)
+    body.line(f"a_ = {em.lit(0)}")
+    with body.block(f"for kh in range({kk}):"):
+        body.line(f"th = i2 + {pd} - kh")
+        with body.block(f"if th >= 0 and th % {st} == 0 and th // {st} < {oh}:"):
+            with body.block(f"for kw in range({kk}):"):
+                body.line(f"tw = i3 + {pd} - kw")
+                with body.block(f"if tw >= 0 and tw % {st} == 0 and tw // {st} < {ow}:"):
+                    body.line(f"a_ += {cols.name}[i0, th // {st}, tw // {st}, "
+                              f"(i1 * {kk} + kh) * {kk} + kw]")
+    body.line(f"{img.name}[i0, i1, i2, i3] = a_")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def recur(em, k: Recur) -> None:
+    """The time loop of a recurrence on the host: per step one matmul and one fused
+    elementwise kernel (the step index ``t_`` is a kernel argument)."""
+    bs, ts, hs = k.out.shape
+    first, wh, third = (k.ins + (None,))[:3]
+    n = len(em.planned)
+    h = Buffer(f"s{n}_h", (bs, hs), k.out.dtype, "scratch")
+    carry = Buffer(f"s{n}_{'c' if k.kind == 'scan_bwd' else 'm'}", (bs, hs), k.out.dtype,
+                   "scratch")
+    em.planned[h.name], em.planned[carry.name] = h, carry
+    em.zero(h)
+    em.zero(carry)
+    back = k.kind == "scan_bwd"
+    steps = f"range({em.size(ts)} - 1, -1, -1)" if back else f"range({em.size(ts)})"
+    with em.hb.block(f"for t_ in {steps}:"):
+        if not back:
+            em.hb.line(f"_matmul({h.name}, {wh.name}, {carry.name}, False, False)")
+            em.matmul_signature(h, wh, carry)
+        em.begin(k.span)
+        em.kernel.use(k.out)
+        body = em.kernel.body
+        size, ctx = em.flat((bs, hs), ["i_", "j_"])
+        at = "[i_, t_, j_]"
+        for buf in (first, third, carry, h):
+            if buf is not None:
+                em.kernel.use(buf)
+        em.scalar("t_", "int64")
+        if k.kind == "scan":
+            body.line(f"v_ = math.tanh({first.name}{at} + {carry.name}[i_, j_])")
+        else:
+            body.line(f"v_ = ({third.name}{at} + {carry.name}[i_, j_]) * "
+                      f"({em.lit(1)} - {first.name}{at} * {first.name}{at})")
+        body.line(f"{k.out.name}{at} = v_")
+        body.line(f"{h.name}[i_, j_] = v_")
+        ctx.__exit__(None, None, None)
+        em.finish(f"_grid({size})")
+        if back:
+            em.hb.line(f"_matmul({h.name}, {wh.name}, {carry.name}, False, True)")
+            em.matmul_signature(h, wh, carry)
+
