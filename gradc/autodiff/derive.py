@@ -37,6 +37,15 @@ def partials(expr: sympy.Expr, nargs: int) -> tuple[sympy.Expr, ...]:
     return tuple(out)
 
 
+def may_blow_up(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` can be infinite or NaN at finite arguments (a division, a negative
+    power, log, tan): then a zero cotangent must give zero, not 0 * inf = NaN."""
+    for sub in sympy.preorder_traversal(expr):
+        if sub.is_Pow and sub.exp.is_negative or isinstance(sub, (sympy.log, sympy.tan)):
+            return True
+    return False
+
+
 def shifted(expr: sympy.Expr, offset: int, nargs: int) -> sympy.Expr:
     """Return ``expr`` with ARGS[i] renamed to ARGS[i + offset] for i < nargs."""
     return expr.xreplace({ARGS[i]: ARGS[i + offset] for i in range(nargs)})

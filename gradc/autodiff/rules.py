@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sympy
 
-from gradc.autodiff.derive import OUT, partials, shifted
+from gradc.autodiff.derive import OUT, may_blow_up, partials, shifted
 from gradc.ir import build
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import keepdims_shape
-from gradc.ir.sym import Equal
+from gradc.ir.sym import Equal, Select
 
 
 def _ewise_vjp(g: Graph, n: Node, ct: Node):
@@ -24,7 +24,10 @@ def _ewise_vjp(g: Graph, n: Node, ct: Node):
         if d == 0 or not inp.is_float:
             out.append(None)
             continue
-        body = ARGS[0] * shifted(d, 2, k).xreplace({OUT: ARGS[1]})
+        part = shifted(d, 2, k).xreplace({OUT: ARGS[1]})
+        # A strong zero: where the cotangent is 0 (an untaken where-branch), so is the
+        # gradient, even if the partial is infinite there.
+        body = Select(ARGS[0], ARGS[0] * part, 0) if may_blow_up(part) else ARGS[0] * part
         grad = g.ewise(body, (ct, n, *n.inputs), n.shape, n.dtype)
         out.append(build.sum_to(g, grad, inp.shape))
     return out

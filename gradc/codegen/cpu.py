@@ -232,7 +232,8 @@ class CpuEmitter:
         lab = f"{k.labels.name}[{idx}]" if idx else f"{k.labels.name}[0]"
         b.line(f"c_ = {lab}")
         with b.block(f"if c_ < 0 or c_ >= {classes}:"):
-            b.line(f"raise ValueError('{k.labels.name}: a label is outside [0, classes)')")
+            msg = f"{k.labels.title or 'labels'}: a label is outside [0, {classes})"
+            b.line(f"raise ValueError({msg!r})")
         b.line(f"{self._out_at(k.out, list(range(k.labels.rank)))} = "
                f"{k.z.name}[{idx + ', ' if idx else ''}c_]")
         self._close(ctxs)
@@ -271,7 +272,8 @@ class CpuEmitter:
         b.line(f"c_ = {idx}")
         limit = self.size(data.shape[ax])
         with b.block(f"if c_ < 0 or c_ >= {limit}:"):
-            b.line(f"raise ValueError('{k.idx.name}: an index is outside [0, {limit})')")
+            msg = f"{k.idx.title or 'indices'}: an index is outside [0, {limit})"
+            b.line(f"raise ValueError({msg!r})")
         at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
         whole = ", ".join(loop)
         if put:

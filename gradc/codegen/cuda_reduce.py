@@ -86,7 +86,7 @@ def _tree(em, k: Reduce, kept, red, nk: str, nr: str, dest: str, cols: str) -> N
     body.line("t_ = cuda.threadIdx.x")
     body.line(f"c_ = t_ % {cols}")
     body.line(f"r0_ = t_ // {cols}")
-    groups = f"({nk} + {cols} - 1) // {cols}"
+    groups = nk if cols == "1" else f"({nk} + {cols} - 1) // {cols}"
     with body.block(f"for g_ in range(cuda.blockIdx.x, {groups}, cuda.gridDim.x):"):
         body.line(f"o_ = g_ * {cols} + c_")
         em.decompose("o_", [k.shape[a] for a in kept], [f"i{a}" for a in kept])

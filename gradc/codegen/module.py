@@ -173,8 +173,8 @@ def _entries_table(b: Builder, table: dict) -> None:
     b.line()
 
 
-_OUTS = "{n: _as_output(v, SIGNATURE['outputs'][n][1]) for n, v in zip(SIGNATURE['outputs'], r)}"
-_GRADS = ("{n: _as_output(v, SIGNATURE['tangents'][n][1]) "
+_OUTS = "{n: _as_output(v, SIGNATURE['outputs'][n]) for n, v in zip(SIGNATURE['outputs'], r)}"
+_GRADS = ("{n: _as_output(v, SIGNATURE['tangents'][n]) "
           "for n, v in zip(SIGNATURE['tangents'], r[1:])}")
 _RETURNS = {"forward": _OUTS, "loss_and_grad": f"float(r[0]), {_GRADS}",
             "train_step": "float(r[0])"}

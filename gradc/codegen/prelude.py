@@ -32,6 +32,8 @@ def _check(value, name, dtype, shape, dims):
     np_dtype = _NP[dtype]
     if not shape and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = np.array(value, np_dtype)
+    elif not shape and isinstance(value, np.generic):
+        value = np.asarray(value)  # a NumPy scalar: its own dtype is checked below
     if not isinstance(value, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array of {dtype} with shape "
                          f"{_fmt(shape, dims)}, got {type(value).__name__}")
@@ -136,8 +138,10 @@ def _call(entry, arrays, scalars, dim_values):
     return info["kernel"](*arrays, *scalars, _workspace(entry, dim_values), *dim_values)
 
 
-def _as_output(value, shape):
-    return value.reshape(()) if not shape and isinstance(value, np.ndarray) else value
+def _as_output(value, spec):
+    """A result as the caller sees it: scalars as 0-d arrays of the declared dtype."""
+    dtype, shape = spec
+    return value if shape else np.array(value, _NP[dtype]).reshape(())
 
 
 def init_params(seed=0):

@@ -28,6 +28,7 @@ _TEMPLATES = {
     "Equal": "({O} if {0} == {1} else {Z})",
     "Select": "({1} if {0} != {Z} else {2})",
     "Max2": "max({0}, {1})",
+    "Detach": "{0}",
     "Min2": "min({0}, {1})",
     "log1p": "math.log1p({0})",
     "expm1": "math.expm1({0})",

@@ -105,10 +105,22 @@ def _reduction(g, name, args, kwargs, call):
     return build.reduce(g, x, "sum" if name == "sum" else name, axes, keep)
 
 
+def shifted_logits(g: Graph, z: Node, axis: int) -> tuple[Node, Node]:
+    """Return (z - max(z), log(sum(exp(z - max(z))))) along ``axis`` (keepdims).
+
+    The max is detached: it cancels exactly, so no gradient flows into it, and ``z - max``
+    is exact in floating point, which keeps softmax and cross-entropy accurate in float32
+    at any logit scale (unlike ``z - logsumexp(z)``, which cancels catastrophically)."""
+    top = build.reduce(g, z, "max", (axis,), keepdims=True)
+    sh = build.ew(g, lambda a, m: a - sym.Detach(m), z, top)
+    total = build.reduce(g, build.ew(g, sympy.exp, sh), "sum", (axis,), keepdims=True)
+    return sh, build.ew(g, sympy.log, total)
+
+
 def log_softmax(g: Graph, z: Node, axis: int) -> Node:
-    """Return ``z - logsumexp(z, axis, keepdims)``: stable by construction."""
-    lse = build.reduce(g, z, "logsumexp", (axis,), keepdims=True)
-    return build.ew(g, lambda a, b: a - b, z, lse)
+    """Return ``(z - max) - log(sum(exp(z - max)))``: stable by construction."""
+    sh, log_total = shifted_logits(g, z, axis)
+    return build.ew(g, lambda a, b: a - b, sh, log_total)
 
 
 def _softmax(g, name, args, kwargs, call):
@@ -116,8 +128,10 @@ def _softmax(g, name, args, kwargs, call):
     kw = parse_kwargs(name, kwargs, {"axis": "int"})
     z = _float(name, args[0], call)
     (axis,) = _axes(name, z, kw.get("axis", -1), call)
-    out = log_softmax(g, z, axis)
-    return out if name == "log_softmax" else build.ew(g, sympy.exp, out)
+    sh, log_total = shifted_logits(g, z, axis)
+    if name == "log_softmax":
+        return build.ew(g, lambda a, b: a - b, sh, log_total)
+    return build.ew(g, lambda a, b: sympy.exp(a - b), sh, log_total)
 
 
 def _transpose(g, name, args, kwargs, call):
@@ -219,9 +233,9 @@ def _cross_entropy(g, name, args, kwargs, call):
         per = build.ew(g, lambda a, b: -a * b, log_softmax(g, z, z.rank - 1), t)
     else:
         _labels(name, z, t, call)
-        lse = build.reduce(g, z, "logsumexp", (z.rank - 1,))
-        picked = g.add("pick", (z, t), t.shape, z.dtype)
-        per = build.ew(g, lambda a, b: a - b, lse, picked)
+        sh, log_total = shifted_logits(g, z, z.rank - 1)
+        picked = g.add("pick", (sh, t), t.shape, z.dtype)
+        per = build.ew(g, lambda a, b: a - b, build.reshape(g, log_total, t.shape), picked)
     return _reduce_loss(g, per, red, batch)
 
 

@@ -104,6 +104,16 @@ class Equal(_Compare):
     """a == b."""
 
 
+class Detach(_Fn):
+    """The identity with a zero derivative (a stop-gradient, e.g. the max subtracted
+    before exp in softmax: it cancels exactly, so no gradient should flow through it)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return ZERO
+
+
 class Select(_Fn):
     """``a if c != 0 else b``.
 
@@ -165,6 +175,7 @@ NUMPY_IMPLS = {
     "GreaterEq": _np_bool(np.greater_equal),
     "Equal": _np_bool(np.equal),
     "Select": lambda c, a, b: np.where(c != 0, a, b),
+    "Detach": lambda x: x,
     "Max2": np.maximum,
     "Min2": np.minimum,
     "log1p": np.log1p,
@@ -172,5 +183,5 @@ NUMPY_IMPLS = {
     "erf": _np_erf,
 }
 
-__all__ = ["Step", "Sign", "Absv", "Relu", "Sigmoid", "Softplus", "Less", "LessEq", "Greater",
+__all__ = ["Detach", "Step", "Sign", "Absv", "Relu", "Sigmoid", "Softplus", "Less", "LessEq", "Greater",
            "GreaterEq", "Equal", "Select", "Max2", "Min2", "log1p", "expm1", "NUMPY_IMPLS"]

@@ -34,6 +34,7 @@ class Buffer:
     offset: sympy.Expr | None = None
     base: Buffer | None = None
     serial: int = field(default_factory=itertools.count().__next__)
+    title: str = ""  # the name a user knows it by, for messages (args only)
 
     @property
     def rank(self) -> int:

@@ -88,7 +88,8 @@ class _Scheduler:
         self.prog = Program(entry.name, [], [], float_dtype=g.float_dtype)
         for n in entry.args:
             kind = "scalar" if n.op == "hyper" else "arg"
-            self.buf[n.id] = Buffer(arg_name(n), n.shape, n.dtype, kind)
+            self.buf[n.id] = Buffer(arg_name(n), n.shape, n.dtype, kind,
+                                    title=n.attrs["name"])
             self.prog.args.append(self.buf[n.id])
         for n in self.nodes:
             if n.op == "dim":
