@@ -46,6 +46,15 @@ def may_blow_up(expr: sympy.Expr) -> bool:
     return False
 
 
+_SELECTORS = ("Select", "Step", "Less", "LessEq", "Greater", "GreaterEq", "Equal")
+
+
+def selects(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` is exactly 0 on some inputs by selection (a where, a step, a
+    comparison): then a non-finite tangent there must not turn 0 into NaN."""
+    return any(type(sub).__name__ in _SELECTORS for sub in sympy.preorder_traversal(expr))
+
+
 def shifted(expr: sympy.Expr, offset: int, nargs: int) -> sympy.Expr:
     """Return ``expr`` with ARGS[i] renamed to ARGS[i + offset] for i < nargs."""
     return expr.xreplace({ARGS[i]: ARGS[i + offset] for i in range(nargs)})

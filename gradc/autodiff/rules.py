@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sympy
 
-from gradc.autodiff.derive import OUT, may_blow_up, partials, shifted
+from gradc.autodiff.derive import OUT, may_blow_up, partials, selects, shifted
 from gradc.ir import build
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
@@ -40,7 +40,8 @@ def _ewise_jvp(g: Graph, n: Node, tans):
         if t is None or d == 0 or not inp.is_float:
             continue
         nodes.append(t)
-        terms.append(ARGS[len(nodes) - 1] * shifted(d, 1, k).xreplace({OUT: ARGS[0]}))
+        part, tan = shifted(d, 1, k).xreplace({OUT: ARGS[0]}), ARGS[len(nodes) - 1]
+        terms.append(Select(part, part * tan, 0) if selects(part) else part * tan)
     if not terms:
         return None
     return g.ewise(sympy.Add(*terms), tuple(nodes), n.shape, n.dtype)

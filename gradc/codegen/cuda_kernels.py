@@ -24,7 +24,7 @@ def pick(em, k: Pick) -> None:
     idx = ", ".join(f"i{a}" for a in range(r))
     body.line(f"c_ = {em.index(k.labels, range(r))}")
     with body.block(f"if c_ < 0 or c_ >= {classes}:"):
-        code = em.use_flag(f"{k.labels.name}: a label is outside [0, classes)")
+        code = em.use_flag(f"{k.labels.title or 'labels'}: a label is outside [0, {classes})")
         body.line(f"cuda.atomic.max(flag, 0, {code})")
         body.line("c_ = 0")
     em.kernel.use(k.z)
@@ -94,13 +94,14 @@ def take(em, k) -> None:
     at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
     whole = ", ".join(loop)
     with body.block(f"if c_ < 0 or c_ >= {limit}:"):
-        code = em.use_flag(f"{k.idx.name}: an index is outside [0, {limit})")
+        code = em.use_flag(f"{k.idx.title or 'indices'}: an index is outside [0, {limit})")
         body.line(f"cuda.atomic.max(flag, 0, {code})")
         if not put:
             body.line(f"{big.name}[{whole}] = {em.lit(0)}")
     with body.block("else:"):
         if put:
-            body.line(f"cuda.atomic.add({small.name}, ({at},), {big.name}[{whole}])")
+            index = f"({at})" if "," in at else f"({at},)"
+            body.line(f"cuda.atomic.add({small.name}, {index}, {big.name}[{whole}])")
         else:
             body.line(f"{big.name}[{whole}] = {small.name}[{at}]")
     ctx.__exit__(None, None, None)

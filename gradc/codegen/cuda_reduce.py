@@ -82,13 +82,14 @@ def _serial(em, k: Reduce, kept, red, nk: str, nr: str, dest: str) -> None:
 
 def _tree(em, k: Reduce, kept, red, nk: str, nr: str, dest: str, cols: str) -> None:
     body = em.kernel.body
+    one = cols == "1"
     body.line("sh_ = cuda.shared.array(_TPB, _FT)")
     body.line("t_ = cuda.threadIdx.x")
-    body.line(f"c_ = t_ % {cols}")
-    body.line(f"r0_ = t_ // {cols}")
-    groups = nk if cols == "1" else f"({nk} + {cols} - 1) // {cols}"
+    body.line("c_ = 0" if one else f"c_ = t_ % {cols}")
+    body.line("r0_ = t_" if one else f"r0_ = t_ // {cols}")
+    groups = nk if one else f"({nk} + {cols} - 1) // {cols}"
     with body.block(f"for g_ in range(cuda.blockIdx.x, {groups}, cuda.gridDim.x):"):
-        body.line(f"o_ = g_ * {cols} + c_")
+        body.line("o_ = g_" if one else f"o_ = g_ * {cols} + c_")
         em.decompose("o_", [k.shape[a] for a in kept], [f"i{a}" for a in kept])
         if k.kind == "logsumexp":
             _partial(em, k, red, nk, nr, cols, "max")
@@ -113,12 +114,14 @@ def _partial(em, k: Reduce, red, nk: str, nr: str, cols: str, kind: str,
     body = em.kernel.body
     body.line(f"a_ = {_init(em, kind)}")
     with body.block(f"if o_ < {nk}:"):
-        _body(em, k, red, nr, "r0_", f"_TPB // {cols}", "a_", kind, shift)
+        _body(em, k, red, nr, "r0_", "_TPB" if cols == "1" else f"_TPB // {cols}", "a_", kind,
+              shift)
     body.line("sh_[t_] = a_")
     body.line("cuda.syncthreads()")
-    body.line(f"s_ = _TPB // {cols} // 2")
+    body.line("s_ = _TPB // 2" if cols == "1" else f"s_ = _TPB // {cols} // 2")
     with body.block("while s_ > 0:"):
         with body.block("if r0_ < s_:"):
-            body.line(f"sh_[t_] = {_combine(kind, 'sh_[t_]', f'sh_[t_ + s_ * {cols}]')}")
+            other = "sh_[t_ + s_]" if cols == "1" else f"sh_[t_ + s_ * {cols}]"
+            body.line(f"sh_[t_] = {_combine(kind, 'sh_[t_]', other)}")
         body.line("cuda.syncthreads()")
         body.line("s_ //= 2")
