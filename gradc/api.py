@@ -42,6 +42,12 @@ class Model:
             self._graph = front(self.model_source, self.options)[0]
         return self._graph
 
+    def to_host(self, value):
+        """NumPy copies of device arrays (target cuda), recursively through dicts; NumPy
+        values are returned as they are."""
+        to_host = getattr(self.module, "to_host", None)
+        return to_host(value) if to_host else value
+
     def supports(self, fn: str) -> bool:
         """Whether the model has the function ``fn`` ('forward', 'loss_and_grad',
         'train_step', 'train_epoch', 'jvp', 'vjp'): a model without a loss has no

@@ -62,8 +62,8 @@ class Options:
         """Validate user-given options."""
         if target not in TARGETS:
             raise GradcError(f"unknown target '{target}': one of {', '.join(TARGETS)}")
-        if target == "cuda":
-            raise GradcError("target 'cuda' is not supported yet; use target='cpu'")
+        if target == "cuda" and parallel:
+            raise GradcError("parallel=True is a CPU option; the cuda target is parallel")
         if dtype is not None and dtype not in DTYPES:
             raise GradcError(f"unknown dtype '{dtype}': one of {', '.join(DTYPES)}")
         if isinstance(wrt, str):

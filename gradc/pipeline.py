@@ -31,11 +31,19 @@ def eval_graph(source: Source, options: Options, graph: Graph) -> Graph | None:
 
 
 def compile_source(source: Source, options: Options, key: str) -> tuple[str, Graph, list]:
-    """Return (generated module text, graph, warnings)."""
+    """Return (generated module text, graph, warnings) for the options' target."""
     graph, warnings = front(source, options)
+    g_eval = eval_graph(source, options, graph)
+    rendered = [w.render() for w in warnings]
+    if options.target == "cuda":
+        from gradc.codegen.cuda_module import generate_cuda
+        text = generate_cuda(graph, source, key, options.optimizer, options.wrt, versions(),
+                             g_eval, rendered)
+        if not options.cache:
+            text = text.replace("_CJIT = dict(cache=not _SIM)", "_CJIT = dict(cache=False)", 1)
+        return text, graph, warnings
     text = generate(graph, source, key, options.optimizer, options.wrt, options.parallel,
-                    versions(), eval_graph(source, options, graph),
-                    [w.render() for w in warnings])
+                    versions(), g_eval, rendered)
     if not options.cache:
         text = text.replace("_JIT = dict(cache=True,", "_JIT = dict(cache=False,", 1)
     return text, graph, warnings

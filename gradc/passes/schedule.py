@@ -165,7 +165,10 @@ class _Scheduler:
                 self.buf[n.id] = Buffer(f"v{n.id}", n.shape, n.dtype, "view",
                                         base=self.buffer(n.inputs[0]))
             else:
-                kind = "fresh" if n.id in self.root_ids and n.rank else "ws"
+                # Results are the caller's; integer intermediates (a sliced index tensor)
+                # cannot live in the float workspace.
+                fresh = (n.id in self.root_ids and n.rank) or not n.is_float
+                kind = "fresh" if fresh else "ws"
                 self.buf[n.id] = Buffer(f"v{n.id}", n.shape, n.dtype, kind)
         return self.buf[n.id]
 
@@ -179,6 +182,7 @@ class _Scheduler:
                 self.prog.kernels.append(self._kernel(n))
         self._stores()
         self._results()
+        self.prog.kernels = merge_loops(self.prog.kernels)
         self.prog.dims = sorted(set().union(*(free_dims(b.shape) for b in self.prog.args),
                                             set()))
         self.prog.ws_size = plan_workspace(self.prog)
@@ -251,6 +255,34 @@ class _Scheduler:
             value = Read(src, ident) if src is not None else self.expr_of(r, ident)
             self.prog.kernels.append(Loop(r.shape, [(out, value)], r.span))
             self.prog.results.append(out)
+
+
+def merge_loops(kernels: list) -> list:
+    """Fuse each run of adjacent elementwise loops over the same shape into one loop with
+    several stores, when every later store reads what an earlier one wrote only at the
+    same index (the fresh value) and writes nothing an earlier one reads: one pass over
+    memory and one loop nest for the compiler instead of several."""
+    out: list = []
+    for kern in kernels:
+        prev = out[-1] if out else None
+        if isinstance(kern, Loop) and isinstance(prev, Loop) and prev.shape == kern.shape \
+                and _mergeable(prev, kern):
+            out[-1] = Loop(prev.shape, prev.stores + kern.stores, prev.span or kern.span)
+        else:
+            out.append(kern)
+    return out
+
+
+def _mergeable(first: Loop, second: Loop) -> bool:
+    """Element i of the merged loop runs first's stores, then second's: safe when every
+    buffer one side writes is read by the other only at element i itself."""
+    ident = tuple(range(len(first.shape)))
+    written = {id(b) for b, _ in first.stores} | {id(b) for b, _ in second.stores}
+    for _, expr in first.stores + second.stores:
+        for r in expr.atoms(Read):
+            if id(r.buffer) in written and r.axes != ident:
+                return False
+    return not any(b.kind == "view" for b, _ in first.stores + second.stores)
 
 
 class Align(sympy.Function):
