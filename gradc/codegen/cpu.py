@@ -12,6 +12,7 @@ from collections.abc import Callable
 import sympy
 
 from gradc.codegen.builder import Builder
+from gradc.codegen.mathlib import VARIANTS
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
 from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put, Reduce,
@@ -51,6 +52,7 @@ class CpuEmitter:
 
     def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
         self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
+        self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
 
     # ------------------------------------------------------------------ helpers
     def size(self, e) -> str:
@@ -102,7 +104,9 @@ class CpuEmitter:
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the njit function of ``prog`` named ``fname`` to ``b``."""
         self.dtype = prog.float_dtype
-        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
+        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes),
+                                     fast=True)
+        self.printer.used = self.math_used
         arrays = [a.name for a in prog.args if a.kind == "arg"]
         scalars = [a.name for a in prog.args if a.kind == "scalar"]
         params = arrays + [f"{s}_in" for s in scalars] + ["ws"] + \
@@ -141,6 +145,12 @@ class CpuEmitter:
          Recur: self._recur}[type(kern)](b, kern)
 
     # ------------------------------------------------------------------ kernels
+    def _math(self, name: str, arg: str) -> str:
+        """A call of the fast version of ``name`` on the printed ``arg``."""
+        fn = VARIANTS[name][self.dtype == "f32"].__name__
+        self.math_used.add(fn)
+        return f"{fn}({arg})"
+
     def _assign(self, b: Builder, target: str, expr: sympy.Expr, tag: str) -> None:
         temps, (reduced,) = cse_block([expr], tag)
         for sym, sub in temps:
@@ -199,9 +209,9 @@ class CpuEmitter:
             b.line(f"s_ = {self._init('sum')}")
             inner = self._loops(b, k.shape, False, red)
             self._assign(b, "v_", k.expr, "t_")
-            b.line("s_ += math.exp(v_ - m_)")
+            b.line(f"s_ += {self._math('exp', 'v_ - m_')}")
             self._close(inner)
-            b.line(f"{dest} = math.log(s_) + m_")
+            b.line(f"{dest} = {self._math('log', 's_')} + m_")
         else:
             b.line(f"a_ = {self._init(k.kind)}")
             inner = self._loops(b, k.shape, False, red)
@@ -322,7 +332,7 @@ class CpuEmitter:
             with b.block(f"for i_ in range({bs}):"), b.block(f"for j_ in range({hs}):"):
                 at = "[i_, t_, j_]"
                 if k.kind == "scan":
-                    b.line(f"v_ = math.tanh({first.name}{at} + m_[i_, j_])")
+                    b.line(f"v_ = {self._math('tanh', f'{first.name}{at} + m_[i_, j_]')}")
                 else:
                     src = f"{third.name}{at} + {carry}[i_, j_]"
                     b.line(f"v_ = ({src}) * ({dt}(1) - {first.name}{at} * {first.name}{at})")

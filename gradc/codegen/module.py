@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import re
 
-from gradc.codegen import prelude
+from gradc.codegen import mathlib, prelude
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu import CpuEmitter, int_expr
 from gradc.codegen.epoch import batch_dim, emit_epoch, epoch_api
@@ -25,6 +25,7 @@ from gradc.passes.schedule import schedule
 from gradc.source import Source
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}"
+MATH_JIT = f"@nb.njit(inline='always', error_model='numpy', fastmath={FASTMATH})"
 ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_",
                "state:v": "s_", "buffer": "r_", "noise": "u_"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -107,6 +108,7 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
     _header(b, g, source, sig, versions, parallel)
     b.line(f"WARNINGS = {list(warnings)!r}")
     b.line()
+    math_at = len(b.lines)
     table = {}
     for name, entry in entries.items():
         prog = schedule(entry.graph or g, entry, arg_name)
@@ -118,6 +120,10 @@ def generate(g: Graph, source: Source, key: str, opt: Optimizer, wrt: tuple[str,
             efname = f"_train_epoch_{key[:12]}"
             emit_epoch(b, entry, prog, fname, efname, dim_var, adam)
             table["train_epoch"] = (efname, prog, entry)
+    if emitter.math_used:
+        text = mathlib.sources(sorted(emitter.math_used), MATH_JIT)
+        b.lines[math_at:math_at] = ["# Vectorisable math (gradc.codegen.mathlib): error bounds "
+                                    "tested against NumPy.", *text.split("\n"), "", ""]
     for fn in (prelude._fmt, prelude._check, prelude._unknown, prelude._fetch,
                prelude._workspace, prelude._zeros, prelude._prepare, prelude._call,
                prelude._as_output, prelude.init_params, prelude.init_state,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
+from gradc.codegen.mathlib import VARIANTS
 from gradc.passes.kernels import Read
 
 #: language-level functions -> a template over the printed arguments; Z/O are typed 0 and 1.
@@ -47,9 +48,19 @@ class ScalarPrinter(PythonCodePrinter):
         read: callback printing a :class:`Read` (a buffer element or a scalar argument).
     """
 
-    def __init__(self, dtype: str, read: Callable[[Read], str]):
+    def __init__(self, dtype: str, read: Callable[[Read], str], fast: bool = False):
         super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-        self.dtype, self.read = dtype, read
+        self.dtype, self.read, self.fast = dtype, read, fast
+        self.used: set[str] = set()  # the mathlib functions the printed code calls
+
+    def _fast(self, name: str, args) -> str | None:
+        """``name`` through :mod:`gradc.codegen.mathlib` (vectorisable, tested error
+        bounds) when printing fast CPU code, else None."""
+        if not self.fast or name not in VARIANTS:
+            return None
+        fn = VARIANTS[name][self.dtype == "f32"].__name__
+        self.used.add(fn)
+        return f"{fn}({', '.join(self._print(a) for a in args)})"
 
     def lit(self, value) -> str:
         """A literal of the kernel's float dtype."""
@@ -100,6 +111,9 @@ class ScalarPrinter(PythonCodePrinter):
 
     def _print_Function(self, expr):
         name = type(expr).__name__
+        fast = self._fast(name.lower(), expr.args)
+        if fast:
+            return fast
         if name == "Select" and type(expr.args[0]).__name__ in _CONDITIONS:
             cond, a, b = expr.args
             test = _CONDITIONS[type(cond).__name__].format(*map(self._print, cond.args))
@@ -110,7 +124,13 @@ class ScalarPrinter(PythonCodePrinter):
         return super()._print_Function(expr)
 
     def _print_exp(self, expr):
-        return f"math.exp({self._print(expr.args[0])})"
+        return self._fast("exp", expr.args) or f"math.exp({self._print(expr.args[0])})"
+
+    def _print_log(self, expr):
+        return self._fast("log", expr.args) or f"math.log({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr):
+        return self._fast("tanh", expr.args) or f"math.tanh({self._print(expr.args[0])})"
 
 
 def cse_block(exprs: list[sympy.Expr], prefix: str = "t") -> tuple[list, list[sympy.Expr]]:
