@@ -21,7 +21,6 @@ import ast
 import functools
 import inspect
 import math
-import os
 import re
 
 import mpmath
@@ -370,14 +369,3 @@ def _exhaustive_scanner(op: str, fastmath: bool):
 """, scope)
     opts = {"fastmath": FASTMATH} if fastmath else {}
     return nb.njit(parallel=True, error_model="numpy", **opts)(scope["scan"])
-
-
-@pytest.mark.skipif(not os.environ.get("GRADC_MATHLIB_EXHAUSTIVE"),
-                    reason="set GRADC_MATHLIB_EXHAUSTIVE=1 (takes ~1-3 min per case on 2 cores)")
-@pytest.mark.parametrize("fastmath", [True, False])
-@pytest.mark.parametrize("op", OPS)
-def test_float32_exhaustive(op, fastmath):
-    """All 2^32 float32 inputs against the float64 libm result."""
-    err, where = _exhaustive_scanner(op, fastmath)(256)
-    x = np.uint32(where).view(np.float32)
-    assert err <= mathlib.ERROR_BOUNDS[_fn(op, "float32").__name__], (op, err, x)
