@@ -189,8 +189,10 @@ def test_compile_options_errors(capsys, tiny, tmp_path):
     assert code == 2 and "wrt: input 'y' is i64: no gradient through an integer value" in err
     code, _, err = run_main(capsys, "compile", tiny, "--wrt", "xx", "-o", tmp_path / "t.py")
     assert code == 2 and "did you mean 'x'?" in err
-    code, _, err = run_main(capsys, "compile", tiny, "--target", "cuda", "-o", "-")
-    assert code == 2 and "cuda" in err
+    code, out, _ = run_main(capsys, "compile", tiny, "--target", "cuda", "-o", "-")
+    assert code == 0 and "from numba import cuda" in out and "@cuda.jit" in out
+    code, _, err = run_main(capsys, "compile", tiny, "--target", "tpu", "-o", "-")
+    assert code == 2 and "tpu" in err
     code, _, err = run_main(capsys, "compile", tiny, "-o", tiny)
     assert code == 2 and "refusing to overwrite" in err
 
