@@ -226,22 +226,23 @@ row("reshape(x,[2,B,2])*exp", "exp(reshape({x}, [2, B, 2]))", {"x": Arg(shape=("
 
 # ---- reductions
 X3 = Arg(shape=("B", 3, 2))
-REDUCTIONS = {  # function -> (axis, keepdims) variants
-    "sum": ((None, False), (0, False), ((0, 2), True)),
-    "mean": ((None, False), (-1, True)),
-    "max": ((None, False), ((0, 2), True)),
-    "min": ((1, False),),
-    "logsumexp": ((None, False), ((0, 2), True)),
+X2 = Arg(shape=("B", 3))
+REDUCTIONS = {  # function -> (axis, keepdims, rank of the argument) variants
+    "sum": ((None, False, 2), ((0, 2), True, 3)),
+    "mean": ((-1, True, 2),),
+    "max": ((None, False, 2), ((0, 2), True, 3)),
+    "min": ((1, False, 3),),
+    "logsumexp": ((0, False, 2), ((0, 2), True, 3)),
 }
 for fn_, variants in REDUCTIONS.items():
-    for axis, keep in variants:
+    for axis, keep, rank in variants:
         a = "" if axis is None else f", axis={axis}"
         k = ", keepdims=true" if keep else ""
         ok = None
         if fn_ in ("max", "min"):
             ok = (lambda ax: lambda v: distinct_along(v["x"], ax))(axis)
         row(f"{fn_}(axis={axis}{',keepdims' if keep else ''})".replace(" ", ""),
-            f"{fn_}({{x}}{a}{k})", {"x": X3}, "reduce", valid=ok)
+            f"{fn_}({{x}}{a}{k})", {"x": X3 if rank == 3 else X2}, "reduce", valid=ok)
 
 
 # ---- softmax and log_softmax
@@ -249,30 +250,25 @@ Z = Arg(shape=("B", 5), lo=-3, hi=3)
 row("softmax", "softmax({z})", {"z": Z}, "reduce")
 row("softmax(axis=0)", "softmax({z}, axis=0)", {"z": Z}, "reduce")
 row("log_softmax", "log_softmax({z})", {"z": Z}, "reduce")
-row("log_softmax3(axis=-1)", "log_softmax({z}, axis=-1)", {"z": Arg(shape=("B", 3, 2))},
-    "reduce")
 
 # ---- losses
 LAB = Arg(shape=("B",), kind="label", classes=5)
 PROB = Arg(shape=("B", 5), kind="prob")
 T01 = Arg(lo=0.0, hi=1.0)
 row("mse", "mse({p}, {t})", {"p": X, "t": X}, "loss")
-row("mse(sum)", 'mse({p}, {t}, reduction="sum")', {"p": X, "t": X}, "loss")
 row("cross_entropy(labels)", "cross_entropy({z}, {y})", {"z": Z, "y": LAB}, "loss")
-row("cross_entropy(labels,sum)", 'cross_entropy({z}, {y}, reduction="sum")',
-    {"z": Z, "y": LAB}, "loss")
 row("cross_entropy(probs)", "cross_entropy({z}, {t})", {"z": Z, "t": PROB}, "loss")
-row("cross_entropy(probs,sum)", 'cross_entropy({z}, {t}, reduction="sum")',
-    {"z": Z, "t": PROB}, "loss")
 row("cross_entropy(3d labels)", "cross_entropy({z}, {y})",
     {"z": Arg(shape=("B", 2, 5)), "y": Arg(shape=("B", 2), kind="label", classes=5)}, "loss")
 row("binary_cross_entropy", "binary_cross_entropy({z}, {t})",
     {"z": Arg(lo=-4, hi=4), "t": T01}, "loss")
-row("binary_cross_entropy(sum)", 'binary_cross_entropy({z}, {t}, reduction="sum")',
-    {"z": Arg(lo=-4, hi=4), "t": T01}, "loss")
+row("cross_entropy(labels|probs,sum)",
+    'cross_entropy({z}, {y}, reduction="sum") + cross_entropy({z}, {t}, reduction="sum")',
+    {"z": Z, "y": LAB, "t": PROB}, "loss")
+row("mse(sum)+binary_cross_entropy(sum)",
+    'mse({p}, {t}, reduction="sum") + binary_cross_entropy({z}, {u}, reduction="sum")',
+    {"p": X, "t": X, "z": Arg(lo=-4, hi=4), "u": T01}, "loss")
 row("hinge", "hinge({s}, {y})", {"s": Z, "y": LAB}, "loss", valid=hinge_ok(1.0))
-row("hinge(margin=2)", "hinge({s}, {y}, margin=2)", {"s": Z, "y": LAB}, "loss",
-    valid=hinge_ok(2.0))
 row("hinge(margin=2,sum)", 'hinge({s}, {y}, margin=2, reduction="sum")',
     {"s": Z, "y": LAB}, "loss", valid=hinge_ok(2.0))
 row("l1(a,b)", "l1({a}, {b})", {"a": KINK0, "b": Arg(shape=(3, 4), avoid=(0.0,),
@@ -369,15 +365,19 @@ def _type(shape, dtype="f64") -> str:
 class Group:
     """The rows of one group as ONE model: an output ``oK`` per row, the row's arguments as
     inputs/params ``oK_<arg>`` (float inputs in ``wrt``), a weight input ``wK`` shaped like
-    ``oK`` and ``loss = sum(o0 * w0) + sum(o1 * w1) + ...``; its values and compiled builds."""
+    ``oK`` and ``loss = sum(o0 * w0) + sum(o1 * w1) + ...``; its values and compiled builds.
 
-    def __init__(self, name: str, rows: list[Row], seed: int = 0):
+    A row may also carry ``decls``, declarations (layers, fns) templated on ``{p}``, the
+    row's prefix ``oK_``, so that whatever they declare belongs to that row alone."""
+
+    def __init__(self, name: str, rows: list, seed: int = 0):
         self.name, self.rows = name, rows
         self.index = {r.name: k for k, r in enumerate(rows)}
-        rng = np.random.default_rng(seed)
+        self.rng = rng = np.random.default_rng(seed)
         decls, outs, self.wrt = [], [], []
         self.params, self.inputs = {}, {}
         fns = [text for key, text in FNS.items() if any(key in r.fns for r in rows)]
+        layers = []
         for k, r in enumerate(rows):
             values = draw(rng, r)
             names = {a: f"o{k}_{a}" for a in r.args}
@@ -394,8 +394,9 @@ class Group:
                     self.inputs[n] = values[a]
                     if arg.kind in DIFF_KINDS:
                         self.wrt.append(n)
-            outs.append(f"output o{k} = {r.expr.format(**names)}")
-        head = [f"model {name.replace('-', '_')}", *fns, *decls]
+            layers += [d.format(p=f"o{k}_") for d in getattr(r, "decls", ())]
+            outs.append(f"output o{k} = {r.expr.format(p=f'o{k}_', **names)}")
+        head = [f"model {name.replace('-', '_')}", *fns, *decls, *layers]
         self.filename = f"group_{name}.grad"
         graph, _ = front(Source("\n".join(head + outs) + "\n", self.filename),
                          Options.make(dtype="f64"))

@@ -244,11 +244,13 @@ def _shape(shape: Shape, dims: dict) -> tuple:
 
 
 def reference_values(graph, entry, params: dict, inputs: dict, tangents=None,
-                     cotangents=None) -> list[np.ndarray]:
+                     cotangents=None, state=None, seed=None) -> list[np.ndarray]:
     """Evaluate ``entry``'s roots with the reference interpreter, leaves fed by node id
-    (missing tangents/cotangents are zero)."""
+    (missing tangents/cotangents are zero). Batchnorm buffers are read from ``state`` (a
+    compiled model's ``state``), dropout noise is drawn as the generated module draws it:
+    one generator seeded with ``seed``, in argument order."""
     dims = bind_dims(graph, inputs)
-    env = {}
+    env, rng = {}, None
     for n in entry.args:
         name, role = n.attrs.get("name"), n.attrs.get("role", "input")
         if n.op == "param":
@@ -259,6 +261,11 @@ def reference_values(graph, entry, params: dict, inputs: dict, tangents=None,
             extra = (tangents if role == "tangent" else cotangents) or {}
             v = extra.get(name)
             v = np.zeros(_shape(n.shape, dims)) if v is None else v
+        elif n.op == "input" and role == "buffer" and state is not None:
+            v = state[f"buffer:{name}"]
+        elif n.op == "input" and role == "noise":
+            rng = rng or np.random.default_rng(seed)
+            v = rng.random(_shape(n.shape, dims))
         else:
             raise AssertionError(f"reference: unexpected leaf {n} {n.attrs}")
         a = np.asarray(v)

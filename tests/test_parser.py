@@ -204,7 +204,8 @@ def test_calls_keywords_and_arrows():
     assert same(expr('cross_entropy(z, y, reduction="sum")'),
                 C("cross_entropy", N("z"), N("y"), reduction=ast.Str(S, "sum")))
     assert same(expr("sum(h, axis=(0, 1), keepdims=true)"),
-                C("sum", N("h"), axis=ast.TupleLit(S, (Int(0), Int(1))), keepdims=ast.Bool(S, True)))
+                C("sum", N("h"), axis=ast.TupleLit(S, (Int(0), Int(1))),
+                  keepdims=ast.Bool(S, True)))
     assert same(expr("conv2d(3 -> 16, 3, stride=1)"),
                 C("conv2d", ast.Arrow(S, Int(3), Int(16)), Int(3), stride=Int(1)))
     assert same(expr("dense(3072 -> 100, bias=false)"),

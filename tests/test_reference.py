@@ -115,18 +115,16 @@ NUMPY = {
     "softmax": lambda v: softmax(v["z"], axis=-1),
     "softmax(axis=0)": lambda v: softmax(v["z"], axis=0),
     "log_softmax": lambda v: log_softmax(v["z"], axis=-1),
-    "log_softmax3(axis=-1)": lambda v: log_softmax(v["z"], axis=-1),
     "mse": lambda v: np.mean((v["p"] - v["t"]) ** 2),
-    "mse(sum)": lambda v: np.sum((v["p"] - v["t"]) ** 2),
     "cross_entropy(labels)": lambda v: _ce_labels(v["z"], v["y"]).mean(),
-    "cross_entropy(labels,sum)": lambda v: _ce_labels(v["z"], v["y"]).sum(),
     "cross_entropy(probs)": lambda v: -(v["t"] * log_softmax(v["z"], -1)).sum(-1).mean(),
-    "cross_entropy(probs,sum)": lambda v: -(v["t"] * log_softmax(v["z"], -1)).sum(),
     "cross_entropy(3d labels)": lambda v: _ce_labels(v["z"], v["y"]).mean(),
     "binary_cross_entropy": lambda v: _bce(v["z"], v["t"]).mean(),
-    "binary_cross_entropy(sum)": lambda v: _bce(v["z"], v["t"]).sum(),
+    "cross_entropy(labels|probs,sum)": lambda v: (
+        _ce_labels(v["z"], v["y"]).sum() - (v["t"] * log_softmax(v["z"], -1)).sum()),
+    "mse(sum)+binary_cross_entropy(sum)": lambda v: (
+        np.sum((v["p"] - v["t"]) ** 2) + _bce(v["z"], v["u"]).sum()),
     "hinge": lambda v: _hinge(v["s"], v["y"], 1.0),
-    "hinge(margin=2)": lambda v: _hinge(v["s"], v["y"], 2.0),
     "hinge(margin=2,sum)": lambda v: _hinge(v["s"], v["y"], 2.0, mean=False),
     "l1(a,b)": lambda v: np.abs(v["a"]).sum() + np.abs(v["b"]).sum(),
     "l2(a,b)": lambda v: (v["a"] ** 2).sum() + (v["b"] ** 2).sum(),
@@ -144,7 +142,7 @@ NUMPY = {
 _NP_REDUCE = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min,
               "logsumexp": logsumexp}
 for _fn, _variants in REDUCTIONS.items():
-    for _axis, _keep in _variants:
+    for _axis, _keep, _ in _variants:
         _name = f"{_fn}(axis={_axis}{',keepdims' if _keep else ''})".replace(" ", "")
         NUMPY[_name] = (lambda f, ax, k: lambda v: f(v["x"], axis=ax, keepdims=k))(
             _NP_REDUCE[_fn], _axis, _keep)

@@ -159,6 +159,7 @@ def slice_(g: Graph, x: Node, spec: tuple) -> Node:
 
 def unslice(g: Graph, x: Node, spec: tuple, full: Shape) -> Node:
     """The adjoint of :func:`slice_`: zeros of shape ``full`` with ``x`` at the slice."""
+    spec = tuple((k, *(sympy.sympify(v) for v in rest)) for k, *rest in spec)
     return g.add("unslice", (x,), tuple(full), x.dtype, spec=spec)
 
 

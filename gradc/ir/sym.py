@@ -183,5 +183,6 @@ NUMPY_IMPLS = {
     "erf": _np_erf,
 }
 
-__all__ = ["Detach", "Step", "Sign", "Absv", "Relu", "Sigmoid", "Softplus", "Less", "LessEq", "Greater",
-           "GreaterEq", "Equal", "Select", "Max2", "Min2", "log1p", "expm1", "NUMPY_IMPLS"]
+__all__ = ["Detach", "Step", "Sign", "Absv", "Relu", "Sigmoid", "Softplus", "Less", "LessEq",
+           "Greater", "GreaterEq", "Equal", "Select", "Max2", "Min2", "log1p", "expm1",
+           "NUMPY_IMPLS"]

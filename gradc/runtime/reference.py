@@ -82,7 +82,10 @@ def _eval(n: Node, ins: list[np.ndarray], dims: dict[str, int]) -> np.ndarray:
 
 
 def _index(spec, dims) -> tuple:
-    env = lambda v: int(v.xreplace({s: dims[s.name] for s in v.free_symbols}))  # noqa: E731
+    def env(v) -> int:
+        v = sympy.sympify(v)
+        return int(v.xreplace({s: dims[s.name] for s in v.free_symbols}))
+
     return tuple(env(s[1]) if s[0] == "i" else
                  slice(env(s[1]), env(s[1]) + env(s[2]) * (env(s[3]) - 1) + 1, env(s[2]))
                  for s in spec)
@@ -126,7 +129,8 @@ def _unpatches(n, ins, shape, dims):
     out = np.zeros((N, C, H + 2 * p, W + 2 * p))
     for i in range(k):
         for j in range(k):
-            out[:, :, i:i + s * oh:s, j:j + s * ow:s] += cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            window = cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            out[:, :, i:i + s * oh:s, j:j + s * ow:s] += window
     return out[:, :, p:p + H, p:p + W].copy()
 
 
