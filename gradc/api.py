@@ -33,6 +33,7 @@ class Model:
         self.warnings = list(module.WARNINGS)
         self.state: dict = {}
         self._graph = None
+        self._device_ok = False
 
     @property
     def graph(self):
@@ -54,7 +55,22 @@ class Model:
         loss_and_grad; train_epoch needs inputs that share their leading (batch) dim."""
         return hasattr(self.module, fn)
 
+    def _require_device(self) -> None:
+        """For target 'cuda': raise a :class:`GradcError` unless a CUDA GPU (or Numba's
+        CUDA simulator, ``NUMBA_ENABLE_CUDASIM=1``) can run the kernels. Checked at the
+        first call that needs the device, not at compile time, so that the module can be
+        generated (and its PTX compiled) on a machine without a GPU."""
+        if self.options.target != "cuda" or self._device_ok:
+            return
+        from numba import cuda
+        if not cuda.is_available():
+            raise GradcError("target 'cuda' needs an NVIDIA GPU with its driver, and none is "
+                             "usable here; use target 'cpu', or set NUMBA_ENABLE_CUDASIM=1 "
+                             "to run the CUDA kernels on Numba's (slow) simulator")
+        self._device_ok = True
+
     def _need(self, fn: str):
+        self._require_device()
         if not hasattr(self.module, fn):
             if fn == "train_epoch" and self.signature["loss"]:
                 raise GradcError(f"model '{self.name}' has no train_epoch(): its inputs do not "
@@ -65,6 +81,7 @@ class Model:
 
     def init_params(self, seed: int = 0) -> dict:
         """Fresh params drawn with ``seed``: dict name -> C-contiguous array."""
+        self._require_device()
         return self.module.init_params(seed)
 
     def save_params(self, params: dict, path) -> None:
@@ -73,6 +90,7 @@ class Model:
 
     def load_params(self, path) -> dict:
         """Read params from an .npz file, checking names, shapes and dtypes."""
+        self._require_device()
         return self.module.load_params(path)
 
     def forward(self, params: dict, training: bool = False, seed: int | None = None,

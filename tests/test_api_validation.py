@@ -201,3 +201,17 @@ def test_no_silent_copy_train_step_updates_the_callers_arrays():
     before = W.copy()
     model().train_step(params, 0.5, **ins)
     assert params["W"] is W and not np.array_equal(W, before)
+
+
+def test_cuda_target_without_a_gpu_is_a_clear_error(monkeypatch):
+    """Target 'cuda' compiles anywhere (the module is only text), but the first call that
+    needs the device on a machine without one is a GradcError saying what to do, not a
+    driver exception."""
+    cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    m = gradc.compile_string(SRC, name="api", target="cuda")
+    assert "from numba import cuda" in m.source
+    for call in (lambda: m.init_params(0), lambda: m.forward({}, x=np.zeros((2, 6)))):
+        with pytest.raises(gradc.GradcError, match="target 'cuda' needs an NVIDIA GPU") as e:
+            call()
+        assert "NUMBA_ENABLE_CUDASIM=1" in str(e.value)
