@@ -367,7 +367,7 @@ class Group:
     inputs/params ``oK_<arg>`` (float inputs in ``wrt``), a weight input ``wK`` shaped like
     ``oK`` and ``loss = sum(o0 * w0) + sum(o1 * w1) + ...``; its values and compiled builds.
 
-    A row may also carry ``decls``, declarations (layers, fns) templated on ``{p}``, the
+    A row may also carry ``decls``, declarations (layers, fns) templated on ``{pre}``, the
     row's prefix ``oK_``, so that whatever they declare belongs to that row alone."""
 
     def __init__(self, name: str, rows: list, seed: int = 0):
@@ -394,8 +394,8 @@ class Group:
                     self.inputs[n] = values[a]
                     if arg.kind in DIFF_KINDS:
                         self.wrt.append(n)
-            layers += [d.format(p=f"o{k}_") for d in getattr(r, "decls", ())]
-            outs.append(f"output o{k} = {r.expr.format(p=f'o{k}_', **names)}")
+            layers += [d.format(pre=f"o{k}_") for d in getattr(r, "decls", ())]
+            outs.append(f"output o{k} = {r.expr.format(pre=f'o{k}_', **names)}")
         head = [f"model {name.replace('-', '_')}", *fns, *decls, *layers]
         self.filename = f"group_{name}.grad"
         graph, _ = front(Source("\n".join(head + outs) + "\n", self.filename),

@@ -45,7 +45,8 @@ class TestScalar:
     """f(x, y, z) = (x + y) z at x=2, y=5, z=4: f = 28, df/dx = df/dy = z = 4, df/dz = 7."""
 
     @pytest.fixture(scope="class")
-    def model(self):
+    @classmethod
+    def model(cls):
         return compile_example("scalar")
 
     def test_init_is_the_notes_point(self, model):
@@ -90,7 +91,8 @@ class TestSigmoidNeuron:
     ]
 
     @pytest.fixture(scope="class")
-    def model(self):
+    @classmethod
+    def model(cls):
         return compile_example("sigmoid_neuron", wrt=["x"])
 
     @staticmethod
@@ -142,7 +144,8 @@ class TestSigmoidNeuron:
 # ------------------------------------------------------------------------------- AND gate
 class TestAndGate:
     @pytest.fixture(scope="class")
-    def model(self):
+    @classmethod
+    def model(cls):
         return compile_example("and_gate")
 
     def test_init_is_the_notes_weights(self, model):
@@ -205,7 +208,8 @@ class TestMlp:
         return x, y
 
     @pytest.fixture(scope="class")
-    def model(self):
+    @classmethod
+    def model(cls):
         return compile_example("mlp")
 
     def test_shapes_and_dtypes(self, model):
@@ -297,7 +301,8 @@ class TestSvm:
         return x, rng.integers(0, 10, n).astype(np.int64)
 
     @pytest.fixture(scope="class")
-    def model64(self):
+    @classmethod
+    def model64(cls):
         return compile_example("svm", dtype="f64")
 
     def test_loss_and_gradient_match_cs231n(self, model64):

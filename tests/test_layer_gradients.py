@@ -2,7 +2,7 @@
 
 A row per layer (and per variant) and per shape built-in (``concat``, ``take``, indexing and
 slicing, ``transpose``, ``.T``, ``reshape``), in the style of ``tests/op_specs.py`` but with
-layer declarations: a row's ``decls`` are templates where ``{p}`` is the row's prefix, so that
+layer declarations: a row's ``decls`` are templates where ``{pre}`` is the row's prefix, so that
 every layer (and so every param, ``oK_fc.W``) belongs to one row. The rows of one group are
 compiled into ONE model (an output ``oK`` per row and ``loss = sum(o0 * w0) + ...``); groups
 are kept small because Numba's compile time grows faster than the kernel's size. Each test
@@ -37,8 +37,8 @@ from oracles import (diff_leaves, directions, fd_check_jvp, fd_check_loss, fd_ch
 
 @dataclass(frozen=True)
 class LRow:
-    """A row: ``expr`` over the row's args (``{x}``) and layers (``{p}NAME``), ``decls``
-    the layer declarations it needs (``layer {p}fc = dense(4 -> 3)``)."""
+    """A row: ``expr`` over the row's args (``{x}``) and layers (``{pre}NAME``), ``decls``
+    the layer declarations it needs (``layer {pre}fc = dense(4 -> 3)``)."""
 
     name: str
     expr: str
@@ -84,49 +84,49 @@ def IDX(*shape, classes) -> Arg:
 
 
 # ---- dense, layernorm, compositions and user fns that call layers
-row("dense", "{p}fc({x})", {"x": A("B", 4)}, "dense", ["layer {p}fc = dense(4 -> 3)"])
-row("dense(3-d input)", "{x} |> {p}fc", {"x": A("B", 2, 4)}, "dense",
-    ["layer {p}fc = dense(4 -> 3)"])
-row("dense(bias=false)", "{p}fc({x})", {"x": A("B", 4)}, "dense",
-    ["layer {p}fc = dense(4 -> 2, bias=false)"])
-row("layernorm", "{p}ln({x})", {"x": A("B", 3, 4)}, "dense", ["layer {p}ln = layernorm(4)"])
-row("fc >> tanh >> fc", "{x} |> {p}net", {"x": A("B", 3)}, "dense",
-    ["layer {p}f1 = dense(3 -> 5)", "layer {p}f2 = dense(5 -> 2)",
-     "layer {p}net = {p}f1 >> tanh >> {p}f2"])
-row("fn calling layers (residual)", "{p}block({x})", {"x": A("B", 3)}, "dense",
-    ["layer {p}f1 = dense(3 -> 4)", "layer {p}f2 = dense(4 -> 3)",
-     "fn {p}block(h) = h + {p}f2(sigmoid({p}f1(h)))"])
+row("dense", "{pre}fc({x})", {"x": A("B", 4)}, "dense", ["layer {pre}fc = dense(4 -> 3)"])
+row("dense(3-d input)", "{x} |> {pre}fc", {"x": A("B", 2, 4)}, "dense",
+    ["layer {pre}fc = dense(4 -> 3)"])
+row("dense(bias=false)", "{pre}fc({x})", {"x": A("B", 4)}, "dense",
+    ["layer {pre}fc = dense(4 -> 2, bias=false)"])
+row("layernorm", "{pre}ln({x})", {"x": A("B", 3, 4)}, "dense", ["layer {pre}ln = layernorm(4)"])
+row("fc >> tanh >> fc", "{x} |> {pre}net", {"x": A("B", 3)}, "dense",
+    ["layer {pre}f1 = dense(3 -> 5)", "layer {pre}f2 = dense(5 -> 2)",
+     "layer {pre}net = {pre}f1 >> tanh >> {pre}f2"])
+row("fn calling layers (residual)", "{pre}block({x})", {"x": A("B", 3)}, "dense",
+    ["layer {pre}f1 = dense(3 -> 4)", "layer {pre}f2 = dense(4 -> 3)",
+     "fn {pre}block(h) = h + {pre}f2(sigmoid({pre}f1(h)))"])
 
 # ---- convolutions and pooling
-row("conv2d(stride=2,pad=1)", "{p}cv({x})", {"x": A("B", 2, 5, 5)}, "conv",
-    ["layer {p}cv = conv2d(2 -> 3, 3, stride=2, pad=1)"])
-row("conv2d(k=2)", "{p}cv({x})", {"x": A("B", 1, 4, 3)}, "conv",
-    ["layer {p}cv = conv2d(1 -> 2, 2)"])
-row("conv >> relu >> maxpool", "{x} |> {p}net", {"x": A("B", 1, 4, 4)}, "conv",
-    ["layer {p}cv = conv2d(1 -> 2, 3, pad=1)", "layer {p}mp = maxpool2d(2)",
-     "layer {p}net = {p}cv >> relu >> {p}mp"])
-row("maxpool2d(2)", "{p}mp({x})", {"x": A("B", 2, 4, 4)}, "pool",
-    ["layer {p}mp = maxpool2d(2)"], valid=windows_distinct("x", 2, 2))
-row("maxpool2d(3,stride=2)", "{p}mp({x})", {"x": A("B", 1, 5, 5)}, "pool",
-    ["layer {p}mp = maxpool2d(3, stride=2)"], valid=windows_distinct("x", 3, 2))
-row("avgpool2d(2)", "{p}ap({x})", {"x": A("B", 2, 4, 5)}, "pool",
-    ["layer {p}ap = avgpool2d(2)"])
-row("avgpool2d(3,stride=2)", "{p}ap({x})", {"x": A("B", 1, 5, 5)}, "pool",
-    ["layer {p}ap = avgpool2d(3, stride=2)"])
+row("conv2d(stride=2,pad=1)", "{pre}cv({x})", {"x": A("B", 2, 5, 5)}, "conv",
+    ["layer {pre}cv = conv2d(2 -> 3, 3, stride=2, pad=1)"])
+row("conv2d(k=2)", "{pre}cv({x})", {"x": A("B", 1, 4, 3)}, "conv",
+    ["layer {pre}cv = conv2d(1 -> 2, 2)"])
+row("conv >> relu >> maxpool", "{x} |> {pre}net", {"x": A("B", 1, 4, 4)}, "conv",
+    ["layer {pre}cv = conv2d(1 -> 2, 3, pad=1)", "layer {pre}mp = maxpool2d(2)",
+     "layer {pre}net = {pre}cv >> relu >> {pre}mp"])
+row("maxpool2d(2)", "{pre}mp({x})", {"x": A("B", 2, 4, 4)}, "pool",
+    ["layer {pre}mp = maxpool2d(2)"], valid=windows_distinct("x", 2, 2))
+row("maxpool2d(3,stride=2)", "{pre}mp({x})", {"x": A("B", 1, 5, 5)}, "pool",
+    ["layer {pre}mp = maxpool2d(3, stride=2)"], valid=windows_distinct("x", 3, 2))
+row("avgpool2d(2)", "{pre}ap({x})", {"x": A("B", 2, 4, 5)}, "pool",
+    ["layer {pre}ap = avgpool2d(2)"])
+row("avgpool2d(3,stride=2)", "{pre}ap({x})", {"x": A("B", 1, 5, 5)}, "pool",
+    ["layer {pre}ap = avgpool2d(3, stride=2)"])
 
 # ---- gathers (embedding is one) and sequences (rnn)
-row("embedding", "{p}emb({i})", {"i": IDX("B", 3, classes=6)}, "gather",
-    ["layer {p}emb = embedding(6 -> 3)"])
-row("embedding * x", "{p}emb({i}) * {x}", {"i": IDX("B", classes=3), "x": A("B", 2)},
-    "gather", ["layer {p}emb = embedding(3 -> 2)"])
-row("rnn", "{p}rn({x})", {"x": A("B", 4, 3)}, "seq", ["layer {p}rn = rnn(3 -> 4)"])
-row("embedding >> rnn", "{i} |> {p}net", {"i": IDX("B", 3, classes=5)}, "seq",
-    ["layer {p}emb = embedding(5 -> 2)", "layer {p}rn = rnn(2 -> 3)",
-     "layer {p}net = {p}emb >> {p}rn"])
+row("embedding", "{pre}emb({i})", {"i": IDX("B", 3, classes=6)}, "gather",
+    ["layer {pre}emb = embedding(6 -> 3)"])
+row("embedding * x", "{pre}emb({i}) * {x}", {"i": IDX("B", classes=3), "x": A("B", 2)},
+    "gather", ["layer {pre}emb = embedding(3 -> 2)"])
+row("rnn", "{pre}rn({x})", {"x": A("B", 4, 3)}, "seq", ["layer {pre}rn = rnn(3 -> 4)"])
+row("embedding >> rnn", "{i} |> {pre}net", {"i": IDX("B", 3, classes=5)}, "seq",
+    ["layer {pre}emb = embedding(5 -> 2)", "layer {pre}rn = rnn(2 -> 3)",
+     "layer {pre}net = {pre}emb >> {pre}rn"])
 
 # ---- attention (its own model: the biggest kernels)
-row("attention(4,2)", "{p}at({x})", {"x": A("B", 3, 4)}, "attention",
-    ["layer {p}at = attention(4, 2)"])
+row("attention(4,2)", "{pre}at({x})", {"x": A("B", 3, 4)}, "attention",
+    ["layer {pre}at = attention(4, 2)"])
 
 # ---- shape built-ins (small groups: concat, gather, index, transpose)
 S = A("B", 5)
@@ -164,15 +164,15 @@ row("reshape(x,[-1,3]) fixed", "reshape({a}, [-1, 3])", {"a": A(2, 3, 2)}, "tran
 row("x.T @ W", "{a}.T @ {W}", {"a": A(4, 3), "W": A(4, 2, kind="param")}, "transpose")
 
 # ---- stateful layers (train mode in loss_and_grad, eval mode in forward/jvp/vjp)
-row("batchnorm([B,3])", "{p}bn({x})", {"x": A("B", 3)}, "stateful",
-    ["layer {p}bn = batchnorm(3)"])
-row("batchnorm([B,2,3,3])", "{p}bn({x})", {"x": A("B", 2, 3, 3)}, "stateful",
-    ["layer {p}bn = batchnorm(2)"])
-row("dropout(0.4)", "{p}dr({x})", {"x": A("B", 3, 4)}, "stateful",
-    ["layer {p}dr = dropout(0.4)"])
-row("dense >> dropout >> batchnorm", "{x} |> {p}net", {"x": A("B", 3)}, "stateful",
-    ["layer {p}fc = dense(3 -> 4)", "layer {p}dr = dropout(0.25)",
-     "layer {p}bn = batchnorm(4)", "layer {p}net = {p}fc >> {p}dr >> {p}bn"])
+row("batchnorm([B,3])", "{pre}bn({x})", {"x": A("B", 3)}, "stateful",
+    ["layer {pre}bn = batchnorm(3)"])
+row("batchnorm([B,2,3,3])", "{pre}bn({x})", {"x": A("B", 2, 3, 3)}, "stateful",
+    ["layer {pre}bn = batchnorm(2)"])
+row("dropout(0.4)", "{pre}dr({x})", {"x": A("B", 3, 4)}, "stateful",
+    ["layer {pre}dr = dropout(0.4)"])
+row("dense >> dropout >> batchnorm", "{x} |> {pre}net", {"x": A("B", 3)}, "stateful",
+    ["layer {pre}fc = dense(3 -> 4)", "layer {pre}dr = dropout(0.25)",
+     "layer {pre}bn = batchnorm(4)", "layer {pre}net = {pre}fc >> {pre}dr >> {pre}bn"])
 
 GROUPS: dict[str, list[LRow]] = {}
 for _r in ROWS:
