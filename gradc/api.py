@@ -33,7 +33,7 @@ class Model:
         self.warnings = list(module.WARNINGS)
         self.state: dict = {}
         self._graph = None
-        self._device_ok = False
+        self._device_ok = options.target != "cuda"  # checked once, at the first call
 
     @property
     def graph(self):
@@ -60,7 +60,7 @@ class Model:
         CUDA simulator, ``NUMBA_ENABLE_CUDASIM=1``) can run the kernels. Checked at the
         first call that needs the device, not at compile time, so that the module can be
         generated (and its PTX compiled) on a machine without a GPU."""
-        if self.options.target != "cuda" or self._device_ok:
+        if self._device_ok:
             return
         from numba import cuda
         if not cuda.is_available():
@@ -70,7 +70,8 @@ class Model:
         self._device_ok = True
 
     def _need(self, fn: str):
-        self._require_device()
+        if not self._device_ok:
+            self._require_device()
         if not hasattr(self.module, fn):
             if fn == "train_epoch" and self.signature["loss"]:
                 raise GradcError(f"model '{self.name}' has no train_epoch(): its inputs do not "
