@@ -115,16 +115,36 @@ class CpuEmitter:
         with b.block(f"def {fname}({', '.join(params)}):"):
             for s in scalars:
                 b.line(f"{s} = {NP[self.dtype]}({s}_in)")
+            self._hoist_offsets(b, prog)
             for kern in prog.kernels:
                 self._kernel(b, kern)
             results = [f"{r.name}[0]" if not r.shape else r.name for r in prog.results]
             b.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
         b.line()
 
+    def _hoist_offsets(self, b: Builder, prog: Program) -> None:
+        """Print each distinct workspace offset of ``prog`` once, at the top of the function
+        (``wo<k>_``), sharing its alignment terms (``wa<k>_``); views then slice ``ws`` at
+        those variables. Numba's typing and lowering time grows with the number of
+        operations in a function, and every view would otherwise repeat its offset's
+        arithmetic twice (measured: 3.0 s -> 2.4 s to compile mlp_cifar's train_step)."""
+        offsets = list(dict.fromkeys(sympy.sympify(out.offset) for kern in prog.kernels
+                                     for out in kernel_outputs(kern) if out.kind == "ws"))
+        aligns = sorted({a for o in offsets for a in o.atoms(Align)}, key=sympy.default_sort_key)
+        subs = {a: sympy.Symbol(f"ws:wa{k}_") for k, a in enumerate(aligns)}
+        for a, sym in subs.items():
+            b.line(f"{sym.name[3:]} = {self.size(a)}")
+        local = lambda n: n[3:] if n.startswith("ws:") else self.dim_var(n)  # noqa: E731
+        self.offsets = {o: str(int(o)) for o in offsets if o.is_Integer}
+        for k, o in enumerate(o for o in offsets if not o.is_Integer):
+            self.offsets[o] = f"wo{k}_"
+            b.line(f"wo{k}_ = {int_expr(o.xreplace(subs), local)}")
+
     def _declare(self, b: Builder, kern) -> None:
         for out in kernel_outputs(kern):
             if out.kind == "ws":
-                off, n = self.size(out.offset), self.size(numel(out.shape))
+                off = self.offsets[sympy.sympify(out.offset)]
+                n = self.size(numel(out.shape))
                 view = f"ws[{off}:{off} + {n}]"
                 b.line(f"{out.name} = {view}.reshape({self.shape(out.shape)})"
                        if out.rank > 1 else f"{out.name} = {view}")
