@@ -69,6 +69,8 @@ class Row:
         valid: ``valid(values) -> bool`` over the drawn argument values (dict name ->
             array); values are redrawn until it holds (ties, composite kinks).
         fns: names of :data:`FNS` declarations the expression calls.
+        decls: declarations the expression needs (layers, fns), templates on ``{pre}``,
+            the row's prefix in its group model (``layer {pre}fc = dense(4 -> 3)``).
     """
 
     name: str
@@ -80,6 +82,7 @@ class Row:
     tol32: float = 1e-4
     valid: Callable | None = None
     fns: tuple = ()
+    decls: tuple = ()
 
 
 #: user functions rows may call (declared once per group model that needs them)
@@ -394,7 +397,7 @@ class Group:
                     self.inputs[n] = values[a]
                     if arg.kind in DIFF_KINDS:
                         self.wrt.append(n)
-            layers += [d.format(pre=f"o{k}_") for d in getattr(r, "decls", ())]
+            layers += [d.format(pre=f"o{k}_") for d in r.decls]
             outs.append(f"output o{k} = {r.expr.format(pre=f'o{k}_', **names)}")
         head = [f"model {name.replace('-', '_')}", *fns, *decls, *layers]
         self.filename = f"group_{name}.grad"

@@ -21,7 +21,6 @@ with the buffers and the noise that the compiled module uses.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -30,35 +29,17 @@ from gradc.passes.entries import Optimizer, build_entries
 from gradc.pipeline import Options, eval_graph, front
 from gradc.source import Source
 
-from op_specs import Arg, Group, distinct_along
+from op_specs import Arg, Group, Row, distinct_along
 from oracles import (diff_leaves, directions, fd_check_jvp, fd_check_loss, fd_check_vjp,
                      reference_check, reference_values, rel_err)
 
 
-@dataclass(frozen=True)
-class LRow:
-    """A row: ``expr`` over the row's args (``{x}``) and layers (``{pre}NAME``), ``decls``
-    the layer declarations it needs (``layer {pre}fc = dense(4 -> 3)``)."""
-
-    name: str
-    expr: str
-    args: dict
-    group: str
-    decls: tuple = ()
-    tol: float = 1e-6
-    valid: object = None
-
-    # op_specs.draw reads these
-    @property
-    def fns(self):
-        return ()
-
-
-ROWS: list[LRow] = []
+ROWS: list[Row] = []
 
 
 def row(name, expr, args, group, decls=(), **kw):
-    ROWS.append(LRow(name, expr, dict(args), group, tuple(decls), **kw))
+    """A :class:`op_specs.Row` whose ``decls`` declare the row's layers."""
+    ROWS.append(Row(name, expr, dict(args), group, decls=tuple(decls), **kw))
 
 
 def windows_distinct(x_name: str, k: int, stride: int):
@@ -174,7 +155,7 @@ row("dense >> dropout >> batchnorm", "{x} |> {pre}net", {"x": A("B", 3)}, "state
     ["layer {pre}fc = dense(3 -> 4)", "layer {pre}dr = dropout(0.25)",
      "layer {pre}bn = batchnorm(4)", "layer {pre}net = {pre}fc >> {pre}dr >> {pre}bn"])
 
-GROUPS: dict[str, list[LRow]] = {}
+GROUPS: dict[str, list[Row]] = {}
 for _r in ROWS:
     GROUPS.setdefault(_r.group, []).append(_r)
 STATEFUL = {"stateful"}
@@ -236,7 +217,7 @@ def test_row_names_are_unique():
 
 
 @pytest.mark.parametrize("r", ROW_PARAMS)
-def test_fd_loss_and_grad(r: LRow):
+def test_fd_loss_and_grad(r: Row):
     g = group(r.group)
     params, inputs = g.values(r)
     fd_check_loss(g.compiled, params, inputs, g.wrt, tol=r.tol, only=g.row_leaves(r),
@@ -244,7 +225,7 @@ def test_fd_loss_and_grad(r: LRow):
 
 
 @pytest.mark.parametrize("r", ROW_PARAMS)
-def test_fd_jvp(r: LRow):
+def test_fd_jvp(r: Row):
     g = group(r.group)
     params, inputs = g.values(r)
     fd_check_jvp(g.compiled, params, inputs, g.wrt, outputs=[g.out(r)], tol=r.tol,
@@ -252,7 +233,7 @@ def test_fd_jvp(r: LRow):
 
 
 @pytest.mark.parametrize("r", ROW_PARAMS)
-def test_fd_vjp(r: LRow):
+def test_fd_vjp(r: Row):
     g = group(r.group)
     params, inputs = g.values(r)
     fd_check_vjp(g.compiled, params, inputs, g.wrt, output=g.out(r), tol=r.tol,
@@ -260,7 +241,7 @@ def test_fd_vjp(r: LRow):
 
 
 @pytest.mark.parametrize("r", [p for p in ROW_PARAMS if p.values[0].group not in STATEFUL])
-def test_reference_interpreter(r: LRow):
+def test_reference_interpreter(r: Row):
     g = group(r.group)
     params, inputs = g.values(r)
     rng = np.random.default_rng(1)
@@ -289,7 +270,7 @@ def _stateful_entries(name: str):
 
 
 @pytest.mark.parametrize("r", [p for p in ROW_PARAMS if p.values[0].group in STATEFUL])
-def test_reference_interpreter_stateful(r: LRow):
+def test_reference_interpreter_stateful(r: Row):
     g = group(r.group)
     m = g.compiled.model
     train = ev = _stateful_entries(r.group)
