@@ -121,8 +121,9 @@ class _Lowerer:
                                  "(no gradient through an integer value)", s.type.span)
             free = sorted({x.name for d in shape for x in d.free_symbols})
             if free:
-                raise LowerError(f"param '{s.name}' has the call-time dim {free[0]}: a param's "
-                                 "shape must be known when the model compiles", s.type.span,
+                raise LowerError(f"param '{s.name}' has the call-time dim {free[0]}: a param "
+                                 f"with a call-time dim {NOT_YET} (its shape must be known "
+                                 "when the model compiles)", s.type.span,
                                  f"fix it with 'dim {free[0]} = N'")
             init = self._init(s, len(shape))
             node = g.add("param", (), shape, dtype, s.name_span, s.name, name=s.name)
