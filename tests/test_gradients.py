@@ -79,7 +79,7 @@ def test_float32_matches_float64(r: Row):
     p64, i64 = g.values(r, "f64")
     p32, i32 = g.values(r, "f32")
     m64, m32 = g.model("f64"), g.model("f32")
-    shape = np.shape(m64.jvp(p64, {}, **i64)[0][out])
+    shape = np.shape(m64.forward(p64, **i64)[out])
     cot = np.random.default_rng(2).standard_normal(shape)
     g64 = m64.vjp(p64, {out: cot}, **i64)
     g32 = m32.vjp(p32, {out: np.array(cot, np.float32)}, **i32)

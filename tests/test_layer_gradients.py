@@ -25,13 +25,9 @@ import functools
 import numpy as np
 import pytest
 
-from gradc.passes.entries import Optimizer, build_entries
-from gradc.pipeline import Options, eval_graph, front
-from gradc.source import Source
-
 from op_specs import Arg, Group, Row, distinct_along
 from oracles import (diff_leaves, directions, fd_check_jvp, fd_check_loss, fd_check_vjp,
-                     reference_check, reference_values, rel_err)
+                     reference_check, reference_graph, reference_values, rel_err)
 
 
 ROWS: list[Row] = []
@@ -254,54 +250,39 @@ def test_reference_interpreter(r: Row):
 
 
 # ---------------------------------------------------------------------- stateful reference
-@functools.cache
-def _stateful_entries(name: str):
-    """The entries of group ``name`` (name -> (graph, Entry)): train mode for
-    loss_and_grad and forward_train, eval mode for forward, jvp and vjp."""
-    g = group(name)
-    opts = Options.make(dtype="f64", wrt=tuple(g.wrt))
-    source = Source(g.text, g.filename)
-    train = front(source, opts)[0]
-    ev = eval_graph(source, opts, train)
-    assert ev is not None, "a model with batchnorm or dropout has an eval graph"
-    opt = Optimizer.parse("sgd")
-    entries = build_entries(train, tuple(g.wrt), opt, ev)
-    return {k: (v.graph, v) for k, v in entries.items()}
-
-
 @pytest.mark.parametrize("r", [p for p in ROW_PARAMS if p.values[0].group in STATEFUL])
 def test_reference_interpreter_stateful(r: Row):
     g = group(r.group)
     m = g.compiled.model
-    train = ev = _stateful_entries(r.group)
+    ents = reference_graph(g.text, g.filename, "f64", tuple(g.wrt))[1]
     params, inputs = g.values(r)
     out, leaves = g.out(r), g.row_leaves(r)
     diff = list(params) + list(g.wrt)
     errs = {}
     # train mode: loss_and_grad with the fixed seed (batch statistics, the dropout mask)
     loss, grads = m.loss_and_grad(params, seed=SEED, **inputs)
-    ref = reference_values(*train["loss_and_grad"], params, inputs, state=m.state, seed=SEED)
+    ref = reference_values(*ents["loss_and_grad"], params, inputs, state=m.state, seed=SEED)
     errs["loss"] = rel_err(loss, ref[0])
     for name, want in zip(diff, ref[1:]):
         if name in leaves:
             errs[f"grad[{name}]"] = rel_err(grads[name], want, floor=1e-300)
     # forward in train mode
     got = m.forward(params, training=True, seed=SEED, **inputs)[out]
-    ref = reference_values(*train["forward_train"], params, inputs, state=m.state, seed=SEED)
-    errs["forward_train"] = rel_err(got, ref[list(train["forward_train"][0].outputs).index(out)])
+    ref = reference_values(*ents["forward_train"], params, inputs, state=m.state, seed=SEED)
+    errs["forward_train"] = rel_err(got, ref[list(ents["forward_train"][0].outputs).index(out)])
     # eval mode: forward, jvp, vjp on the running statistics
     rng = np.random.default_rng(1)
-    outs_names = list(ev["forward"][0].outputs)
+    outs_names = list(ents["forward"][0].outputs)
     k = outs_names.index(out)
     errs["forward"] = rel_err(m.forward(params, **inputs)[out],
-                              reference_values(*ev["forward"], params, inputs, state=m.state)[k])
+                              reference_values(*ents["forward"], params, inputs, state=m.state)[k])
     tangents = directions(rng, diff_leaves(params, inputs, g.wrt), leaves)
     _, tans = m.jvp(params, tangents, **inputs)
-    ref = reference_values(*ev["jvp"], params, inputs, state=m.state, tangents=tangents)
+    ref = reference_values(*ents["jvp"], params, inputs, state=m.state, tangents=tangents)
     errs["jvp"] = rel_err(tans[out], ref[len(outs_names) + k])
     cot = {out: rng.standard_normal(np.shape(tans[out]))}
     grads = m.vjp(params, cot, **inputs)
-    ref = reference_values(*ev["vjp"], params, inputs, state=m.state, cotangents=cot)
+    ref = reference_values(*ents["vjp"], params, inputs, state=m.state, cotangents=cot)
     for name, want in zip(diff, ref):
         if name in leaves:
             errs[f"vjp[{name}]"] = rel_err(grads[name], want, floor=1e-300)
