@@ -128,6 +128,72 @@ def _scan_jvp(g: Graph, n: Node, tans):
     return g.add("scan_lin", (n, n.inputs[1], u), n.shape, n.dtype)
 
 
+def _sum(g: Graph, *terms) -> Node | None:
+    """The sum of the terms that are not None (None if all are)."""
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else build.ew(g, lambda *a: sympy.Add(*a), *terms)
+
+
+def _saturation(g: Graph, h: Node, r: Node, t: Node) -> Node:
+    """-2 h r t: the derivative of (1 - h^2) r with respect to h, applied to t."""
+    return build.ew(g, lambda h_, r_, t_: -2 * h_ * r_ * t_, h, r, t)
+
+
+# scan_lin (s_t = D_t (u_t + s_{t-1} wh), D_t = 1 - h_t^2) and scan_bwd (dz_t = D_t (g_t +
+# c_t), c_t = dz_{t+1} wh^T) are linear in their third input; their other derivatives are
+# the same recurrences driven by a new source, plus a term outside the recurrence where h
+# has a tangent (recomputed explicitly: dividing the output by D_t would fail where tanh
+# saturates). Each is the other's transpose.
+def _scan_lin_vjp(g: Graph, n: Node, ct: Node):
+    h, wh, u = n.inputs
+    mu = g.add("scan_bwd", (h, wh, ct), n.shape, n.dtype)
+    prev = build.shift_time(g, n)
+    pre = build.ew(g, lambda a, b: a + b, u, build.time_matmul(g, prev, wh))
+    d_s = build.ew(g, lambda a, b: a + b, ct,
+                   build.time_matmul(g, build.next_time(g, mu), wh, tb=True))
+    return [_saturation(g, h, pre, d_s), build.time_matmul(g, prev, mu, ta=True), mu]
+
+
+def _scan_lin_jvp(g: Graph, n: Node, tans):
+    h, wh, u = n.inputs
+    t_h, t_wh, t_u = tans
+    prev = build.shift_time(g, n)
+    out = None
+    if t_h is not None:
+        pre = build.ew(g, lambda a, b: a + b, u, build.time_matmul(g, prev, wh))
+        out = _saturation(g, h, pre, t_h)
+    src = _sum(g, t_u, t_wh and build.time_matmul(g, prev, t_wh),
+               out and build.time_matmul(g, build.shift_time(g, out), wh))
+    lin = g.add("scan_lin", (h, wh, src), n.shape, n.dtype)
+    return lin if out is None else build.ew(g, lambda a, b: a + b, lin, out)
+
+
+def _scan_bwd_vjp(g: Graph, n: Node, ct: Node):
+    h, wh, gr = n.inputs
+    nu = g.add("scan_lin", (h, wh, ct), n.shape, n.dtype)
+    prev_nu = build.shift_time(g, nu)
+    pre = build.ew(g, lambda a, b: a + b, gr,
+                   build.time_matmul(g, build.next_time(g, n), wh, tb=True))
+    d_dz = build.ew(g, lambda a, b: a + b, ct, build.time_matmul(g, prev_nu, wh))
+    return [_saturation(g, h, pre, d_dz), build.time_matmul(g, prev_nu, n, ta=True), nu]
+
+
+def _scan_bwd_jvp(g: Graph, n: Node, tans):
+    h, wh, gr = n.inputs
+    t_h, t_wh, t_gr = tans
+    nxt = build.next_time(g, n)
+    out = None
+    if t_h is not None:
+        pre = build.ew(g, lambda a, b: a + b, gr, build.time_matmul(g, nxt, wh, tb=True))
+        out = _saturation(g, h, pre, t_h)
+    src = _sum(g, t_gr, t_wh and build.time_matmul(g, nxt, t_wh, tb=True),
+               out and build.time_matmul(g, build.next_time(g, out), wh, tb=True))
+    lin = g.add("scan_bwd", (h, wh, src), n.shape, n.dtype)
+    return lin if out is None else build.ew(g, lambda a, b: a + b, lin, out)
+
+
 def _attrs(n: Node) -> dict:
     return {k: n.attrs[k] for k in ("k", "stride", "pad")}
 
@@ -148,6 +214,8 @@ VJP = {
     "put": lambda g, n, ct: [build.take(g, ct, n.inputs[1], n.attrs["axis"]), None],
     "patches": lambda g, n, ct: [build.unpatches(g, ct, n.inputs[0], **_attrs(n))],
     "scan": _scan_vjp,
+    "scan_bwd": _scan_bwd_vjp,
+    "scan_lin": _scan_lin_vjp,
     "unpatches": lambda g, n, ct: [build.patches(g, ct, **_attrs(n))],
 }
 
@@ -167,5 +235,7 @@ JVP = {
                                      n.shape[n.attrs["axis"]]),
     "patches": lambda g, n, t: build.patches(g, t[0], **_attrs(n)),
     "scan": _scan_jvp,
+    "scan_bwd": _scan_bwd_jvp,
+    "scan_lin": _scan_lin_jvp,
     "unpatches": lambda g, n, t: build.unpatches(g, t[0], n, **_attrs(n)),
 }

@@ -208,9 +208,20 @@ def shift_time(g: Graph, h: Node) -> Node:
     return unslice(g, head, (("r", 0, 1, b), ("r", 1, 1, t - one), ("r", 0, 1, n)), h.shape)
 
 
-def time_matmul(g: Graph, a: Node, b: Node, ta: bool = False) -> Node:
-    """[B, T, n] @ [n, m] (or, with ``ta``, the [n, m] sum over B and T of a_bt^T b_bt)."""
+def next_time(g: Graph, h: Node) -> Node:
+    """h_{t+1} for every t of h [B, T, H] (zeros at t = T - 1): the reverse of
+    :func:`shift_time`."""
+    b, t, n = h.shape
+    one = sympy.Integer(1)
+    tail = slice_(g, h, (("r", 0, 1, b), ("r", 1, 1, t - one), ("r", 0, 1, n)))
+    return unslice(g, tail, (("r", 0, 1, b), ("r", 0, 1, t - one), ("r", 0, 1, n)), h.shape)
+
+
+def time_matmul(g: Graph, a: Node, b: Node, ta: bool = False, tb: bool = False) -> Node:
+    """[B, T, n] @ [n, m] (``tb``: @ [m, n]^T) or, with ``ta``, the [n, m] sum over B and T
+    of a_bt^T b_bt."""
     flat_a = reshape(g, a, (a.shape[0] * a.shape[1], a.shape[2]))
     if ta:
         return matmul2(g, flat_a, reshape(g, b, (b.shape[0] * b.shape[1], b.shape[2])), True)
-    return reshape(g, matmul2(g, flat_a, b), a.shape[:2] + (b.shape[-1],))
+    m = b.shape[0] if tb else b.shape[-1]
+    return reshape(g, matmul2(g, flat_a, b, False, tb), a.shape[:2] + (m,))
