@@ -25,7 +25,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,32 +59,9 @@ def parse(argv=None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------------- building models
 def cuda_model(path: Path, **options):
-    """The generated CUDA module of the model at ``path`` (through the API when it takes
-    ``target="cuda"``, else straight from the generator)."""
+    """The generated CUDA module of the model at ``path``."""
     import gradc
-    from gradc.errors import GradcError
-    try:
-        return gradc.compile(path, target="cuda", **options).module
-    except GradcError as e:
-        if "not supported" not in str(e):
-            raise
-    from gradc.codegen.cuda_module import generate_cuda
-    from gradc.pipeline import Options, eval_graph, front
-    from gradc.runtime.cache import cache_key, versions
-    from gradc.runtime.loader import load_module
-    from gradc.source import Source
-    text = path.read_text(encoding="utf-8")
-    source, opts = Source(text, str(path)), Options.make(**options)
-    key = cache_key(text, str(path), {"target": "cuda", **opts.key()})
-    graph, _ = front(source, opts)
-    code = generate_cuda(graph, source, key, opts.optimizer, opts.wrt, versions(),
-                         eval_graph(source, opts, graph))
-    folder = Path(os.environ.get("GRADC_CACHE_DIR") or tempfile.gettempdir()) / "gradc_gpu"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"gen_{key[:16]}.py"
-    if not out.exists():
-        out.write_text(code, encoding="utf-8")
-    return load_module(out, f"gradc_gpu_{key[:16]}")
+    return gradc.compile(path, target="cuda", **options).module
 
 
 def model_path(name: str) -> tuple[Path, dict]:

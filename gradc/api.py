@@ -7,8 +7,9 @@ from pathlib import Path
 
 from gradc.errors import GradcError
 from gradc.options import Options
+from gradc.entries import ENTRIES, missing_reason
 from gradc.runtime.cache import cache_key, module_path, write_atomic
-from gradc.runtime.loader import load_module
+from gradc.runtime.loader import load_module, module_from_text
 from gradc.source import Source
 
 
@@ -50,9 +51,9 @@ class Model:
         return to_host(value) if to_host else value
 
     def supports(self, fn: str) -> bool:
-        """Whether the model has the function ``fn`` ('forward', 'loss_and_grad',
-        'train_step', 'train_epoch', 'jvp', 'vjp'): a model without a loss has no
-        loss_and_grad; train_epoch needs inputs that share their leading (batch) dim."""
+        """Whether the model has the function ``fn`` (an entry of
+        :data:`gradc.entries.ENTRIES`): a model without a loss has no loss_and_grad;
+        train_epoch needs inputs that share their leading (batch) dim."""
         return hasattr(self.module, fn)
 
     def _require_device(self) -> None:
@@ -72,13 +73,11 @@ class Model:
     def _need(self, fn: str):
         if not self._device_ok:
             self._require_device()
-        if not hasattr(self.module, fn):
-            if fn == "train_epoch" and self.signature["loss"]:
-                raise GradcError(f"model '{self.name}' has no train_epoch(): its inputs do not "
-                                 "share a leading (batch) dim")
-            what = "loss" if fn in ("loss_and_grad", "train_step", "train_epoch") else "output"
-            raise GradcError(f"model '{self.name}' has no {fn}(): it declares no {what}")
-        return getattr(self.module, fn)
+        found = getattr(self.module, fn, None)
+        if found is None:
+            raise GradcError(f"model '{self.name}' has no {fn}(): "
+                             f"{missing_reason(self.signature, ENTRIES[fn])}")
+        return found
 
     def init_params(self, seed: int = 0) -> dict:
         """Fresh params drawn with ``seed``: dict name -> C-contiguous array."""
@@ -94,40 +93,46 @@ class Model:
         self._require_device()
         return self.module.load_params(path)
 
-    def forward(self, params: dict, training: bool = False, seed: int | None = None,
-                **inputs) -> dict:
-        """The outputs: dict output name -> array. ``training=True`` runs batchnorm on
-        batch statistics and dropout with a mask drawn from ``seed``."""
-        return self._need("forward")(params, training, seed, self.state, **inputs)
-
-    def loss_and_grad(self, params: dict, seed: int | None = None, **inputs) -> tuple[float, dict]:
-        """The loss and its gradient with respect to params (and ``wrt`` inputs)."""
-        return self._need("loss_and_grad")(params, seed, self.state, **inputs)
-
-    def train_step(self, params: dict, lr: float, seed: int | None = None, **inputs) -> float:
-        """One optimizer step, params (and batchnorm running statistics) updated in place;
-        returns the loss before the step."""
-        return self._need("train_step")(params, lr, self.state, seed, **inputs)
-
-    def train_epoch(self, params: dict, lr: float, batch_size: int = 32, seed: int = 0,
-                    **inputs) -> float:
-        """One shuffled epoch of train_step in one compiled call; returns the mean loss."""
-        return self._need("train_epoch")(params, lr, batch_size, seed, self.state, **inputs)
-
     def reset_optimizer(self) -> None:
         """Forget the optimizer state (momentum, Adam moments, step count)."""
         self.state.clear()
 
-    def jvp(self, params: dict, tangents: dict, **inputs) -> tuple[dict, dict]:
-        """Forward mode: (outputs, their tangents) for ``tangents`` of params/wrt inputs."""
-        return self._need("jvp")(params, tangents, self.state, **inputs)
-
-    def vjp(self, params: dict, cotangents: dict, **inputs) -> dict:
-        """Reverse mode from output cotangents: gradients of params (and wrt inputs)."""
-        return self._need("vjp")(params, cotangents, self.state, **inputs)
+    def __reduce__(self):
+        """Pickle as the generated module's text, the model source, the options and the
+        state: a process that has never seen the model (and has an empty cache) rebuilds
+        it without running the compiler."""
+        return _rebuild_model, (self.module._KEY, self.source, self.model_source.text,
+                                self.model_source.filename, self.options,
+                                {k: v if isinstance(v, (int, float)) else self.to_host(v)
+                                 for k, v in self.state.items()})
 
     def __repr__(self) -> str:
         return f"<gradc.Model {self.name!r} from {self.path}>"
+
+
+def _entry_method(entry):
+    """The Model method of a registry entry: the generated function, called with the
+    model's own state unless ``state=`` is given (pass one per thread to train from
+    several threads at once)."""
+    def method(self, params, *args, **kwargs):
+        kwargs.setdefault("state", self.state)
+        return self._need(entry.name)(params, *args, **kwargs)
+    method.__name__ = method.__qualname__ = entry.name
+    method.__doc__ = f"{entry.name}(params, {entry.params}, **inputs): {entry.doc}"
+    return method
+
+
+for _entry in ENTRIES.values():
+    setattr(Model, _entry.name, _entry_method(_entry))
+
+
+def _rebuild_model(key: str, text: str, model_text: str, filename: str, options: Options,
+                   state: dict) -> Model:
+    """A pickled :class:`Model` in this process (see ``Model.__reduce__``)."""
+    module = module_from_text(key, text)
+    model = Model(module, Path(module.__file__), Source(model_text, filename), options)
+    model.state.update(state)
+    return model
 
 
 def compile(path, **options) -> Model:  # noqa: A001 - the SPEC's name

@@ -2,20 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gradc.errors import GradcError
 
+
+@dataclass(frozen=True)
+class OptimizerRule:
+    """One optimizer, the only place its math is written (every target uses it).
+
+    hyper: the hyper-parameters and their defaults (the learning rate is given per call).
+    states: the per-param state arrays it keeps, in order (zeros at the start).
+    step_scalars: (name, Python expression in ``t``, the 1-based step count, and the
+        hyper-parameters) for each scalar computed per step on the host and passed to the
+        kernel after ``lr`` (Adam's bias corrections).
+    update: ``update(s, sqrt)`` -> the in-place stores of one step, in order, as
+        ``[(target, expression)]``: ``target`` is a state slot or ``'w'`` (the param);
+        ``s`` maps ``w``, ``g`` (the gradient), ``lr``, each state slot, each step scalar
+        and ``new_<slot>`` (the value a store before this one wrote) to SymPy symbols, and
+        each hyper-parameter to its value.
+    """
+
+    hyper: dict
+    states: tuple[str, ...]
+    step_scalars: tuple[tuple[str, str], ...]
+    update: Callable
+
+
 OPTIMIZERS = {
-    "sgd": {},
-    "momentum": {"momentum": 0.9},
-    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    "sgd": OptimizerRule({}, (), (), lambda s, sqrt: [("w", s["w"] - s["lr"] * s["g"])]),
+    "momentum": OptimizerRule(
+        {"momentum": 0.9}, ("v",), (),
+        lambda s, sqrt: [("v", s["momentum"] * s["v"] + s["g"]),
+                         ("w", s["w"] - s["lr"] * s["new_v"])]),
+    "adam": OptimizerRule(
+        {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, ("m", "v"),
+        (("c1", "1.0 / (1.0 - {beta1!r} ** t)"), ("c2", "1.0 / (1.0 - {beta2!r} ** t)")),
+        lambda s, sqrt: [
+            ("m", s["beta1"] * s["m"] + (1 - s["beta1"]) * s["g"]),
+            ("v", s["beta2"] * s["v"] + (1 - s["beta2"]) * s["g"] * s["g"]),
+            ("w", s["w"] - s["lr"] * (s["new_m"] * s["c1"])
+             / (sqrt(s["new_v"] * s["c2"]) + s["eps"]))]),
 }
 
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An optimizer and its hyper-parameters (the learning rate is given per call)."""
+    """An optimizer of :data:`OPTIMIZERS` and its hyper-parameters."""
 
     name: str
     hyper: tuple[tuple[str, float], ...]
@@ -27,21 +61,33 @@ class Optimizer:
         name = spec.pop("name", "sgd")
         if name not in OPTIMIZERS:
             raise GradcError(f"unknown optimizer '{name}': one of {', '.join(OPTIMIZERS)}")
-        unknown = set(spec) - set(OPTIMIZERS[name])
+        unknown = set(spec) - set(OPTIMIZERS[name].hyper)
         if unknown:
             raise GradcError(f"optimizer {name}: unknown hyper-parameter(s) "
                              f"{', '.join(sorted(unknown))}; accepted: "
-                             f"{', '.join(OPTIMIZERS[name]) or 'none'}")
-        hyper = {**OPTIMIZERS[name], **{k: float(v) for k, v in spec.items()}}
+                             f"{', '.join(OPTIMIZERS[name].hyper) or 'none'}")
+        hyper = {**OPTIMIZERS[name].hyper, **{k: float(v) for k, v in spec.items()}}
         return cls(name, tuple(sorted(hyper.items())))
+
+    @property
+    def rule(self) -> OptimizerRule:
+        """The optimizer's row of :data:`OPTIMIZERS`."""
+        return OPTIMIZERS[self.name]
 
     @property
     def states(self) -> tuple[str, ...]:
         """Per-param state arrays ('v' for momentum, 'm' and 'v' for adam)."""
-        return {"sgd": (), "momentum": ("v",), "adam": ("m", "v")}[self.name]
+        return self.rule.states
+
+    def step_scalars(self) -> list[tuple[str, str]]:
+        """(name, Python expression in ``t``) of each per-step scalar, with this
+        optimizer's hyper-parameter values filled in."""
+        return [(name, text.format(**dict(self.hyper))) for name, text in self.rule.step_scalars]
 
 
-TARGETS = ("cpu", "cuda")
+#: the code generation targets: name -> the module defining its ``TARGET``
+#: (a :class:`gradc.codegen.target.Target`)
+TARGETS = {"cpu": "gradc.codegen.cpu_target", "cuda": "gradc.codegen.cuda_target"}
 DTYPES = ("f32", "f64")
 
 

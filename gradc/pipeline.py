@@ -1,20 +1,25 @@
-"""The compiler pipeline, stage by stage: parse, lower, generate.
+"""The driver: the only place that sequences the compiler's stages.
 
-Each stage has one entry function; :func:`compile_source` runs them all and returns the
-generated module's text with what the API needs to know about the model.
+front (parse + lower) -> programs (autodiff, one entry per kernel program) -> schedule
+(kernel programs) -> ``target.emit`` through the shared assembler -> module text. Each
+stage is a pure function of its inputs; targets are plug-ins (:mod:`gradc.codegen.target`).
 """
 
 from __future__ import annotations
 
-from gradc.codegen.module import generate
+from gradc.codegen.assemble import Unit, arg_name, assemble, mangle, safe_comment, signature
+from gradc.codegen.epoch import batch_dim
+from gradc.codegen.target import get as get_target
 from gradc.frontend.parser import parse
 from gradc.ir.graph import Graph
 from gradc.ir.lower import lower
 from gradc.options import DTYPES, TARGETS, Options
+from gradc.passes.entries import build_entries
+from gradc.passes.schedule import schedule
 from gradc.runtime.cache import versions
 from gradc.source import Source
 
-__all__ = ["DTYPES", "TARGETS", "Options", "front", "eval_graph", "compile_source"]
+__all__ = ["DTYPES", "TARGETS", "Options", "front", "eval_graph", "programs", "compile_source"]
 
 
 def front(source: Source, options: Options) -> tuple[Graph, list]:
@@ -30,20 +35,33 @@ def eval_graph(source: Source, options: Options, graph: Graph) -> Graph | None:
     return lower(parse(source), source, options.dtype, options.wrt, mode="eval")[0]
 
 
+def programs(graph: Graph, g_eval: Graph | None, options: Options) -> dict:
+    """Every kernel program of the model: name -> (scheduled Program, its Entry)."""
+    for name in list(graph.params) + list(graph.inputs):
+        mangle(name)
+    entries = build_entries(graph, options.wrt, options.optimizer, g_eval)
+    return {name: (schedule(e.graph or graph, e, arg_name), e) for name, e in entries.items()}
+
+
+def _commenter(source: Source):
+    """span -> the sanitised ``FILE.grad:LINE: text`` comment of a kernel."""
+    lines, base = source.text.split("\n"), source.filename.rsplit("/", 1)[-1]
+
+    def comment(span) -> str:
+        text = lines[span.line - 1] if 0 < span.line <= len(lines) else ""
+        return safe_comment(f"{base}:{span.line}: {text.strip()}")
+    return comment
+
+
 def compile_source(source: Source, options: Options, key: str) -> tuple[str, Graph, list]:
     """Return (generated module text, graph, warnings) for the options' target."""
     graph, warnings = front(source, options)
     g_eval = eval_graph(source, options, graph)
-    rendered = [w.render() for w in warnings]
-    if options.target == "cuda":
-        from gradc.codegen.cuda_module import generate_cuda
-        text = generate_cuda(graph, source, key, options.optimizer, options.wrt, versions(),
-                             g_eval, rendered)
-        if not options.cache:
-            text = text.replace("_CJIT = dict(cache=not _SIM)", "_CJIT = dict(cache=False)", 1)
-        return text, graph, warnings
-    text = generate(graph, source, key, options.optimizer, options.wrt, options.parallel,
-                    versions(), g_eval, rendered)
-    if not options.cache:
-        text = text.replace("_JIT = dict(cache=True,", "_JIT = dict(cache=False,", 1)
+    progs = programs(graph, g_eval, options)
+    step = progs.get("train_step")
+    sig = signature(graph, g_eval, options.optimizer, options.wrt,
+                    batch_dim(step[1]) if step else None)
+    unit = Unit(progs, sig, key, options, _commenter(source))
+    text = assemble(get_target(options.target), unit, source, versions(),
+                    [w.render() for w in warnings])
     return text, graph, warnings

@@ -1,81 +1,19 @@
 """Helpers copied verbatim into every generated CUDA module (by ``inspect.getsource``).
 
-Host side: argument checks that move NumPy arrays to the device once and take any
-``__cuda_array_interface__`` array without a copy, the per-dims plan of workspace views,
-params and optimizer state kept on the device, and the output conversion (device arrays
-when the caller passed device arrays, NumPy otherwise). Device side (the functions named
-``_k_*``, decorated ``@cuda.jit`` by the generator): the tiled matmul and the train_epoch
-row gather.
+Launch helpers (grid sizes, the error flag, the matmul dispatch) and the device
+functions (named ``_k_*``, decorated ``@cuda.jit`` by the generator): the tiled matmul and
+the train_epoch row gather. The host-side runtime hooks are in
+:mod:`gradc.codegen.cuda_host`.
 
 They may use only ``numpy`` (as ``np``), ``math``, ``cuda`` (``numba.cuda``), the
 generated module's tables and constants (``SIGNATURE``, ``_ENTRIES``, ``_FT``, ``_TPB``,
 ``_MAXB``, ``_MT``, ``_MR``, ``_MK``, ``_MS``, ``_MSP``, ``_BLAS``) and each other (and the
-CPU prelude's ``_fmt``, ``_unknown``, ``_fetch``): the generated module runs without gradc.
+shared prelude's helpers): the generated module runs without gradc.
 This file itself never imports numba.cuda (the CPU path must not).
 """
 # ruff: noqa: F821  (cuda, SIGNATURE, _ENTRIES and the constants are the generated module's)
 
 import numpy as np
-
-_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
-_WS = {}
-_DEFAULT_STATE = {}
-
-
-def _is_device(value):
-    """True for device arrays: numba's, the simulator's, and any object exposing
-    ``__cuda_array_interface__`` (CuPy, torch CUDA tensors)."""
-    return hasattr(value, "__cuda_array_interface__") or hasattr(value, "copy_to_host")
-
-
-def _check(value, name, dtype, shape, dims):
-    """Return ``value`` validated against ``dtype``/``shape`` (binding dims in ``dims``) as
-    a device array (1 element for a scalar): a NumPy array is copied to the device once,
-    a device array is used in place. Raise ValueError naming ``name`` otherwise."""
-    np_dtype = _NP[dtype]
-    if not shape and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = np.array(value, np_dtype)
-    device = _is_device(value)
-    if device and not hasattr(value, "copy_to_host"):
-        value = cuda.as_cuda_array(value)  # a view of the same memory: no copy
-    if not device and not isinstance(value, np.ndarray):
-        raise ValueError(f"{name}: expected a numpy or device array of {dtype} with shape "
-                         f"{_fmt(shape, dims)}, got {type(value).__name__}")
-    if value.dtype != np_dtype:
-        raise ValueError(f"{name}: expected dtype {dtype} ({np.dtype(np_dtype).name}), "
-                         f"got {np.dtype(value.dtype).name}")
-    if len(value.shape) != len(shape):
-        raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
-                         f"{list(value.shape)}")
-    for d, n in zip(shape, value.shape):
-        if isinstance(d, str):
-            bound = dims.setdefault(d, n)
-            if n < 1 or bound != n:
-                raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
-                                 f"{list(value.shape)}" + ("" if n < 1 else
-                                 f" ({d} was bound to {bound} by an earlier argument)"))
-        elif d != n:
-            raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
-                             f"{list(value.shape)}")
-    contiguous = value.is_c_contiguous() if device else value.flags.c_contiguous
-    if not contiguous:
-        raise ValueError(f"{name}: array is not C-contiguous (shape {list(value.shape)}); "
-                         + ("pass a contiguous copy" if device else
-                            "pass np.ascontiguousarray(...)"))
-    if not device:
-        value = cuda.to_device(value)
-    return value.reshape(1) if not shape else value
-
-
-def _plan(entry, dims):
-    """The workspace views of ``entry`` for these dims (allocated once and reused)."""
-    key = (entry, dims)
-    views = _WS.get(key)
-    if views is None:
-        info = _ENTRIES[entry]
-        ws = cuda.device_array(max(info["ws"](*dims), 1), _FT)
-        views = _WS[key] = info["views"](ws, *dims)
-    return views
 
 
 def _grid(n):

@@ -8,11 +8,9 @@ smaller last batch too, since every workspace offset grows with the batch dim).
 from __future__ import annotations
 
 from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import int_expr
+from gradc.codegen.cpu import NP, int_expr
 from gradc.passes.kernels import Program
 from gradc.passes.schedule import Entry
-
-NP = {"f32": "np.float32", "f64": "np.float64"}
 
 
 def batch_dim(entry: Entry) -> str | None:
@@ -26,8 +24,9 @@ def batch_dim(entry: Entry) -> str | None:
 
 
 def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str,
-               dim_var, adam: dict | None) -> None:
-    """Append the njit epoch loop of a train_step program (see module docstring)."""
+               dim_var, step_scalars: list[tuple[str, str]]) -> None:
+    """Append the njit epoch loop of a train_step program (see module docstring);
+    ``step_scalars`` are the optimizer's per-step scalars (name, expression in ``t``)."""
     bdim = batch_dim(entry)
     arrays = [a for a in prog.args if a.kind == "arg"]
     scalars = [a for a in prog.args if a.kind == "scalar"]
@@ -61,10 +60,9 @@ def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str
                        f".astype({NP[a.dtype]})")
             b.line("t += 1")
             hyper = ["h_lr_in"]
-            if adam is not None:
-                b.line(f"c1 = 1.0 / (1.0 - {adam['beta1']!r} ** t)")
-                b.line(f"c2 = 1.0 / (1.0 - {adam['beta2']!r} ** t)")
-                hyper += ["c1", "c2"]
+            for k, (_, text) in enumerate(step_scalars):
+                b.line(f"q{k}_ = {text}")
+                hyper.append(f"q{k}_")
             assert len(hyper) == len(scalars)
             batched = set(names_in) | {a.name for a in noise}
             args = [f"b_{a.name}[:m]" if a.name in names_in else
@@ -73,27 +71,4 @@ def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str
             b.line(f"loss = {step_fn}({', '.join(args + hyper + ['ws'] + call_dims)})[0]")
             b.line("total += loss * m")
         b.line("return total / n")
-    b.line()
-
-
-def epoch_api(b: Builder, bdim: str) -> None:
-    """Append the public ``train_epoch`` wrapper."""
-    with b.block("def train_epoch(params, lr, batch_size=32, seed=0, state=None, **inputs):"):
-        b.line('"""One shuffled epoch of train_step over the whole data, in one compiled '
-               'call;')
-        b.line('    returns the mean loss (each batch weighted by its size)."""')
-        b.line("state = _DEFAULT_STATE if state is None else state")
-        b.line("arrays, dims = _prepare('train_step', params, inputs, None, state, seed)")
-        b.line("info = _ENTRIES['train_epoch']")
-        b.line(f"n = dims[info['dims'].index({bdim!r})]")
-        with b.block("if not isinstance(batch_size, int) or batch_size < 1:"):
-            b.line("raise ValueError(f'batch_size: expected a positive int, got {batch_size!r}')")
-        b.line("bs = min(batch_size, n)")
-        b.line("perm = np.random.default_rng(seed).permutation(n)")
-        b.line(f"ws_dims = tuple(bs if d == {bdim!r} else v for d, v in zip(info['dims'], dims))")
-        b.line("ws = _workspace('train_step', ws_dims)")
-        b.line("loss = info['kernel'](*arrays, lr, state['step'], perm, bs, seed, ws, *dims)")
-        b.line("state['step'] += -(-n // bs)")
-        b.line("return float(loss)")
-    b.line()
     b.line()

@@ -34,14 +34,18 @@ def supported(entry: Entry) -> bool:
 
 
 def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: str,
-              n_params: int, n_inputs: int, extra: str = "") -> None:
+              n_params: int, extra: str = "") -> None:
     """Emit ``if <all checks pass>: return <ret of call(...)>`` for ``entry``.
 
     ``call`` is the kernel's name; ``ret`` an expression of the kernel's result ``r``;
-    ``extra`` one more condition. The state dict must already be named ``state``.
+    ``extra`` one more condition. The state dict must already be named ``state``. The
+    workspace comes from the calling thread's cache (``_LOCAL``); the first call of a
+    thread for given dims takes the general path, which allocates it.
     """
     arrays = [n for n in entry.args if n.op != "hyper"]
     scalars = [n for n in entry.args if n.op == "hyper"]
+    n_inputs = sum(1 for n in arrays if n.op == "input" and
+                   n.attrs.get("role", "input") == "input")
     cond = f"len(params) == {n_params} and len(inputs) == {n_inputs}"
     if entry.name == "train_step" or any(
             n.op == "input" and n.attrs.get("role", "").startswith(("state", "buffer"))
@@ -77,15 +81,12 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
             b.line("ok = False")
         with b.block("if ok:"):
             dims = "(" + "".join(f"{dim_var(d)}, " for d in prog.dims) + ")"
-            b.line(f"ws = _WS.get(({entry.name!r}, {dims}))")
+            b.line(f"ws = _LOCAL.__dict__.get('spaces', {{}}).get(({entry.name!r}, {dims}))")
             with b.block("if ws is not None:"):
-                if entry.name == "train_step":
+                args = [f"a{k}" for k in range(len(arrays))]
+                if scalars:  # train_step: the learning rate, then the optimizer's scalars
                     b.line("t = state['step'] = state['step'] + 1")
-                args = [f"a{k}" for k in range(len(arrays))] + \
-                    [_scalar(n) for n in scalars] + ["ws"] + [dim_var(d) for d in prog.dims]
-                b.line(f"r = {call}({', '.join(args)})")
+                    args += ["lr", "*_step_scalars(t)"]
+                args += ["ws"] + [dim_var(d) for d in prog.dims]
+                b.line(f"r = _invoke({call}, {', '.join(args)})")
                 b.line(f"return {ret}")
-
-
-def _scalar(node) -> str:
-    return {"lr": "lr", "c1": "_C1(t)", "c2": "_C2(t)"}[node.attrs["name"]]

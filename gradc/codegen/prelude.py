@@ -1,20 +1,35 @@
-"""Python helpers copied verbatim into every generated module (by ``inspect.getsource``).
+"""Runtime helpers shared by every target, copied verbatim into each generated module.
 
-They validate arguments, cache workspaces, initialise params and keep optimizer state,
-reading the module-level tables ``SIGNATURE`` and ``_ENTRIES`` of the generated module.
-They may use only ``numpy`` (as ``np``), ``math`` and each other: the generated module
-must run without gradc installed.
+The assembler (:mod:`gradc.codegen.assemble`) pastes these functions with
+``inspect.getsource``; each target adds its own hooks (:mod:`gradc.codegen.cpu_prelude`,
+:mod:`gradc.codegen.cuda_prelude`): ``_check`` (validate one array, moving it where the
+kernels run), ``_fresh`` (an array made here, moved there), ``_keep`` (remember a state
+array moved to the device), ``_route`` (what a call's results go back as), ``_allocate``
+(one workspace), ``_result``/``_loss`` (a result as the caller gets it), ``_write_back``,
+``_epoch``, ``init_params``, ``load_params`` and ``to_host``.
+
+Contracts:
+- Runtime state belongs to a call, never to the module: workspaces are per thread
+  (``_LOCAL``), optimizer state lives in the ``state`` dict the caller passes, so
+  concurrent calls on one module from several threads give the single-threaded results.
+- A Ctrl-C that lands inside Numba's dispatcher reaches the caller as KeyboardInterrupt,
+  not as the SystemError Numba wraps it in.
+- They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``,
+  ``functools``, ``importlib`` (to find gradc when a function is pickled) and the
+  module's tables (``SIGNATURE``, ``_ENTRIES``, ``_NP``): the module runs without gradc.
 """
-# ruff: noqa: F821  (SIGNATURE and _ENTRIES are defined by the generated module)
+# ruff: noqa: F821  (SIGNATURE, _ENTRIES and the target hooks are the generated module's)
 
 import difflib
+import functools
+import importlib
 import math
+import threading
 
 import numpy as np
 
 _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
-_WS = {}
-_DEFAULT_STATE = {}
+_LOCAL = threading.local()
 _ENTRIES = {}
 SIGNATURE = {}
 
@@ -26,21 +41,14 @@ def _fmt(shape, dims=None):
     return "[" + ", ".join(items) + "]"
 
 
-def _check(value, name, dtype, shape, dims):
-    """Return ``value`` validated against ``dtype``/``shape`` (binding dims in ``dims``),
-    as a 1-element view when it is a scalar; raise ValueError naming ``name`` otherwise."""
+def _check_shape(value, name, dtype, shape, dims):
+    """Check ``value``'s dtype and shape against the declaration, binding dims in ``dims``;
+    raise ValueError naming ``name`` otherwise."""
     np_dtype = _NP[dtype]
-    if not shape and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = np.array(value, np_dtype)
-    elif not shape and isinstance(value, np.generic):
-        value = np.asarray(value)  # a NumPy scalar: its own dtype is checked below
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{name}: expected a numpy array of {dtype} with shape "
-                         f"{_fmt(shape, dims)}, got {type(value).__name__}")
-    if value.dtype != np_dtype:
+    if np.dtype(value.dtype) != np_dtype:
         raise ValueError(f"{name}: expected dtype {dtype} ({np.dtype(np_dtype).name}), "
-                         f"got {value.dtype.name}")
-    if value.ndim != len(shape):
+                         f"got {np.dtype(value.dtype).name}")
+    if len(value.shape) != len(shape):
         raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
                          f"{list(value.shape)}")
     for d, n in zip(shape, value.shape):
@@ -53,10 +61,15 @@ def _check(value, name, dtype, shape, dims):
         elif d != n:
             raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
                              f"{list(value.shape)}")
-    if not value.flags.c_contiguous:
-        raise ValueError(f"{name}: array is not C-contiguous (shape {list(value.shape)}); "
-                         "pass np.ascontiguousarray(...)")
-    return value.reshape(1) if not shape else value
+
+
+def _scalar_array(value, dtype, shape):
+    """A Python or NumPy scalar given for a rank-0 declaration, as a 0-d array."""
+    if not shape and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return np.array(value, _NP[dtype])
+    if not shape and isinstance(value, np.generic):
+        return np.asarray(value)  # a NumPy scalar: its own dtype is checked later
+    return value
 
 
 def _unknown(names, known, what):
@@ -77,25 +90,17 @@ def _fetch(values, name, kind, dims):
     return _check(values[name], name, dtype, shape, dims)
 
 
-def _workspace(entry, dims):
-    """The workspace array of ``entry`` for these dims, allocated once and reused."""
-    key = (entry, dims)
-    ws = _WS.get(key)
-    if ws is None:
-        info = _ENTRIES[entry]
-        ws = _WS[key] = np.empty(max(info["ws"](*dims), 1), _NP[SIGNATURE["float"]])
-    return ws
-
-
 def _zeros(kind, name, dims):
     dtype, shape = SIGNATURE[kind][name]
     return np.zeros([dims.get(d, 1) if isinstance(d, str) else d for d in shape], _NP[dtype])
 
 
 def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
-    """Validate everything an entry takes, in call order (SIGNATURE's roles); return
-    (arrays, dims tuple). Missing tangents/cotangents are zeros; optimizer state and
-    buffers come from ``state`` (created on first use); noise is drawn from ``seed``."""
+    """Validate everything program ``entry`` takes, in call order (its ``args`` roles).
+
+    Returns the call ``(entry, arrays, dims tuple, route)``. Missing tangents/cotangents
+    are zeros; optimizer state and buffers come from ``state`` (created on first use);
+    noise is drawn from ``seed`` (else from a counter in ``state``)."""
     info = _ENTRIES[entry]
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
@@ -108,6 +113,9 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
         elif role == "input":
             arrays.append(_fetch(inputs, name, "inputs", dims))
         elif role in ("tangent", "cotangent"):
+            if not isinstance(extra, dict):
+                raise ValueError(f"{role}s: expected a dict of arrays, got "
+                                 f"{type(extra).__name__}")
             _unknown(extra, SIGNATURE[role + "s"], role)
             value = extra.get(name)
             value = _zeros(role + "s", name, dims) if value is None else value
@@ -119,8 +127,8 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
                     seed = state["rng"] = state.get("rng", 0) + 1
                 rng = np.random.default_rng(seed)
             dtype, shape = SIGNATURE["noise"][name]
-            arrays.append(rng.random([dims[d] if isinstance(d, str) else d for d in shape],
-                                     dtype=_NP[dtype]))
+            arrays.append(_fresh(rng.random(
+                [dims[d] if isinstance(d, str) else d for d in shape], dtype=_NP[dtype])))
         else:
             if "step" not in state:
                 state.update(init_state(params))
@@ -128,24 +136,87 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
             key = f"buffer:{name}" if role == "buffer" else f"{role[6:]}:{name}"
             dtype, shape = SIGNATURE[kind][name]
             arrays.append(_check(state.get(key), f"state '{key}'", dtype, shape, {}))
+            _keep(state, key, arrays[-1], shape)
     if entry == "train_step" and "step" not in state:
         state.update(init_state(params))
-    return arrays, tuple(dims[d] for d in info["dims"])
+    return (entry, arrays, tuple(dims[d] for d in info["dims"]),
+            _route(info, arrays, params, inputs, extra))
 
 
-def _call(entry, arrays, scalars, dim_values):
-    info = _ENTRIES[entry]
-    return info["kernel"](*arrays, *scalars, _workspace(entry, dim_values), *dim_values)
+def _workspace(entry, dims):
+    """The workspace of ``entry`` for these dims: allocated once per thread and reused, so
+    that calls from several threads never share scratch memory."""
+    spaces = _LOCAL.__dict__.setdefault("spaces", {})
+    ws = spaces.get((entry, dims))
+    if ws is None:
+        ws = spaces[(entry, dims)] = _allocate(entry, dims)
+    return ws
 
 
-def _as_output(value, spec):
-    """A result as the caller sees it: scalars as 0-d arrays of the declared dtype."""
-    dtype, shape = spec
-    return value if shape else np.array(value, _NP[dtype]).reshape(())
+def _interrupted(error):
+    """The exception to raise for ``error``, a SystemError out of a compiled call: a
+    KeyboardInterrupt when a Ctrl-C landed inside Numba's dispatcher, else ``error``."""
+    cause = error.__cause__ or error.__context__
+    return KeyboardInterrupt() if isinstance(cause, KeyboardInterrupt) else error
 
 
-def init_params(seed=0):
-    """Return a fresh dict of params (C-contiguous arrays) drawn with ``seed``."""
+def _invoke(kernel, *args):
+    """Call a compiled kernel, turning Numba's SystemError around a Ctrl-C back into the
+    KeyboardInterrupt it was."""
+    try:
+        return kernel(*args)
+    except SystemError as e:
+        error = _interrupted(e)
+        if error is e:
+            raise
+        raise error from None
+
+
+def _run(call, scalars=()):
+    """Run a prepared call: the program's kernel with the thread's workspace."""
+    entry, arrays, dims, _ = call
+    return _invoke(_ENTRIES[entry]["kernel"], *arrays, *scalars, _workspace(entry, dims), *dims)
+
+
+def _named(kind, values, call):
+    """Results as a dict name -> array, in the order of SIGNATURE[kind]."""
+    return {n: _result(v, SIGNATURE[kind][n], call[3]) for n, v in zip(SIGNATURE[kind], values)}
+
+
+def _rate(lr):
+    """The learning rate as a float; ValueError naming ``lr`` otherwise."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise ValueError(f"lr: expected a number, got {type(lr).__name__}")
+    return float(lr)
+
+
+def _jacobian(params, of, wrt, state, inputs):
+    """The Jacobian of output ``of`` with respect to ``wrt`` (a param or a ``wrt`` input),
+    shape of's shape + wrt's shape, by the cheaper mode: one jvp per element of ``wrt``
+    when it has fewer elements than ``of``, else one vjp per element of ``of``."""
+    _unknown([of], SIGNATURE["outputs"], "output")
+    _unknown([wrt], SIGNATURE["tangents"], "param or wrt input")
+    y = to_host(forward(params, state=state, **inputs)[of])
+    x = to_host((params if wrt in SIGNATURE["params"] else inputs)[wrt])
+    jac = np.zeros(y.shape + x.shape, y.dtype)
+    flat = jac.reshape(y.size, x.size)
+    if x.size <= y.size:
+        for k in range(x.size):
+            basis = np.zeros(x.size, x.dtype)
+            basis[k] = 1
+            tans = jvp(params, {wrt: basis.reshape(x.shape)}, state=state, **inputs)[1]
+            flat[:, k] = to_host(tans[of]).ravel()
+    else:
+        for k in range(y.size):
+            basis = np.zeros(y.size, y.dtype)
+            basis[k] = 1
+            grads = vjp(params, {of: basis.reshape(y.shape)}, state=state, **inputs)
+            flat[k] = to_host(grads[wrt]).ravel()
+    return jac
+
+
+def _init_params_host(seed=0):
+    """A fresh dict of params (C-contiguous NumPy arrays) drawn with ``seed``."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, (dtype, shape) in SIGNATURE["params"].items():
@@ -177,24 +248,26 @@ def init_state(params):
     running statistics and the noise seed counter."""
     state = {"step": 0, "rng": 0}
     for slot in SIGNATURE["optimizer"]["states"]:
-        for name in SIGNATURE["params"]:
-            state[f"{slot}:{name}"] = np.zeros_like(params[name])
+        for name, (dtype, shape) in SIGNATURE["params"].items():
+            state[f"{slot}:{name}"] = _fresh(np.zeros(shape, _NP[dtype]))
     for name, (dtype, shape) in SIGNATURE["buffers"].items():
         fill = np.ones if SIGNATURE["buffer_inits"][name][0] == "ones" else np.zeros
-        state[f"buffer:{name}"] = fill(shape, _NP[dtype])
+        state[f"buffer:{name}"] = _fresh(fill(shape, _NP[dtype]))
     return state
 
 
 def save_params(params, path):
     """Write ``params`` to ``path`` as .npz, one array per param name."""
     _unknown(params, SIGNATURE["params"], "param")
-    arrays = [_fetch(params, name, "params", {}) for name in SIGNATURE["params"]]
-    np.savez(path, **{name: a.reshape(SIGNATURE["params"][name][1])
-                      for name, a in zip(SIGNATURE["params"], arrays)})
+    for name in SIGNATURE["params"]:
+        _fetch(params, name, "params", {})
+    np.savez(path, **{name: to_host(params[name]).reshape(SIGNATURE["params"][name][1])
+                      for name in SIGNATURE["params"]})
 
 
-def load_params(path):
-    """Read params saved by ``save_params``; names, shapes and dtypes must match."""
+def _load_params_host(path):
+    """Params saved by ``save_params`` as NumPy arrays; names, shapes and dtypes must
+    match."""
     try:
         with np.load(path, allow_pickle=False) as data:
             params = {name: np.array(data[name], order="C") for name in data.files}
@@ -202,5 +275,31 @@ def load_params(path):
         raise ValueError(f"{path}: not a params file ({e})") from None
     _unknown(params, SIGNATURE["params"], "param")
     for name in SIGNATURE["params"]:
-        _fetch(params, name, "params", {})
+        dtype, shape = SIGNATURE["params"][name]
+        _check_shape(params[name], name, dtype, shape, {})
     return params
+
+
+class _Public(functools.partial):
+    """A public function of the module that pickles by value: as the module's text and
+    the function's name, rebuilt by gradc in the receiving process (which need not have
+    this model in its cache). Calls go straight to the function (``partial``'s C call)."""
+
+    def __new__(cls, fn):
+        self = super().__new__(cls, fn)
+        self.__name__, self.__qualname__, self.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        self.__wrapped__ = fn
+        return self
+
+    def __reduce__(self):
+        try:
+            rebuild = importlib.import_module("gradc.runtime.loader").rebuild_function
+        except ImportError:
+            raise TypeError("pickling a gradc module's function needs gradc installed, to "
+                            "rebuild the module in the receiving process") from None
+        with open(__file__, encoding="utf-8") as f:
+            text = f.read()
+        return rebuild, (_KEY, text, self.__name__)
+
+    def __repr__(self):
+        return f"<gradc function {self.__name__} of {__name__}>"

@@ -1,21 +1,51 @@
-"""The compiled entries of a model: forward, loss_and_grad, train_step, jvp, vjp.
+"""The kernel programs of a model: what each compiled function computes, as graph roots.
 
-Each entry is a set of roots over one shared graph (autodiff adds the backward nodes to the
-same hash-consed graph, so forward work is shared), plus the leaves it takes in call order.
-Optimizer updates are in-place stores (SPEC §2 ``train_step``).
+One builder per program (:data:`PROGRAMS`), each taking the :class:`Graphs` of a model and
+returning an :class:`Entry` (the leaves it takes in call order and its roots) or None when
+the model has no such program. Autodiff adds the backward and tangent nodes to the same
+hash-consed graph, so forward work is shared. Which public function calls which program is
+the public registry's business (:mod:`gradc.entries`); this module only builds graphs.
+Optimizer updates are in-place stores built from :data:`gradc.options.OPTIMIZERS`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import sympy
 
 from gradc.autodiff.forward import jvp
 from gradc.autodiff.reverse import vjp
-
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.options import OPTIMIZERS, Optimizer
 from gradc.passes.schedule import Entry
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """A model's graphs and the options that shape its programs.
+
+    train: the train-mode graph; eval: the eval-mode one for models with batchnorm or
+    dropout (forward, jvp and vjp run in eval mode), else None; wrt: inputs differentiated
+    besides the params; opt: the optimizer of train_step.
+    """
+
+    train: Graph
+    eval: Graph | None
+    wrt: tuple[str, ...]
+    opt: Optimizer
+
+    @property
+    def outputs_graph(self) -> Graph:
+        """The graph the output programs (forward, jvp, vjp) run on."""
+        return self.eval or self.train
+
+    def diff(self, g: Graph) -> list[Node]:
+        """The differentiated leaves of ``g``: params, then the ``wrt`` inputs."""
+        return list(g.params.values()) + [g.inputs[w] for w in self.wrt]
+
 
 def leaf(g: Graph, role: str, name: str, like: Node) -> Node:
     """A new argument leaf of ``role`` ('tangent', 'cotangent', 'state:m', ...) shaped like
@@ -24,7 +54,7 @@ def leaf(g: Graph, role: str, name: str, like: Node) -> Node:
 
 
 def hyper(g: Graph, name: str) -> Node:
-    """A float scalar passed by value (learning rate, bias corrections)."""
+    """A float scalar passed by value (learning rate, per-step optimizer scalars)."""
     return g.add("hyper", (), (), g.float_dtype, None, name, name=name)
 
 
@@ -40,85 +70,131 @@ def _state_leaves(g: Graph, roots: list[Node]) -> list[Node]:
     return [n for n in [*g.buffers.values(), *g.noise.values()] if n.id in ids]
 
 
-def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
-                  g_eval: Graph | None = None) -> dict[str, Entry]:
-    """Return every entry the model supports, by name (each knows its graph).
-
-    ``g`` is the train-mode graph; ``g_eval`` the eval-mode one for models with batchnorm
-    or dropout (forward, jvp and vjp run in eval mode; ``forward_train`` is forward in
-    train mode), or None when both modes are the same graph.
-    """
-    entries = {}
-    ge = g_eval or g
-    if ge.outputs:
-        entries.update(_output_entries(ge, wrt))
-    if g_eval is not None and g.outputs:
-        outs = list(g.outputs.values())
-        args = list(g.params.values()) + needed_inputs(g, outs) + _state_leaves(g, outs)
-        entries["forward_train"] = Entry("forward_train", args, outs, graph=g)
-    if g.loss is not None:
-        entries.update(_loss_entries(g, wrt, opt))
-    return entries
+def _entry(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
+           stores: list = (), scalars: list[Node] = ()) -> Entry:
+    """An entry taking the params, the inputs and state leaves ``roots`` (and ``stores``)
+    read, then ``extra`` leaves and ``scalars``, in that call order."""
+    reads = roots + [v for _, v in stores]
+    args = list(g.params.values()) + needed_inputs(g, reads)
+    return Entry(name, args + list(extra) + _state_leaves(g, reads) + list(scalars), roots,
+                 list(stores), graph=g)
 
 
-def _output_entries(g: Graph, wrt) -> dict[str, Entry]:
-    params = list(g.params.values())
-    diff = params + [g.inputs[w] for w in wrt]
-    outs = list(g.outputs.values())
-    ins, st = needed_inputs(g, outs), _state_leaves(g, outs)
-    tans = [leaf(g, "tangent", n.attrs["name"], n) for n in diff]
-    t_outs = jvp(g, outs, {n.id: t for n, t in zip(diff, tans)})
+def _tangents(g: Graph, gs: Graphs) -> list[Node]:
+    return [leaf(g, "tangent", n.attrs["name"], n) for n in gs.diff(g)]
+
+
+def _gradients(g: Graph, gs: Graphs) -> list[Node]:
+    return vjp(g, [(g.loss, g.const(1))], gs.diff(g))
+
+
+# ---------------------------------------------------------------------- the programs
+def _forward(gs: Graphs) -> Entry | None:
+    g = gs.outputs_graph
+    return _entry("forward", g, list(g.outputs.values())) if g.outputs else None
+
+
+def _forward_train(gs: Graphs) -> Entry | None:
+    g = gs.train
+    if gs.eval is None or not g.outputs:
+        return None
+    return _entry("forward_train", g, list(g.outputs.values()))
+
+
+def _jvp(gs: Graphs) -> Entry | None:
+    g = gs.outputs_graph
+    if not g.outputs:
+        return None
+    outs, tans = list(g.outputs.values()), _tangents(g, gs)
+    t_outs = jvp(g, outs, {n.id: t for n, t in zip(gs.diff(g), tans)})
+    return _entry("jvp", g, outs + t_outs, tans)
+
+
+def _vjp(gs: Graphs) -> Entry | None:
+    g = gs.outputs_graph
+    if not g.outputs:
+        return None
     cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
-    grads = vjp(g, list(zip(outs, cots)), diff)
-    return {"forward": Entry("forward", params + ins + st, outs, graph=g),
-            "jvp": Entry("jvp", params + ins + tans + st, outs + t_outs, graph=g),
-            "vjp": Entry("vjp", params + ins + cots + st, grads, graph=g)}
+    grads = vjp(g, list(zip(g.outputs.values(), cots)), gs.diff(g))
+    return _entry("vjp", g, grads, cots)
 
 
-def _loss_entries(g: Graph, wrt, opt: Optimizer) -> dict[str, Entry]:
+def _loss(gs: Graphs) -> Entry | None:
+    g = gs.train
+    return _entry("loss", g, [g.loss]) if g.loss is not None else None
+
+
+def _loss_and_grad(gs: Graphs) -> Entry | None:
+    g = gs.train
+    if g.loss is None:
+        return None
+    return _entry("loss_and_grad", g, [g.loss, *_gradients(g, gs)])
+
+
+def _hvp(gs: Graphs) -> Entry | None:
+    """Forward over reverse: the tangent of the gradient along ``vector``."""
+    g = gs.train
+    if g.loss is None:
+        return None
+    tans = _tangents(g, gs)
+    hv = jvp(g, _gradients(g, gs), {n.id: t for n, t in zip(gs.diff(g), tans)})
+    return _entry("hvp", g, hv, tans)
+
+
+def _train_step(gs: Graphs) -> Entry | None:
+    g = gs.train
+    if g.loss is None:
+        return None
     params = list(g.params.values())
-    diff = params + [g.inputs[w] for w in wrt]
-    grads = vjp(g, [(g.loss, g.const(1))], diff)
-    ins = needed_inputs(g, [g.loss])
-    entries = {"loss_and_grad": Entry("loss_and_grad", params + ins +
-                                      _state_leaves(g, [g.loss]), [g.loss, *grads], graph=g)}
-    states = [leaf(g, f"state:{s}", p.attrs["name"], p) for s in opt.states for p in params]
-    by_slot = {s: states[i * len(params):(i + 1) * len(params)]
-               for i, s in enumerate(opt.states)}
-    lr = hyper(g, "lr")
-    extra = [hyper(g, "c1"), hyper(g, "c2")] if opt.name == "adam" else []
-    stores = _updates(g, opt, params, grads[:len(params)], by_slot, [lr, *extra])
-    stores += g.buffer_updates
-    st = _state_leaves(g, [g.loss] + [v for _, v in stores])
-    args = params + ins + states + st + [lr, *extra]
-    entries["train_step"] = Entry("train_step", args, [g.loss], stores, graph=g)
-    return entries
-
-
-def _updates(g, opt, params, grads, states, hypers):
-    """The in-place stores of one optimizer step, in order (state first, then the param)."""
-    h = dict(opt.hyper)
+    grads = _gradients(g, gs)[:len(params)]
+    rule = OPTIMIZERS[gs.opt.name]
+    states = {s: [leaf(g, f"state:{s}", p.attrs["name"], p) for p in params]
+              for s in rule.states}
+    scalars = [hyper(g, "lr")] + [hyper(g, name) for name, _ in rule.step_scalars]
     stores = []
     for i, (p, gr) in enumerate(zip(params, grads)):
-        def ew(fn, *nodes, like=p):
-            return g.ewise(fn(*ARGS[:len(nodes)]), nodes, like.shape, like.dtype)
-        if opt.name == "sgd":
-            stores.append((p, ew(lambda w, d, lr: w - lr * d, p, gr, hypers[0])))
-        elif opt.name == "momentum":
-            v = states["v"][i]
-            new_v = ew(lambda v_, d: h["momentum"] * v_ + d, v, gr)
-            stores += [(v, new_v), (p, ew(lambda w, v_, lr: w - lr * v_, p, new_v, hypers[0]))]
-        else:
-            m, v = states["m"][i], states["v"][i]
-            new_m = ew(lambda m_, d: h["beta1"] * m_ + (1 - h["beta1"]) * d, m, gr)
-            new_v = ew(lambda v_, d: h["beta2"] * v_ + (1 - h["beta2"]) * d * d, v, gr)
-            step = ew(lambda w, m_, v_, lr, c1, c2: w - lr * (m_ * c1)
-                      / (sympy.sqrt(v_ * c2) + h["eps"]), p, new_m, new_v, *hypers)
-            stores += [(m, new_m), (v, new_v), (p, step)]
+        stores += optimizer_stores(g, gs.opt, p, gr, {s: v[i] for s, v in states.items()},
+                                   scalars)
+    stores += g.buffer_updates
+    extra = [v for s in rule.states for v in states[s]]
+    return _entry("train_step", g, [g.loss], extra, stores, scalars)
+
+
+def optimizer_stores(g: Graph, opt: Optimizer, p: Node, grad: Node, states: dict,
+                     scalars: list[Node]) -> list[tuple[Node, Node]]:
+    """The in-place stores of one optimizer step on param ``p``, as the optimizer's rule
+    states them (state first, then the param)."""
+    rule = OPTIMIZERS[opt.name]
+    leaves = {"w": p, "g": grad, **states, **{s.attrs["name"]: s for s in scalars}}
+    symbols = {k: sympy.Symbol(f"opt_{k}") for k in leaves}
+    new = {f"new_{slot}": sympy.Symbol(f"opt_new_{slot}") for slot in rule.states}
+    stores, written = [], {}
+    for target, expr in rule.update({**symbols, **new, **dict(opt.hyper)}, sympy.sqrt):
+        bound = {sym: written[k] for k, sym in new.items() if k in written}
+        bound.update({symbols[k]: n for k, n in leaves.items()})
+        used = sorted(expr.free_symbols, key=lambda s: s.name)
+        nodes = tuple(bound[s] for s in used)
+        value = g.ewise(expr.xreplace(dict(zip(used, ARGS))), nodes, p.shape, p.dtype)
+        stores.append((leaves[target], value))
+        written[f"new_{target}"] = value
     return stores
 
 
+#: every kernel program, by name, in the order the module lists them
+PROGRAMS: dict[str, Callable[[Graphs], Entry | None]] = {
+    "forward": _forward, "forward_train": _forward_train, "jvp": _jvp, "vjp": _vjp,
+    "loss": _loss, "loss_and_grad": _loss_and_grad, "train_step": _train_step, "hvp": _hvp,
+}
 
 
+def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
+                  g_eval: Graph | None = None,
+                  names: tuple[str, ...] | None = None) -> dict[str, Entry]:
+    """Every program the model has (or those of ``names``), by name; see :class:`Graphs`."""
+    gs = Graphs(g, g_eval, tuple(wrt), opt)
+    built = {name: PROGRAMS[name](gs) for name in (names or PROGRAMS)}
+    return {name: e for name, e in built.items() if e is not None}
 
-__all__ = ["OPTIMIZERS", "Optimizer", "build_entries", "needed_inputs", "leaf", "hyper"]
+
+__all__ = ["OPTIMIZERS", "Optimizer", "Graphs", "PROGRAMS", "build_entries", "needed_inputs",
+           "leaf", "hyper", "optimizer_stores"]

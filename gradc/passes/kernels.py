@@ -1,6 +1,8 @@
 """The fused-kernel layer: what one compiled entry computes, independent of the target.
 
-A :class:`Program` is a list of kernels over named :class:`Buffer`\\ s. Elementwise work is
+A :class:`Program` is a list of kernels over named :class:`Buffer`\\ s; every kernel class
+declares the buffers it ``writes()`` and ``reads()`` (the workspace planner trusts only
+those, so a new kernel class states its buffers once, where it is defined). Elementwise work is
 a :class:`Loop` whose stores are SymPy expressions over :class:`Read` symbols (a buffer read
 through an index map), so elementwise chains, broadcasts and transposes fuse into one loop
 and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU emitter
@@ -42,6 +44,19 @@ class Buffer:
         return len(self.shape)
 
 
+class Kernel:
+    """Base of the kernel classes: ``writes()`` and ``reads()`` name every buffer the kernel
+    touches (by default it writes ``out``); the workspace planner trusts only these."""
+
+    def writes(self) -> list[Buffer]:
+        """The buffers this kernel stores into."""
+        return [self.out]
+
+    def reads(self) -> list[Buffer]:
+        """The buffers this kernel reads."""
+        raise NotImplementedError(type(self).__name__)
+
+
 @dataclass(frozen=True)
 class Affine:
     """An index ``start + step * i<axis>`` (``axis`` None: the constant ``start``);
@@ -65,6 +80,11 @@ def compose_index(entry, start, step: int):
     return Affine(entry.axis, start + step * entry.start, step * entry.step)
 
 
+def _reads_of(exprs) -> list[Buffer]:
+    """The buffers read by :class:`Read` symbols in ``exprs``."""
+    return [r.buffer for e in exprs for r in e.atoms(Read)]
+
+
 class Read(sympy.Symbol):
     """A symbol standing for ``buffer[index]`` inside a loop: ``axes[k]`` says how axis k of
     the buffer is indexed: a loop axis (int), the broadcast index 0 (None) or an
@@ -82,7 +102,7 @@ class Read(sympy.Symbol):
 
 
 @dataclass(eq=False)
-class Loop:
+class Loop(Kernel):
     """For every index of ``shape``: evaluate each store's expression and write it.
 
     A store's expression may use :class:`Read` symbols and the targets of earlier stores
@@ -93,9 +113,16 @@ class Loop:
     stores: list[tuple[Buffer, sympy.Expr]]
     span: Span | None = None
 
+    def writes(self) -> list[Buffer]:
+        """The buffers this kernel stores into."""
+        return [b for b, _ in self.stores]
+
+    def reads(self) -> list[Buffer]:
+        return _reads_of([e for _, e in self.stores])
+
 
 @dataclass(eq=False)
-class Reduce:
+class Reduce(Kernel):
     """out[kept axes] = kind over ``axes`` of expr evaluated on ``shape``
     (kind 'sum', 'max', 'min' or 'logsumexp')."""
 
@@ -106,9 +133,12 @@ class Reduce:
     expr: sympy.Expr
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return _reads_of([self.expr])
+
 
 @dataclass(eq=False)
-class Dot:
+class Dot(Kernel):
     """out = op(a) @ op(b), batched over the leading axes of out (equal on a and b)."""
 
     out: Buffer
@@ -118,9 +148,12 @@ class Dot:
     tb: bool
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.a, self.b]
+
 
 @dataclass(eq=False)
-class Pick:
+class Pick(Kernel):
     """out[i] = z[i, labels[i]] over the labels' shape; labels checked in [0, C)."""
 
     out: Buffer
@@ -128,9 +161,12 @@ class Pick:
     labels: Buffer
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.z, self.labels]
+
 
 @dataclass(eq=False)
-class Unpick:
+class Unpick(Kernel):
     """out[i, c] = g[i] if c == labels[i] else 0."""
 
     out: Buffer
@@ -138,13 +174,19 @@ class Unpick:
     labels: Buffer
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.g, self.labels]
+
 
 @dataclass(eq=False)
-class View:
+class View(Kernel):
     """out (kind 'view') = base reshaped; no data moves."""
 
     out: Buffer
     span: Span | None = None
+
+    def reads(self) -> list[Buffer]:
+        return [self.out.base]
 
 
 @dataclass(eq=False)
@@ -171,7 +213,7 @@ class Program:
 
 
 @dataclass(eq=False)
-class Scatter:
+class Scatter(Kernel):
     """out = zeros; then for every index i of ``shape``: out[index(i)] = src[i]
     (the adjoint of a slice; ``index`` has one :class:`Affine` per axis of out)."""
 
@@ -180,9 +222,12 @@ class Scatter:
     index: tuple
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.src]
+
 
 @dataclass(eq=False)
-class Take:
+class Take(Kernel):
     """Gather along ``axis``: out[a, j, b] = src[a, idx[j], b]; indices checked."""
 
     out: Buffer
@@ -191,9 +236,12 @@ class Take:
     axis: int
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.src, self.idx]
+
 
 @dataclass(eq=False)
-class Put:
+class Put(Kernel):
     """Scatter-add along ``axis``: out = zeros; out[a, idx[j], b] += src[a, j, b]."""
 
     out: Buffer
@@ -202,9 +250,12 @@ class Put:
     axis: int
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.src, self.idx]
+
 
 @dataclass(eq=False)
-class Patches:
+class Patches(Kernel):
     """im2col of NCHW ``src`` into out [N, OH, OW, C*k*k] (zeros where padded)."""
 
     out: Buffer
@@ -214,9 +265,12 @@ class Patches:
     pad: int
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.src]
+
 
 @dataclass(eq=False)
-class Unpatches:
+class Unpatches(Kernel):
     """col2im: out [N, C, H, W] = zeros; each window of ``src`` added back in place."""
 
     out: Buffer
@@ -226,9 +280,12 @@ class Unpatches:
     pad: int
     span: Span | None = None
 
+    def reads(self) -> list[Buffer]:
+        return [self.src]
+
 
 @dataclass(eq=False)
-class Recur:
+class Recur(Kernel):
     """A recurrence over axis 1 of [B, T, H] (kind 'scan', 'scan_bwd' or 'scan_lin'; see
     the graph ops of the same names): ``ins`` are the op's inputs in order."""
 
@@ -236,3 +293,6 @@ class Recur:
     out: Buffer
     ins: tuple
     span: Span | None = None
+
+    def reads(self) -> list[Buffer]:
+        return list(self.ins)

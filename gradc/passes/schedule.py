@@ -329,24 +329,9 @@ def plan_workspace(prog: Program) -> sympy.Expr:
 
 def kernel_outputs(kern) -> list[Buffer]:
     """The buffers a kernel writes."""
-    if isinstance(kern, Loop):
-        return [b for b, _ in kern.stores]
-    return [kern.out]
+    return kern.writes()
 
 
 def kernel_buffers(kern) -> list[Buffer]:
     """Every buffer a kernel reads or writes."""
-    out = kernel_outputs(kern)
-    if isinstance(kern, Loop):
-        exprs = [e for _, e in kern.stores]
-    elif isinstance(kern, Reduce):
-        exprs = [kern.expr]
-    else:
-        exprs = []
-        out += [getattr(kern, f) for f in ("a", "b", "z", "g", "labels", "src", "idx")
-                if hasattr(kern, f)] + list(getattr(kern, "ins", ()))
-        if isinstance(kern, View):
-            out.append(kern.out.base)
-    for e in exprs:
-        out += [s.buffer for s in e.atoms(Read)]
-    return out
+    return kern.writes() + kern.reads()

@@ -25,3 +25,34 @@ def load_module(path: Path, name: str) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def rebuild_function(key: str, text: str, name: str):
+    """The public function ``name`` of the generated module ``text`` (cache key ``key``):
+    what a pickled function of a generated module unpickles to. The module is loaded from
+    the cache when it holds this text, else written there first (or, when the cache has
+    another text under that key, into a private folder), so that Numba's on-disk cache
+    serves later loads."""
+    return getattr(module_from_text(key, text), name)
+
+
+def module_from_text(key: str, text: str) -> ModuleType:
+    """The generated module ``text`` of cache key ``key``, imported (see
+    :func:`rebuild_function`)."""
+    import tempfile
+
+    from gradc.runtime.cache import module_path, write_atomic
+    name = f"gradc_gen_{key[:16]}"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "_KEY", None) == key:
+        return loaded
+    path = module_path(key)
+    try:
+        write_atomic(path, text)
+        same = path.read_text(encoding="utf-8") == text
+    except OSError:
+        same = False
+    if not same:
+        path = module_path(key, Path(tempfile.mkdtemp(prefix="gradc_")))
+        write_atomic(path, text)
+    return load_module(path, name)

@@ -1,0 +1,202 @@
+"""Assemble a generated module (SPEC §4) from kernel programs, for any target.
+
+Layout, the same for every target: a docstring naming the model file, the imports,
+``SIGNATURE`` and ``WARNINGS``, the dtype table, the target's constants, the per-step
+optimizer scalars, the kernels (printed by the target), the shared runtime helpers of
+:mod:`gradc.codegen.prelude` and the target's hooks (copied verbatim), the ``_ENTRIES``
+table and the public functions of :data:`gradc.entries.ENTRIES` the model has. No text
+from the model file reaches the module unquoted: names are mangled into identifiers,
+strings go through ``repr``, comments are sanitised to printable ASCII. Nothing is
+patched after it is printed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+
+from gradc.codegen import prelude
+from gradc.codegen.builder import Builder
+from gradc.codegen.cpu import int_expr
+from gradc.entries import ENTRIES, PublicEntry, available
+from gradc.errors import GradcError
+from gradc.ir.graph import Graph, Node
+from gradc.options import Optimizer, Options
+from gradc.passes.kernels import Program
+from gradc.passes.schedule import Entry
+from gradc.source import Source
+
+ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_",
+               "state:v": "s_", "buffer": "r_", "noise": "u_"}
+#: the one dtype table: gradc's dtype names -> NumPy's
+DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+#: the target-independent helpers every module gets, in order
+SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._unknown,
+          prelude._fetch, prelude._zeros, prelude._prepare, prelude._workspace,
+          prelude._interrupted, prelude._invoke, prelude._run, prelude._named, prelude._rate,
+          prelude._jacobian, prelude._init_params_host, prelude.init_state,
+          prelude.save_params, prelude._load_params_host, prelude._Public)
+
+
+def mangle(name: str) -> str:
+    """Map a model name (``[A-Za-z_][A-Za-z0-9_.]*``) to an identifier fragment."""
+    if not _NAME.match(name):
+        raise GradcError(f"invalid name {name!r}")
+    return name.replace("_", "__").replace(".", "_d")
+
+
+def safe_comment(text: str) -> str:
+    """Printable ASCII without quotes and backslashes: safe in a comment and in a
+    docstring (nothing can end the comment line or the string)."""
+    return "".join(c if " " <= c <= "~" and c not in "\"'\\" else "?" for c in text).strip()
+
+
+def arg_name(n: Node) -> str:
+    """The variable name of a leaf in generated code."""
+    if n.op == "param":
+        return "p_" + mangle(n.attrs["name"])
+    if n.op == "hyper":
+        return "h_" + mangle(n.attrs["name"])
+    return ROLE_PREFIX[n.attrs.get("role", "input")] + mangle(n.attrs["name"])
+
+
+def dim_var(name: str) -> str:
+    """The variable name of a call-time dim."""
+    return "d_" + mangle(name)
+
+
+@dataclass
+class Unit:
+    """What a target prints: the programs of one model and everything around them.
+
+    programs: name -> (kernel program, its entry), in module order; signature: the
+    SIGNATURE table; key: the cache key (kernel names carry its prefix, so modules of
+    different models never collide in Numba's cache); options: the compile options;
+    comment: span -> the sanitised ``FILE.grad:LINE: text`` comment of a kernel.
+    """
+
+    programs: dict[str, tuple[Program, Entry]]
+    signature: dict
+    key: str
+    options: Options
+    comment: object
+
+    def kernel_name(self, program: str) -> str:
+        """The generated name of ``program``'s kernel."""
+        return f"_{program}_{self.key[:12]}"
+
+
+def _spec(node: Node) -> tuple:
+    return (node.dtype, tuple(int(d) if d.is_Integer else str(d) for d in node.shape))
+
+
+def signature(g: Graph, g_eval: Graph | None, opt: Optimizer, wrt: tuple[str, ...],
+              batch: str | None) -> dict:
+    """The SIGNATURE table: names, dtypes, shapes (ints and dim names), inits, optimizer,
+    the differentiated leaves (``tangents``) and the batch dim of train_epoch."""
+    ge = g_eval or g
+    return {
+        "model": g.name,
+        "float": g.float_dtype,
+        "params": {k: _spec(n) for k, n in g.params.items()},
+        "inits": dict(g.param_inits),
+        "inputs": {k: _spec(n) for k, n in g.inputs.items()},
+        "outputs": {k: _spec(n) for k, n in g.outputs.items()},
+        "loss": g.loss is not None,
+        "wrt": list(wrt),
+        "tangents": {k: _spec(g.params.get(k) or g.inputs[k]) for k in [*g.params, *wrt]},
+        "cotangents": {k: _spec(n) for k, n in g.outputs.items()},
+        "optimizer": {"name": opt.name, "hyper": dict(opt.hyper), "states": opt.states},
+        "buffers": {k: _spec(n) for k, n in ge.buffers.items()},
+        "buffer_inits": dict(ge.buffer_inits),
+        "noise": {k: _spec(n) for k, n in g.noise.items()},
+        "batch": batch,
+    }
+
+
+def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[str]) -> str:
+    """The module text of ``unit`` for ``target`` (a :class:`gradc.codegen.target.Target`)."""
+    sig, b = unit.signature, Builder()
+    fname = safe_comment(source.filename.rsplit("/", 1)[-1])
+    b.line(f'"""Generated by gradc from {fname} (model {safe_comment(sig["model"])}, target '
+           f'{target.name}). Do not edit.')
+    b.line()
+    for line in target.summary:
+        b.line(line)
+    b.line(f"Built with {safe_comment(versions)}.")
+    b.line('"""')
+    for line in ("import difflib", "import functools", "import importlib", "import math",
+                 "import threading", "", *target.imports, ""):
+        b.line(line)
+    b.line(f"SIGNATURE = {sig!r}")
+    b.line(f"WARNINGS = {list(warnings)!r}")
+    b.line(f"_KEY = {unit.key!r}")
+    b.line("_NP = {" + ", ".join(f"{k!r}: np.{v}" for k, v in DTYPES.items()) + "}")
+    b.line("_DT = {k: np.dtype(v) for k, v in _NP.items()}")
+    b.line("_LOCAL = threading.local()  # per-thread workspaces")
+    b.line("_DEFAULT_STATE = {}")
+    scalars = ", ".join(text for _, text in unit.options.optimizer.step_scalars())
+    b.line(f"_step_scalars = lambda t: ({scalars}{',' if scalars else ''})"
+           "  # the optimizer's per-step scalars")
+    for line in target.constants(unit):
+        b.line(line)
+    b.line()
+    extra = target.emit(b, unit)
+    for fn in SHARED + target.hooks:
+        b.lines.extend(inspect.getsource(fn).rstrip("\n").split("\n"))
+        b.line()
+        b.line()
+    _entries_table(b, unit, extra)
+    for entry in ENTRIES.values():
+        if available(sig, entry) and all(p in unit.programs for p in entry.programs):
+            _public(b, entry, unit, target.fast_path)
+    return b.text()
+
+
+def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
+    """``_ENTRIES``: per program its kernel, dims, argument roles and workspace size, plus
+    the fields the target adds (``extra``: program -> {field: Python expression})."""
+    b.line("_ENTRIES = {")
+    for name, (prog, entry) in unit.programs.items():
+        ws = int_expr(prog.ws_size, dim_var)
+        dims = ", ".join(dim_var(d) for d in prog.dims)
+        args = [("param" if n.op == "param" else n.attrs.get("role", "input"),
+                 n.attrs["name"]) for n in entry.args if n.op != "hyper"]
+        fields = "".join(f"{k!r}: {v}, " for k, v in extra.get(name, {}).items())
+        b.line(f"    {name!r}: {{'kernel': {unit.kernel_name(name)}, {fields}"
+               f"'dims': {prog.dims!r},")
+        b.line(f"        'args': {args!r},")
+        b.line(f"        'ws': lambda {dims}: {ws}}},")
+    for name, fields in extra.items():
+        if name not in unit.programs:  # a kernel that is no program (train_epoch's loop)
+            prog = unit.programs["train_step"][0]
+            items = "".join(f"{k!r}: {v}, " for k, v in fields.items())
+            b.line(f"    {name!r}: {{{items}'dims': {prog.dims!r}}},")
+    b.line("}")
+    b.line()
+    b.line()
+
+
+def _public(b: Builder, entry: PublicEntry, unit: Unit, fast: bool) -> None:
+    """One public function, from its registry row (with the fast path when the target has
+    one and the program qualifies)."""
+    from gradc.codegen.fastpath import emit_fast, supported
+
+    with b.block(f"def {entry.name}(params, {entry.params}, **inputs):"):
+        b.line(f'"""{entry.doc}"""')
+        b.line("state = _DEFAULT_STATE if state is None else state")
+        if fast and entry.fast is not None:
+            program, cond, ret = entry.fast
+            prog, kernel_entry = unit.programs[program]
+            if supported(kernel_entry):
+                emit_fast(b, kernel_entry, prog, dim_var, unit.kernel_name(program), ret,
+                          len(unit.signature["params"]), cond)
+        for line in entry.body:
+            b.line(line)
+    b.line()
+    b.line()
+    b.line(f"{entry.name} = _Public({entry.name})")
+    b.line()
+    b.line()

@@ -1,0 +1,92 @@
+"""The CPU target's runtime hooks, copied verbatim into its generated modules.
+
+They complete the shared helpers of :mod:`gradc.codegen.prelude` (see there for each
+hook's contract): arrays stay NumPy arrays, the workspace is one NumPy array, results are
+handed out as they come from the kernel. Same rules: numpy, math and the module's tables.
+"""
+# ruff: noqa: F821  (SIGNATURE, _ENTRIES and the shared helpers are the generated module's)
+
+import numpy as np
+
+_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
+
+
+def _check(value, name, dtype, shape, dims):
+    """Return ``value`` validated against ``dtype``/``shape`` (binding dims in ``dims``),
+    as a 1-element view when it is a scalar; raise ValueError naming ``name`` otherwise."""
+    value = _scalar_array(value, dtype, shape)
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array of {dtype} with shape "
+                         f"{_fmt(shape, dims)}, got {type(value).__name__}")
+    _check_shape(value, name, dtype, shape, dims)
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{name}: array is not C-contiguous (shape {list(value.shape)}); "
+                         "pass np.ascontiguousarray(...)")
+    return value.reshape(1) if not shape else value
+
+
+def _fresh(array):
+    """An array made on the host, where the kernels read it: here, the array itself."""
+    return array
+
+
+def _keep(state, key, array, shape):
+    """State arrays are used where they are: nothing to remember."""
+
+
+def _route(info, arrays, params, inputs, extra):
+    """Results are NumPy arrays: no routing needed."""
+
+
+def _allocate(entry, dims):
+    info = _ENTRIES[entry]
+    return np.empty(max(info["ws"](*dims), 1), _NP[SIGNATURE["float"]])
+
+
+def _result(value, spec, route):
+    """A result as the caller sees it: scalars as 0-d arrays of the declared dtype."""
+    dtype, shape = spec
+    return value if shape else np.array(value, _NP[dtype]).reshape(())
+
+
+def _loss(value):
+    return float(value)
+
+
+def _write_back(call):
+    """Params were updated in place: nothing to copy."""
+
+
+def _epoch(params, lr, batch_size, seed, state, inputs):
+    """One shuffled epoch of train_step over the whole data, in one compiled call."""
+    lr = _rate(lr)
+    call = _prepare("train_step", params, inputs, None, state, seed)
+    _, arrays, dims, _ = call
+    info = _ENTRIES["train_epoch"]
+    n = dims[info["dims"].index(SIGNATURE["batch"])]
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    bs = min(batch_size, n)
+    perm = np.random.default_rng(seed).permutation(n)
+    ws_dims = tuple(bs if d == SIGNATURE["batch"] else v for d, v in zip(info["dims"], dims))
+    ws = _workspace("train_step", ws_dims)
+    loss = _invoke(info["kernel"], *arrays, lr, state["step"], perm, bs, seed, ws, *dims)
+    state["step"] += -(-n // bs)
+    return float(loss)
+
+
+def init_params(seed=0):
+    """Return a fresh dict of params (C-contiguous arrays) drawn with ``seed``."""
+    return _init_params_host(seed)
+
+
+def load_params(path):
+    """Read params saved by ``save_params``; names, shapes and dtypes must match."""
+    return _load_params_host(path)
+
+
+def to_host(values):
+    """NumPy arrays of a dict of arrays, or of one array (the CPU target's already are)."""
+    if isinstance(values, dict):
+        return {k: to_host(v) for k, v in values.items()}
+    return np.asarray(values)

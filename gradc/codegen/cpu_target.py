@@ -1,0 +1,63 @@
+"""The CPU target: kernel programs as ``numba.njit`` functions (registered in
+:data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
+
+Kernels are printed by :class:`gradc.codegen.cpu.CpuEmitter`, ``train_epoch``'s compiled
+loop by :mod:`gradc.codegen.epoch`, the vectorisable math they call by
+:mod:`gradc.codegen.mathlib`; the runtime hooks are :mod:`gradc.codegen.cpu_prelude`.
+"""
+
+from __future__ import annotations
+
+from gradc.codegen import cpu_prelude, mathlib
+from gradc.codegen.assemble import Unit, dim_var
+from gradc.codegen.builder import Builder
+from gradc.codegen.cpu import CpuEmitter
+from gradc.codegen.epoch import emit_epoch
+from gradc.codegen.target import Target
+
+FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}"
+MATH_JIT = f"@nb.njit(inline='always', error_model='numpy', fastmath={FASTMATH})"
+
+
+class CpuTarget(Target):
+    """Numba CPU kernels, BLAS through ``np.dot``; optionally ``parallel=True``."""
+
+    name = "cpu"
+    summary = ("Standalone: needs only NumPy and Numba. The public functions (init_params,",
+               "forward, loss, loss_and_grad, train_step, train_epoch, jvp, vjp, hvp,",
+               "jacobian, as the model has them) work as in gradc's Python API.")
+    imports = ("import numba as nb", "import numpy as np")
+    hooks = (cpu_prelude._check, cpu_prelude._fresh, cpu_prelude._keep, cpu_prelude._route,
+             cpu_prelude._allocate, cpu_prelude._result, cpu_prelude._loss,
+             cpu_prelude._write_back, cpu_prelude._epoch, cpu_prelude.init_params,
+             cpu_prelude.load_params, cpu_prelude.to_host)
+    fast_path = True
+
+    def constants(self, unit: Unit) -> list[str]:
+        opts = unit.options
+        return [f"_JIT = dict(cache={bool(opts.cache)}, nogil=True, error_model='numpy', "
+                f"boundscheck=False, parallel={bool(opts.parallel)}, fastmath={FASTMATH})",
+                "_FAST = (None, None, None, None)  # the call of the fast path: no routing"]
+
+    def emit(self, b: Builder, unit: Unit) -> dict:
+        emitter = CpuEmitter(dim_var, unit.comment, unit.options.parallel)
+        kernels, extra = Builder(), {}
+        for name, (prog, _) in unit.programs.items():
+            emitter.emit(kernels, prog, unit.kernel_name(name))
+        if "train_step" in unit.programs and unit.signature["batch"] is not None:
+            prog, entry = unit.programs["train_step"]
+            epoch = unit.kernel_name("train_epoch")
+            emit_epoch(kernels, entry, prog, unit.kernel_name("train_step"), epoch, dim_var,
+                       unit.options.optimizer.step_scalars())
+            extra["train_epoch"] = {"kernel": epoch}
+        if emitter.math_used:
+            b.line("# Vectorisable math (gradc.codegen.mathlib): error bounds tested against "
+                   "NumPy.")
+            b.lines.extend(mathlib.sources(sorted(emitter.math_used), MATH_JIT).split("\n"))
+            b.line()
+            b.line()
+        b.lines.extend(kernels.lines)
+        return extra
+
+
+TARGET = CpuTarget()

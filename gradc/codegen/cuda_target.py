@@ -1,0 +1,99 @@
+"""The CUDA target: kernel programs as ``numba.cuda`` kernels plus a host function per
+program (registered in :data:`gradc.options.TARGETS`; see ``docs/cuda.md``).
+
+Kernels are printed by :class:`gradc.codegen.cuda.CudaEmitter`; the launch helpers and
+device functions are :mod:`gradc.codegen.cuda_prelude`, the runtime hooks
+:mod:`gradc.codegen.cuda_host`. ``_SIGNATURES`` records the argument types each kernel is
+launched with, so that ``cuda.compile_ptx`` can compile every kernel without a GPU.
+"""
+
+from __future__ import annotations
+
+from gradc.codegen import cuda_host, cuda_prelude
+from gradc.codegen.assemble import Unit, dim_var
+from gradc.codegen.builder import Builder
+from gradc.codegen.cuda import CudaEmitter
+from gradc.codegen.target import Target
+
+#: (threads per block, reduction columns, block cap, matmul threads per side, outputs per
+#: thread per side, K slab) on a GPU and in the simulator (tiny, so that it stays fast
+#: and every multi-block, multi-tile path still runs)
+LAUNCH = {"gpu": (256, 32, 4096, 16, 4, 16), "sim": (8, 4, 2, 2, 2, 4)}
+_DEVICE = (cuda_prelude._k_mm2, cuda_prelude._k_mm3, cuda_prelude._k_gather_rows,
+           cuda_prelude._k_accumulate)
+
+
+class CudaTarget(Target):
+    """numba.cuda kernels; params and optimizer state stay on the device."""
+
+    name = "cuda"
+    summary = (
+        "Standalone: needs only NumPy, Numba and numba-cuda (and uses CuPy's cuBLAS for",
+        "matmuls when CuPy is importable). The public functions work as in gradc's Python",
+        "API; params and optimizer state stay on the device (init_params returns device",
+        "arrays, to_host copies back). Results are device arrays when the inputs were",
+        "device arrays, NumPy otherwise.")
+    imports = ("import os", "", "import numba as nb", "import numpy as np",
+               "from numba import cuda")
+    hooks = (cuda_prelude._grid, cuda_prelude._blocks, cuda_prelude._raise_flag,
+             cuda_prelude._matmul, cuda_host._is_device, cuda_host._check, cuda_host._fresh,
+             cuda_host._keep, cuda_host._route, cuda_host._allocate, cuda_host._result,
+             cuda_host._loss, cuda_host._write_back, cuda_host.init_params,
+             cuda_host.to_host, cuda_host.load_params, cuda_host._epoch)
+    fast_path = False
+
+    def constants(self, unit: Unit) -> list[str]:
+        ft = {"f32": "np.float32", "f64": "np.float64"}[unit.signature["float"]]
+        return [
+            "_SIM = bool(nb.config.ENABLE_CUDASIM)  # the CUDA simulator: tiny launches",
+            f"_CJIT = dict(cache={bool(unit.options.cache)} and not _SIM)",
+            f"_FT = {ft}",
+            "# threads per block, reduction columns (consecutive outputs per block), block "
+            "cap;",
+            "# matmul: threads per tile side, outputs per thread per side, K slab",
+            f"_TPB, _COLS, _MAXB, _MT, _MR, _MK = {LAUNCH['sim']} if _SIM else "
+            f"{LAUNCH['gpu']}",
+            "_MS = _MT * _MR  # matmul tile side",
+            "_MSP = _MS + 1  # padded shared-memory row (no bank conflicts)",
+            "_BLAS = None  # CuPy, for cuBLAS matmuls (GRADC_CUDA_BLAS=0 turns it off)",
+            "if not _SIM and os.environ.get('GRADC_CUDA_BLAS', '1') != '0':",
+            "    try:",
+            "        import cupy as _BLAS",
+            "    except Exception:  # no usable CuPy: the tiled kernel does matmuls",
+            "        _BLAS = None"]
+
+    def emit(self, b: Builder, unit: Unit) -> dict:
+        emitter = CudaEmitter(dim_var, unit.comment)
+        extra = {}
+        for name, (prog, _) in unit.programs.items():
+            fname = unit.kernel_name(name)
+            emitter.emit(b, prog, fname)
+            extra[name] = {"views": f"_views{fname}"}
+        b.line(f"_ERRORS = {emitter.errors!r}")
+        b.line("# the argument types each kernel is launched with (for cuda.compile_ptx)")
+        b.line(f"_SIGNATURES = {_signatures(emitter, unit.signature['float'])!r}")
+        b.line()
+        b.line()
+        for fn in _DEVICE:
+            b.line("@cuda.jit(**_CJIT)")
+            b.lines.extend(_source(fn))
+            b.line()
+            b.line()
+        return extra
+
+
+def _source(fn) -> list[str]:
+    import inspect
+    return inspect.getsource(fn).rstrip("\n").split("\n")
+
+
+def _signatures(emitter: CudaEmitter, dtype: str) -> dict:
+    out = dict(emitter.signatures)
+    ft = {"f32": "float32", "f64": "float64"}[dtype]
+    out["_k_gather_rows"] = [f"void({t}[:, ::1], {t}[:, ::1], int64[::1], int64, int64)"
+                             for t in (ft, "int64")]
+    out["_k_accumulate"] = [f"void({ft}[::1], {ft}[::1], {ft})"]
+    return out
+
+
+TARGET = CudaTarget()
