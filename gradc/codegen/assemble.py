@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from gradc.codegen import prelude
-from gradc.codegen.builder import Builder
+from gradc.codegen.builder import DTYPES, Builder
 from gradc.codegen.cpu import int_expr
 from gradc.entries import ENTRIES, PublicEntry, available
 from gradc.errors import GradcError
@@ -29,8 +29,6 @@ from gradc.source import Source
 
 ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_",
                "state:v": "s_", "buffer": "r_", "noise": "u_"}
-#: the one dtype table: gradc's dtype names -> NumPy's
-DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: the target-independent helpers every module gets, in order
 SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._unknown,

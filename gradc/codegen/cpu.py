@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import sympy
 
-from gradc.codegen.builder import Builder
+from gradc.codegen.builder import DTYPES, Builder
 from gradc.codegen.mathlib import VARIANTS
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
@@ -19,7 +19,7 @@ from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put
                                   Recur, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import ALIGN, Align, kernel_outputs
 
-NP = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64"}
+NP = {k: f"np.{v}" for k, v in DTYPES.items()}
 PARALLEL_MIN = 1 << 15
 INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
 
@@ -41,20 +41,11 @@ def int_expr(e: sympy.Expr, dim_var: Callable[[str], str]) -> str:
     raise AssertionError(f"not an integer dim expression: {e}")
 
 
-class CpuEmitter:
-    """Prints kernel programs as Numba functions.
+class Indexing:
+    """How every emitter prints sizes, shapes and ``buf[index]`` reads (the CPU and CUDA
+    emitters share it). Needs ``dim_var``, ``dtype`` and ``scalar_ref(buf)`` (a scalar
+    buffer's expression); ``use(buf)`` is told of every array read."""
 
-    Args:
-        dim_var: maps a dim name to its (mangled) variable name.
-        comment: maps a span to a one-line comment text (sanitised), or None.
-        parallel: use ``prange`` for loops of at least ``PARALLEL_MIN`` elements.
-    """
-
-    def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
-        self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
-        self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
-
-    # ------------------------------------------------------------------ helpers
     def size(self, e) -> str:
         return int_expr(sympy.sympify(e), self.dim_var)
 
@@ -62,12 +53,16 @@ class CpuEmitter:
         items = [self.size(d) for d in shape] or ["1"]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
+    def use(self, buf: Buffer) -> None:
+        """Note that the current kernel reads ``buf`` (nothing to note by default)."""
+
     def index(self, buf: Buffer, axes) -> str:
         """``buf[...]`` at loop axes ``axes`` (None: the broadcast index 0)."""
         if buf.kind == "scalar":
-            return buf.name
+            return self.scalar_ref(buf)
         if buf.kind == "dim":
             return f"{NP[self.dtype]}({self.dim_var(buf.name)})"
+        self.use(buf)
         if not buf.shape:
             return f"{buf.name}[0]"
         return f"{buf.name}[{', '.join(self._axis_index(a) for a in axes)}]"
@@ -82,6 +77,24 @@ class CpuEmitter:
             return start or "0"
         term = f"i{a.axis}" if a.step == 1 else f"{a.step} * i{a.axis}"
         return f"{start} + {term}" if start else term
+
+
+class CpuEmitter(Indexing):
+    """Prints kernel programs as Numba functions.
+
+    Args:
+        dim_var: maps a dim name to its (mangled) variable name.
+        comment: maps a span to a one-line comment text (sanitised), or None.
+        parallel: use ``prange`` for loops of at least ``PARALLEL_MIN`` elements.
+    """
+
+    def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
+        self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
+        self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
+
+    # ------------------------------------------------------------------ helpers
+    def scalar_ref(self, buf: Buffer) -> str:
+        return buf.name
 
     def _loops(self, b: Builder, shape, parallel_ok: bool = True, axes=None):
         """Open nested loops ``i<a>`` over ``axes`` of ``shape`` (default: all, in order);

@@ -20,8 +20,8 @@ from collections.abc import Callable
 import sympy
 
 from gradc.codegen import cuda_kernels as ck
-from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import int_expr
+from gradc.codegen.builder import DTYPES, Builder
+from gradc.codegen.cpu import NP, Indexing
 from gradc.codegen.cuda_reduce import emit_reduce
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
@@ -29,8 +29,8 @@ from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put
                                   Recur, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import kernel_outputs
 
-NP = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64"}
-TYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64"}
+
+TYPES = DTYPES
 
 
 class CudaPrinter(ScalarPrinter):
@@ -71,7 +71,7 @@ def array_type(dtype: str, rank: int) -> str:
     return f"{TYPES[dtype]}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
 
 
-class CudaEmitter:
+class CudaEmitter(Indexing):
     """Prints kernel programs as CUDA kernels and host launch functions.
 
     Args:
@@ -96,39 +96,17 @@ class CudaEmitter:
             self.kernel.dims.append(var)
         return var
 
-    def size(self, e) -> str:
-        return int_expr(sympy.sympify(e), self.dim_var)
+    def scalar_ref(self, buf: Buffer) -> str:
+        """Make ``buf`` a scalar argument of the current kernel."""
+        return self.scalar(buf.name, TYPES[self.dtype])
 
-    def shape(self, shape) -> str:
-        items = [self.size(d) for d in shape] or ["1"]
-        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    def use(self, buf: Buffer) -> None:
+        self.kernel.use(buf)
 
     def scalar(self, name: str, numba_type: str) -> str:
         """Make ``name`` a scalar argument of the current kernel."""
         self.kernel.scalars.setdefault(name, numba_type)
         return name
-
-    def index(self, buf: Buffer, axes) -> str:
-        """``buf[...]`` at loop axes ``axes`` (None: the broadcast index 0)."""
-        if buf.kind == "scalar":
-            return self.scalar(buf.name, TYPES[self.dtype])
-        if buf.kind == "dim":
-            return f"{NP[self.dtype]}({self.dim_var(buf.name)})"
-        self.kernel.use(buf)
-        if not buf.shape:
-            return f"{buf.name}[0]"
-        return f"{buf.name}[{', '.join(self._axis_index(a) for a in axes)}]"
-
-    def _axis_index(self, a) -> str:
-        if a is None:
-            return "0"
-        if isinstance(a, int):
-            return f"i{a}"
-        start = "" if a.start == 0 else self.size(a.start)
-        if a.axis is None:
-            return start or "0"
-        term = f"i{a.axis}" if a.step == 1 else f"{a.step} * i{a.axis}"
-        return f"{start} + {term}" if start else term
 
     def lit(self, value) -> str:
         """A literal of the program's float dtype."""

@@ -9,9 +9,11 @@ launched with, so that ``cuda.compile_ptx`` can compile every kernel without a G
 
 from __future__ import annotations
 
+import inspect
+
 from gradc.codegen import cuda_host, cuda_prelude
 from gradc.codegen.assemble import Unit, dim_var
-from gradc.codegen.builder import Builder
+from gradc.codegen.builder import DTYPES, Builder
 from gradc.codegen.cuda import CudaEmitter
 from gradc.codegen.target import Target
 
@@ -43,7 +45,7 @@ class CudaTarget(Target):
     fast_path = False
 
     def constants(self, unit: Unit) -> list[str]:
-        ft = {"f32": "np.float32", "f64": "np.float64"}[unit.signature["float"]]
+        ft = "np." + DTYPES[unit.signature["float"]]
         return [
             "_SIM = bool(nb.config.ENABLE_CUDASIM)  # the CUDA simulator: tiny launches",
             f"_CJIT = dict(cache={bool(unit.options.cache)} and not _SIM)",
@@ -83,13 +85,12 @@ class CudaTarget(Target):
 
 
 def _source(fn) -> list[str]:
-    import inspect
     return inspect.getsource(fn).rstrip("\n").split("\n")
 
 
 def _signatures(emitter: CudaEmitter, dtype: str) -> dict:
     out = dict(emitter.signatures)
-    ft = {"f32": "float32", "f64": "float64"}[dtype]
+    ft = DTYPES[dtype]
     out["_k_gather_rows"] = [f"void({t}[:, ::1], {t}[:, ::1], int64[::1], int64, int64)"
                              for t in (ft, "int64")]
     out["_k_accumulate"] = [f"void({ft}[::1], {ft}[::1], {ft})"]
