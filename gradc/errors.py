@@ -91,6 +91,16 @@ class Collector:
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """Return ``did you mean 'x'?`` for the closest candidate, or None when none is close."""
-    match = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{match[0]}'?" if match else None
+    """Return ``did you mean 'x'?`` for the closest candidate, or None when none is close.
+
+    Case is compared last: a candidate equal to ``name`` but for case wins (``ReLU`` ->
+    ``relu``), then the closest by spelling with case ignored."""
+    cands = sorted(set(candidates))
+    same = [c for c in cands if c.lower() == name.lower() and c != name]
+    if same:
+        return f"did you mean '{same[0]}'?"
+    lower: dict[str, str] = {}
+    for c in cands:
+        lower.setdefault(c.lower(), c)
+    match = difflib.get_close_matches(name.lower(), sorted(lower), n=1, cutoff=0.6)
+    return f"did you mean '{lower[match[0]]}'?" if match else None

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import math
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, UnexpectedInput, v_args
+from lark import Lark, Token, UnexpectedInput, v_args
 from lark.exceptions import VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
@@ -158,7 +160,7 @@ def parse(source: Source) -> ast.Module:
 # ----------------------------------------------------------------------------- tree -> AST
 
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     """Lark tree (of one piece) -> AST nodes; spans shifted by ``line_offset``.  Problems
     found here (bad dtype, argument order, ...) are appended to ``problems``."""
 
@@ -316,11 +318,19 @@ class _ToAst(Transformer):
     def attr(self, meta, c):
         return ast.Attr(self.span(meta), c[0], str(c[1]))
 
+    def number(self, meta, tok: Token) -> float:
+        value = float(tok)
+        if math.isinf(value):
+            self.problem("this number is too large", self.span(meta),
+                         "numbers are 64-bit floats: the largest is about 1.8e308")
+            return 0.0
+        return value
+
     def int_lit(self, meta, c):
-        return ast.Num(self.span(meta), float(c[0]), True)
+        return ast.Num(self.span(meta), self.number(meta, c[0]), True)
 
     def float_lit(self, meta, c):
-        return ast.Num(self.span(meta), float(c[0]), False)
+        return ast.Num(self.span(meta), self.number(meta, c[0]), False)
 
     def string_lit(self, meta, c):
         return ast.Str(self.span(meta), str(c[0])[1:-1])

@@ -17,7 +17,7 @@ from gradc.ir import build, sym
 from gradc.ir.errors import LowerError
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ELEMENTWISE
-from gradc.ir.shapes import dim_symbol, fmt_shape, normalize_axes, numel
+from gradc.ir.shapes import MAX_DIM, MAX_NUMEL, dim_symbol, fmt_shape, normalize_axes, numel
 
 
 
@@ -41,6 +41,28 @@ def literal(e: ast.Expr, kind: str):
     words = {"number": "a number", "int": "an integer", "bool": "true or false",
              "str": "a string", "axes": "an integer or a tuple of integers"}
     raise LowerError(f"expected {words[kind]} here", e.span)
+
+
+def check_size(value: int, span, what: str = "this size") -> int:
+    """Return ``value`` if it is a valid fixed size (1 to :data:`MAX_DIM`); raise a user error
+    at ``span`` otherwise."""
+    if value > MAX_DIM:
+        raise LowerError(f"{what} is too large: the limit is {MAX_DIM} (2^31 - 1)", span)
+    if value < 1:
+        raise LowerError(f"{what} must be at least 1, got {value}", span)
+    return value
+
+
+def check_numel(shape, span, what: str) -> None:
+    """Raise a user error at ``span`` when the fixed dims of ``shape`` multiply past
+    :data:`MAX_NUMEL`."""
+    total = 1
+    for d in shape:
+        if d.is_Integer:
+            total *= int(d)
+    if total > MAX_NUMEL:
+        raise LowerError(f"{what} has more than 2^62 elements", span,
+                         "a tensor of this size cannot be allocated or indexed")
 
 
 def parse_kwargs(name: str, kwargs, allowed: dict[str, str]) -> dict:
@@ -161,7 +183,8 @@ def _reshape(g, name, args, kwargs, call):
             free = len(dims)
             dims.append(None)
         elif literal(item, "int") > 0:
-            dims.append(sympy.Integer(literal(item, "int")))
+            dims.append(sympy.Integer(check_size(literal(item, "int"), item.span,
+                                                 "reshape: this size")))
         else:
             raise LowerError("reshape: dims are positive integers, dim names and one -1",
                              item.span)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from gradc.errors import did_you_mean
 from gradc.frontend import ast
 from gradc.ir import build
-from gradc.ir.builtins import log_softmax, parse_kwargs
+from gradc.ir.builtins import check_numel, check_size, literal, log_softmax, parse_kwargs
 from gradc.ir.errors import LowerError
 from gradc.ir.graph import Graph, Node
 from gradc.ir.shapes import as_dim, fmt_shape
@@ -51,6 +52,7 @@ class LayerKind:
     defaults: dict
     params: Callable
     apply: Callable
+    aliases: dict = field(default_factory=dict)
 
 
 def _arg_value(e: ast.Expr, kind: str, what: str):
@@ -58,10 +60,48 @@ def _arg_value(e: ast.Expr, kind: str, what: str):
         if not isinstance(e, ast.Arrow):
             raise LowerError(f"{what}: expected 'in -> out' here", e.span)
         return (_arg_value(e.lhs, "int", what), _arg_value(e.rhs, "int", what))
+    if kind == "prob":
+        value = literal(e, "number")
+        if not 0 <= value <= 1:
+            raise LowerError(f"{what}: p must be in [0, 1], got {value:g}", e.span,
+                             "p is the probability of zeroing an element")
+        return float(value)
     if isinstance(e, ast.Num) and (kind == "number" or e.is_int) and e.value > 0:
-        return int(e.value) if kind == "int" else float(e.value)
+        return check_size(int(e.value), e.span, f"{what}: this size") if kind == "int" \
+            else float(e.value)
     raise LowerError(f"{what}: expected a positive {'integer' if kind == 'int' else 'number'}",
                      e.span)
+
+
+def _keywords(kind: str, spec: LayerKind, v: ast.Call) -> tuple[dict, list]:
+    """Split a layer call's keywords into positional arguments given by name (PyTorch's
+    spellings too: ``kernel_size=3``, ``padding=1``) and the layer's own keywords, with
+    aliases resolved. Raises for an unknown keyword or one given twice."""
+    by_name: dict[str, ast.Keyword] = {}
+    kwargs: list[ast.Keyword] = []
+    seen: dict[str, ast.Keyword] = {}
+    named = {name for name, a in zip(spec.names, spec.args) if a != "arrow"}
+    for kw in v.kwargs:
+        name = spec.aliases.get(kw.name, kw.name)
+        if name not in named and name not in spec.kwargs:
+            known = sorted(named | set(spec.kwargs) | set(spec.aliases))
+            hint = did_you_mean(kw.name, known) or (
+                "accepted: " + ", ".join(known) if known else f"{kind}() takes none")
+            raise LowerError(f"{kind}() got an unknown keyword '{kw.name}'", kw.span, hint)
+        if name in seen:
+            raise LowerError(f"{kind}(): '{kw.name}' and '{seen[name].name}' give the same "
+                             "argument" if kw.name != seen[name].name
+                             else f"{kind}() got keyword '{kw.name}' twice", kw.span)
+        seen[name] = kw
+        if name in named:
+            index = spec.names.index(name)
+            if index < len(v.args):
+                raise LowerError(f"{kind}(): '{name}' is given twice: as argument "
+                                 f"{index + 1} and as a keyword", kw.span)
+            by_name[name] = kw
+        else:
+            kwargs.append(ast.Keyword(name, kw.value, kw.span))
+    return by_name, kwargs
 
 
 def declare(lw, s: ast.LayerDecl) -> Layer:
@@ -77,19 +117,34 @@ def declare(lw, s: ast.LayerDecl) -> Layer:
                          "a >> b", v.span, f"layer kinds: {known}")
     kind, spec = v.func.id, LAYERS[v.func.id]
     what = f"{kind}()"
-    if len(v.args) != len(spec.args):
+    by_name, kwargs = _keywords(kind, spec, v)
+    n, given = len(spec.args), len(v.args)
+    missing = [name for name in spec.names[given:] if name not in by_name]
+    if given > n or (missing and not by_name):
         args = ["in -> out" if a == "arrow" else n for a, n in zip(spec.args, spec.names)]
         args += [f"{k}={str(spec.defaults[k]).lower()}" for k in spec.kwargs]
-        n = len(spec.args)
         raise LowerError(f"{kind}() takes {n} positional argument{'s' if n != 1 else ''}, "
-                         f"got {len(v.args)}", v.span, f"the form is {kind}({', '.join(args)})")
+                         f"got {given}", v.span, f"the form is {kind}({', '.join(args)})")
+    if missing:
+        raise LowerError(f"{kind}() is missing its argument '{missing[0]}'", v.span,
+                         f"give it by position or as {missing[0]}=...")
     config = dict(spec.defaults)
     for name, kind_, e in zip(spec.names, spec.args, v.args):
         config[name] = _arg_value(e, kind_, what)
-    config.update(parse_kwargs(kind, v.kwargs, spec.kwargs))
+    for name, kind_ in zip(spec.names, spec.args):
+        if name in by_name:
+            config[name] = _arg_value(by_name[name].value, kind_, what)
+    config.update(parse_kwargs(kind, kwargs, spec.kwargs))
+    for kw in kwargs:
+        if spec.kwargs.get(kw.name) == "int":
+            value = config[kw.name]
+            if kw.name == "pad" and value == 0:
+                continue  # no padding
+            check_size(value, kw.value.span, f"{what}: {kw.name}")
     layer = Layer(kind, s.name, config, decl=s)
     for pname, shape, init in spec.params(config):
         full = f"{s.name}.{pname}"
+        check_numel(tuple(as_dim(d) for d in shape), v.span, f"{kind} param {pname}")
         node = lw.g.add("param", (), tuple(as_dim(d) for d in shape), lw.g.float_dtype,
                         s.name_span, full, name=full)
         lw.g.params[full], lw.g.param_inits[full] = node, init
@@ -108,17 +163,18 @@ def callable_part(lw, e: ast.Expr):
                      "fc1 >> relu >> fc2", e.span)
 
 
-def apply(lw, layer: Layer, x: Node, call: ast.Expr, scope: dict) -> Node:
-    """Apply ``layer`` to the value ``x`` (at the call site ``call``)."""
+def apply(lw, layer: Layer, x: Node, call: ast.Expr, scope: dict):
+    """Apply ``layer`` to the value ``x`` (at the call site ``call``): a lowering step
+    (a generator run by :func:`gradc.ir.lower.run_steps`) whose value is the result."""
     if layer.kind == "compose":
         for k, part in enumerate(layer.parts):
             try:
                 if isinstance(part, Layer):
-                    x = apply(lw, part, x, call, scope)
+                    x = yield apply(lw, part, x, call, scope)
                 elif isinstance(part, ast.Call):
-                    x = lw.call(part.func, [x, *part.args], part.kwargs, part, scope)
+                    x = yield lw._call(part.func, [x, *part.args], part.kwargs, part, scope)
                 else:
-                    x = lw.call(part, [x], (), part, scope)
+                    x = yield lw._call(part, [x], (), part, scope)
             except LowerError as err:
                 if k and not err.in_fn:
                     err.hint = (f"in the composition '{layer.name}' (line "
@@ -263,13 +319,11 @@ def _batchnorm(lw, layer, x, call):
 def _dropout(lw, layer, x, call):
     lw.g.stateful = True
     p = layer.config["p"]
-    if not 0 <= p < 1:
-        raise build.ShapeMismatch(f"p must be in [0, 1), got {p}")
     if lw.mode == "eval" or p == 0:
         return x
     k = sum(1 for name in lw.g.noise if name.startswith(f"{layer.name}."))
     u = _leaf(lw, "noise", f"{layer.name}.{k}", x.shape)
-    keep = 1 / (1 - p)
+    keep = 1 / (1 - p) if p < 1 else 0  # p = 1 drops every element (zeros, as torch)
     return build.ew(lw.g, lambda a, r: a * Select(GreaterEq(r, p), keep, 0), x, u)
 
 
@@ -298,11 +352,12 @@ LAYERS: dict[str, LayerKind] = {
         ("arrow", "int"), ("channels", "kernel"), {"stride": "int", "pad": "int"},
         {"stride": 1, "pad": 0},
         lambda c: [("W", (c["channels"][1], c["channels"][0], c["kernel"], c["kernel"]),
-                    ("glorot_uniform",)), ("b", (c["channels"][1],), ("zeros",))], _conv2d),
+                    ("glorot_uniform",)), ("b", (c["channels"][1],), ("zeros",))], _conv2d,
+        {"kernel_size": "kernel", "padding": "pad"}),
     "maxpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
-                           lambda c: [], _pool),
+                           lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"}),
     "avgpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
-                           lambda c: [], _pool),
+                           lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"}),
     "layernorm": LayerKind(
         ("int",), ("features",), {}, {},
         lambda c: [("gamma", (c["features"],), ("ones",)),
@@ -311,7 +366,7 @@ LAYERS: dict[str, LayerKind] = {
         ("int",), ("features",), {}, {},
         lambda c: [("gamma", (c["features"],), ("ones",)),
                    ("beta", (c["features"],), ("zeros",))], _batchnorm),
-    "dropout": LayerKind(("number",), ("p",), {}, {}, lambda c: [], _dropout),
+    "dropout": LayerKind(("prob",), ("p",), {}, {}, lambda c: [], _dropout),
     "rnn": LayerKind(
         ("arrow",), ("features",), {}, {},
         lambda c: [("Wx", _io(c), ("glorot_uniform",)),
@@ -320,5 +375,5 @@ LAYERS: dict[str, LayerKind] = {
     "attention": LayerKind(
         ("int", "int"), ("dim", "heads"), {}, {},
         lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))
-                   for w in ("Wq", "Wk", "Wv", "Wo")], _attention),
+                   for w in ("Wq", "Wk", "Wv", "Wo")], _attention, {"num_heads": "heads"}),
 }

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
-from gradc.ir import build, layers
-from gradc.ir.builtins import BUILTINS, call_elementwise, index, literal
+from gradc.ir import build, expansion, layers
+from gradc.ir.builtins import (BUILTINS, call_elementwise, check_numel, check_size, index,
+                                literal)
 from gradc.ir.errors import LowerError, Poisoned
 from gradc.ir.graph import FLOAT_DTYPES, INT_DTYPES, Graph, Node
 from gradc.ir.ops import COMPARISONS, ELEMENTWISE, OPERATORS
-from gradc.ir.shapes import as_dim, fmt_shape
+from gradc.ir.shapes import as_dim, fmt_shape, free_dims
 from gradc.source import Source
 
 INITS = {"zeros": 0, "ones": 0, "glorot_uniform": 0, "he_normal": 0,
@@ -58,12 +59,14 @@ class _Lowerer:
         self.values: dict[str, object] = {}
         self.defined_at: dict[str, ast.Stmt] = {}
         self.fns: dict[str, ast.FnDecl] = {}
+        self.bad_fns: set[str] = set()  # fns whose declaration failed (calls are skipped)
         self.dims: dict[str, int | None] = {}
         self.used: set[str] = set()
         self.stack: list[str] = []
         self.layers: dict[str, layers.Layer] = {}
         self.bn_buffers: dict[str, tuple] = {}
         self.mode = "train"
+        self.root_stmts: list[tuple[ast.Stmt, Node]] = []  # outputs and the loss
 
     @staticmethod
     def _float_dtype(module: ast.Module) -> str:
@@ -75,10 +78,21 @@ class _Lowerer:
     def run(self, wrt: tuple[str, ...]) -> None:
         for stmt in self.module.stmts:
             if isinstance(stmt, ast.FnDecl):
-                self._declare(stmt.name, stmt, stmt.name_span)
-                self.fns[stmt.name] = stmt
+                try:
+                    self._declare(stmt.name, stmt, stmt.name_span)
+                    self.fns[stmt.name] = stmt
+                except LowerError as e:
+                    self.c.error(e.message, e.span, e.hint)
+                    self.bad_fns.add(stmt.name)
             elif isinstance(stmt, ast.DimDecl):
                 self.dims[stmt.name] = stmt.value
+                if stmt.value is not None:
+                    try:
+                        check_size(stmt.value, stmt.span, f"dim {stmt.name}")
+                    except LowerError as e:
+                        self.c.error(e.message, e.span, e.hint)
+                        self.dims[stmt.name] = None  # no cascade: a call-time dim
+        self.sizes = expansion.Sizes(self.fns, self.module)
         for stmt in self.module.stmts:
             try:
                 self._stmt(stmt)
@@ -96,14 +110,52 @@ class _Lowerer:
             self.values[name] = POISON
 
     def _declare(self, name: str, stmt: ast.Stmt, span) -> None:
-        if name in self.defined_at or name in BUILTINS or name in ELEMENTWISE:
-            prev = self.defined_at.get(name)
-            where = f"line {prev.span.line}" if prev else "a built-in"
-            raise LowerError(f"'{name}' is already defined ({where})", span)
+        """Bind ``name`` to the statement ``stmt``, or raise if it may not be (re)bound.
+
+        An assignment may rebind a name that an earlier assignment bound (a new SSA value,
+        as in ``h = relu(h @ W2)``); nothing may rebind an input, param, layer, fn or
+        output, or take the name of a built-in."""
+        if name in BUILTINS or name in ELEMENTWISE:
+            kind = "a built-in function"
+        elif isinstance(stmt, ast.FnDecl) and name in layers.LAYERS:
+            kind = "a built-in layer kind"
+        else:
+            kind = None
+        if kind is not None:
+            raise LowerError(f"'{name}' is already defined ({kind})", span,
+                             f"rename it, e.g. 'my_{name}'")
+        prev = self.defined_at.get(name)
+        if prev is None and name in self.fns and not isinstance(stmt, ast.FnDecl):
+            prev = self.fns[name]
+        if prev is not None and not (isinstance(stmt, ast.Assign)
+                                     and isinstance(prev, ast.Assign)):
+            what = {ast.InputDecl: "an input", ast.ParamDecl: "a param",
+                    ast.LayerDecl: "a layer", ast.FnDecl: "a fn",
+                    ast.OutputDecl: "an output", ast.Assign: "a value"}[type(prev)]
+            hint = ("only a name bound by '=' can be bound again; this needs another name"
+                    if isinstance(stmt, ast.Assign) else
+                    f"'output {name}' outputs the value of '{name}'; an output with '=' "
+                    "needs a new name" if isinstance(stmt, ast.OutputDecl) else None)
+            raise LowerError(f"'{name}' is already defined (line {prev.span.line}, "
+                             f"{what})", span, hint)
         self.defined_at[name] = stmt
+
+    def _check_size(self, e: ast.Expr) -> None:
+        """Refuse an expression that inlining fns would blow up (before lowering it)."""
+        size = self.sizes.of_expr(e)
+        if size > expansion.MAX_EXPANDED:
+            where, hint = self.sizes.culprit(e)
+            shown = f"more than {100 * expansion.MAX_EXPANDED}" \
+                if size >= 100 * expansion.MAX_EXPANDED else str(size)
+            raise LowerError(f"this expression expands to {shown} operations once its fn "
+                             f"calls are inlined; the limit is {expansion.MAX_EXPANDED}",
+                             where.span, hint)
 
     def _stmt(self, s: ast.Stmt) -> None:
         g = self.g
+        value = getattr(s, "value", None)
+        if isinstance(value, ast.Expr) and not isinstance(s, ast.LayerDecl):
+            self._check_size(value)
         if isinstance(s, ast.InputDecl):
             self._declare(s.name, s, s.name_span)
             if s.name in RESERVED_INPUTS:
@@ -143,6 +195,7 @@ class _Lowerer:
                                  "reduce it, e.g. with mean(...) or sum(...)")
             self._float_value(node, s.value.span)
             g.loss = node
+            self.root_stmts.append((s, node))
         elif isinstance(s, ast.LayerDecl):
             self._declare(s.name, s, s.name_span)
             self.layers[s.name] = layers.declare(self, s)
@@ -161,8 +214,40 @@ class _Lowerer:
             self._declare(s.name, s, s.name_span)
             node = self.values[s.name] = self._labelled(self.expr(s.value), s.name)
         self.g.outputs[s.name] = node
+        self.root_stmts.append((s, node))
+
+    def _dims_needed(self, roots: list[Node]) -> tuple[set[str], set[str]]:
+        """(dims whose value ``roots`` need, dims their model inputs bind by shape)."""
+        nodes = self.g.topo(roots)
+        inputs = {n.id for n in self.g.inputs.values()}
+        needed = {n.attrs["name"] for n in nodes if n.op == "dim"}
+        needed |= {d for n in nodes for d in free_dims(n.shape)}
+        bound = {d for n in nodes if n.id in inputs for d in free_dims(n.shape)}
+        return needed, bound
+
+    def _check_dims_bound(self) -> None:
+        """A call-time dim is known only from the shape of an input: refuse an output or
+        loss that uses the value of a dim (``sum(h) / B``) none of its inputs binds."""
+        outputs = [(s, n) for s, n in self.root_stmts if isinstance(s, ast.OutputDecl)]
+        _, bound_by_outputs = self._dims_needed([n for _, n in outputs])
+        for s, node in self.root_stmts:
+            needed, bound = self._dims_needed([node])
+            if isinstance(s, ast.OutputDecl):
+                bound = bound_by_outputs
+            missing = sorted(needed - bound)
+            if not missing:
+                continue
+            dim = missing[0]
+            what = "the loss" if isinstance(s, ast.LossDecl) else f"output '{s.name}'"
+            whose = "it depends on" if isinstance(s, ast.LossDecl) else "the outputs depend on"
+            span = _find_name(s.value, dim) if s.value is not None else None
+            self.c.error(f"{what} needs the call-time dim {dim}, but no input {whose} "
+                         f"has {dim} in its shape, so {dim} is unknown when it is computed",
+                         span or s.span, f"fix it with 'dim {dim} = N', or compute with an "
+                         f"input whose shape has {dim}")
 
     def _finish(self, wrt: tuple[str, ...]) -> None:
+        self._check_dims_bound()
         for name in wrt:
             node = self.g.inputs.get(name)
             if node is None:
@@ -174,6 +259,9 @@ class _Lowerer:
         for name, node in self.g.inputs.items():
             if name not in self.used:
                 self.c.warn(f"input '{name}' is never used", node.span)
+        if not self.g.outputs and self.g.loss is None and not self.c.errors:
+            self.c.warn("the model has no output and no loss: it computes nothing", None,
+                        "add 'output NAME = EXPR' or 'loss = EXPR'")
 
     # ------------------------------------------------------------------ declarations
     def _type(self, t: ast.TypeExpr) -> tuple[str, tuple]:
@@ -183,7 +271,7 @@ class _Lowerer:
         shape = []
         for d in t.shape or ():
             if isinstance(d.value, int):
-                shape.append(as_dim(d.value))
+                shape.append(as_dim(check_size(d.value, d.span)))
             elif self.dims.get(d.value) is not None:
                 shape.append(as_dim(self.dims[d.value]))
             elif d.value in self.dims or d.value[:1].isupper():
@@ -191,6 +279,7 @@ class _Lowerer:
             else:
                 raise LowerError(f"unknown dim '{d.value}'", d.span,
                                  f"declare it with 'dim {d.value}' or capitalise it")
+        check_numel(shape, t.span, f"the type {t.dtype}{fmt_shape(shape)}")
         return dtype, tuple(shape)
 
     def _init(self, s: ast.ParamDecl, rank: int) -> tuple:
@@ -214,24 +303,34 @@ class _Lowerer:
     # ------------------------------------------------------------------ expressions
     def expr(self, e: ast.Expr, scope: dict | None = None) -> Node:
         """Lower one expression in ``scope`` (a user fn's arguments) over the globals."""
-        scope = scope or {}
+        return run_steps(self._expr(e, scope or {}))
+
+    def call(self, func: ast.Expr, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
+        """Lower a call; ``args`` are AST expressions or already-lowered nodes (pipes)."""
+        return run_steps(self._call(func, args, kwargs, call, scope))
+
+    # The lowering of expressions is written as generators run by :func:`run_steps`: where
+    # a recursive version would call ``self.expr(sub)``, a step yields ``self._expr(sub)``
+    # and receives the node. Nesting (tanh(tanh(...)), fn chains 600 deep) then grows a
+    # list, not Python's stack.
+    def _expr(self, e: ast.Expr, scope: dict):
         if isinstance(e, ast.Num):
             return self.g.const(e.value)
         if isinstance(e, ast.Name):
             return self._name(e, scope)
         if isinstance(e, ast.UnaryOp):
-            x = self._float_value(self.expr(e.operand, scope), e.operand.span)
+            x = self._float_value((yield self._expr(e.operand, scope)), e.operand.span)
             return x if e.op == "+" else build.ew(self.g, lambda a: -a, x, span=e.span)
         if isinstance(e, ast.BinOp):
-            return self._binop(e, scope)
+            return (yield from self._binop(e, scope))
         if isinstance(e, ast.Call):
-            return self.call(e.func, list(e.args), e.kwargs, e, scope)
+            return (yield self._call(e.func, list(e.args), e.kwargs, e, scope))
         if isinstance(e, ast.Pipe):
-            return self._pipe(e, scope)
+            return (yield from self._pipe(e, scope))
         if isinstance(e, ast.Attr):
-            return self._attr(e, scope)
+            return (yield from self._attr(e, scope))
         if isinstance(e, ast.Index):
-            return self._wrap(e, index, self.expr(e.obj, scope), e)
+            return self._wrap(e, index, (yield self._expr(e.obj, scope)), e)
         if isinstance(e, ast.Compose):
             raise LowerError("a composition is applied with |> or declared as a layer: "
                              "x |> a >> b, or layer net = a >> b", e.span)
@@ -243,9 +342,9 @@ class _Lowerer:
                 ast.ListLit: "a list"}.get(type(e), "this")
         raise LowerError(f"{what} is not a tensor value here", e.span)
 
-    def _attr(self, e: ast.Attr, scope: dict) -> Node:
+    def _attr(self, e: ast.Attr, scope: dict):
         if e.attr == "T":
-            return self._wrap(e, build.transpose, self.expr(e.obj, scope))
+            return self._wrap(e, build.transpose, (yield self._expr(e.obj, scope)))
         if isinstance(e.obj, ast.Name) and e.obj.id in self.layers:
             layer = self.layers[e.obj.id]
             if e.attr in layer.params:
@@ -297,45 +396,46 @@ class _Lowerer:
         return any(name in {s.name for d in n.shape for s in d.free_symbols}
                    for n in list(self.g.inputs.values()) + list(self.g.params.values()))
 
-    def _binop(self, e: ast.BinOp, scope: dict) -> Node:
-        a = self._float_value(self.expr(e.left, scope), e.left.span)
-        b = self._float_value(self.expr(e.right, scope), e.right.span)
+    def _binop(self, e: ast.BinOp, scope: dict):
+        a = self._float_value((yield self._expr(e.left, scope)), e.left.span)
+        b = self._float_value((yield self._expr(e.right, scope)), e.right.span)
         if e.op == "@":
             return self._wrap(e, build.matmul, a, b)
         what = "comparison" if e.op in COMPARISONS else f"'{e.op}'"
         return self._wrap(e, build.ew, OPERATORS[e.op], a, b, what=what, span=e.span)
 
-    def _pipe(self, e: ast.Pipe, scope: dict) -> Node:
+    def _pipe(self, e: ast.Pipe, scope: dict):
         value, func = e.value, e.func
         parts = func.parts if isinstance(func, ast.Compose) else (func,)
-        node = self.expr(value, scope)
+        node = yield self._expr(value, scope)
         for part in parts:
             if isinstance(part, ast.Call):
-                node = self.call(part.func, [node, *part.args], part.kwargs, part, scope)
+                node = yield self._call(part.func, [node, *part.args], part.kwargs, part, scope)
             else:
-                node = self.call(part, [node], (), part, scope)
+                node = yield self._call(part, [node], (), part, scope)
         return node
 
-    def call(self, func: ast.Expr, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
-        """Lower a call; ``args`` are AST expressions or already-lowered nodes (pipes)."""
+    def _call(self, func: ast.Expr, args: list, kwargs, call: ast.Expr, scope: dict):
         if not isinstance(func, ast.Name):
             raise LowerError("only named functions can be called", func.span)
         name = func.id
-        if self.values.get(name) is POISON:
-            raise Poisoned()
+        if self.values.get(name) is POISON or (name in self.bad_fns and name not in self.fns):
+            raise Poisoned()  # its statement (or its fn) already gave the error
         if name in self.layers:
             if len(args) != 1 or kwargs:
                 raise LowerError(f"layer '{name}' takes one input, e.g. {name}(x)", call.span)
-            x = args[0] if isinstance(args[0], Node) else self.expr(args[0], scope)
-            return layers.apply(self, self.layers[name], x, call, scope)
+            x = args[0] if isinstance(args[0], Node) else (yield self._expr(args[0], scope))
+            return (yield layers.apply(self, self.layers[name], x, call, scope))
         if name in layers.LAYERS:
             raise LowerError(f"{name} is a layer kind: declare an instance first, e.g. "
                              f"layer l1 = {name}(...)", func.span)
         if name in self.fns:
-            return self._inline(self.fns[name], args, kwargs, call, scope)
-        nodes = [a if isinstance(a, Node) else None for a in args]
+            return (yield from self._inline(self.fns[name], args, kwargs, call, scope))
         if name in BUILTINS or name in ELEMENTWISE:
-            lowered = [n if n is not None else self._arg(a, scope) for n, a in zip(nodes, args)]
+            lowered = []
+            for a in args:
+                lowered.append(a if isinstance(a, (Node, ast.ListLit, ast.TupleLit))
+                               else (yield self._expr(a, scope)))
             try:
                 if name in BUILTINS and not (name in ELEMENTWISE and len(args) == 2):
                     return BUILTINS[name](self.g, name, lowered, kwargs, call)
@@ -347,11 +447,7 @@ class _Lowerer:
         known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS) + list(self.layers)
         raise LowerError(f"unknown function '{name}'", func.span, did_you_mean(name, known))
 
-    def _arg(self, a: ast.Expr, scope: dict):
-        """Lower a call argument; tuple and list literals stay AST (axes, shapes)."""
-        return a if isinstance(a, (ast.ListLit, ast.TupleLit)) else self.expr(a, scope)
-
-    def _inline(self, fn: ast.FnDecl, args: list, kwargs, call: ast.Expr, scope: dict) -> Node:
+    def _inline(self, fn: ast.FnDecl, args: list, kwargs, call: ast.Expr, scope: dict):
         if kwargs:
             raise LowerError(f"{fn.name}() takes no keyword arguments", kwargs[0].span)
         if len(args) != len(fn.params):
@@ -359,10 +455,12 @@ class _Lowerer:
                              call.span)
         if fn.name in self.stack:
             raise LowerError(f"'{fn.name}' calls itself (recursion is not allowed)", call.span)
-        nodes = [a if isinstance(a, Node) else self.expr(a, scope) for a in args]
+        nodes = []
+        for a in args:
+            nodes.append(a if isinstance(a, Node) else (yield self._expr(a, scope)))
         self.stack.append(fn.name)
         try:
-            return self.expr(fn.body, {p.id: n for p, n in zip(fn.params, nodes)})
+            return (yield self._expr(fn.body, {p.id: n for p, n in zip(fn.params, nodes)}))
         except LowerError as err:
             if err.span is not None and err.span.line == fn.span.line and not err.in_fn:
                 err.hint = err.hint or f"in {fn.name}(), called at line {call.span.line}"
@@ -371,3 +469,45 @@ class _Lowerer:
         finally:
             self.stack.pop()
 
+
+
+def _find_name(e: ast.Expr, name: str):
+    """The span of the first use of ``name`` in ``e``, or None."""
+    todo = [e]
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, ast.Name) and node.id == name:
+            return node.span
+        todo += expansion.children(node)
+    return None
+
+
+def run_steps(gen):
+    """Run a lowering generator to its value without recursion.
+
+    A generator yields another generator whose value it needs; that one runs next (on an
+    explicit stack) and its value, or its exception, is sent back into the one that asked
+    for it. The depth of the model's nesting is the length of a list, not of Python's stack.
+    """
+    stack, value, error = [gen], None, None
+    while stack:
+        top = stack[-1]
+        try:
+            if error is not None:
+                err, error = error, None
+                step = top.throw(err)
+            else:
+                step = top.send(value)
+        except StopIteration as stop:
+            stack.pop()
+            value = stop.value
+            continue
+        except BaseException as err:  # noqa: BLE001 - handed to the generator that asked
+            stack.pop()
+            if not stack:
+                raise
+            error = err
+            continue
+        stack.append(step)
+        value = None
+    return value

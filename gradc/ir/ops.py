@@ -10,6 +10,7 @@ own (:mod:`gradc.ir.graph`) with hand-written rules in :mod:`gradc.autodiff.rule
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,5 +89,57 @@ OPERATORS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
 #: comparison operators: their result is a 0/1 float with zero gradient.
 COMPARISONS = frozenset({"<", "<=", ">", ">=", "=="})
 
-#: the SymPy symbols an ewise node's expression is written in: argument i is ``ARGS[i]``.
-ARGS = tuple(sympy.Symbol(f"a{i}", real=True) for i in range(64))
+class _ArgSymbols:
+    """The argument symbols ``a0, a1, ...``: as many as asked for, created on first use (an
+    elementwise node may have any number of inputs, e.g. a ``concat`` of 200 tensors).
+
+    Indexing (``ARGS[i]``, ``ARGS[:n]``) and iteration (endless: zip it with something
+    finite) behave as on a tuple."""
+
+    def __init__(self, n: int = 64):
+        self._lock = threading.Lock()
+        self._syms: list[sympy.Symbol] = []
+        self._grow(n)
+
+    def _grow(self, n: int) -> None:
+        if len(self._syms) >= n:
+            return
+        with self._lock:  # compiles in threads: grow once, in order
+            while len(self._syms) < n:
+                self._syms.append(sympy.Symbol(f"a{len(self._syms)}", real=True))
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            if key.stop is None or key.stop < 0 or (key.start or 0) < 0:
+                raise IndexError("ARGS is endless: slice it with a non-negative stop")
+            self._grow(key.stop)
+            return tuple(self._syms[key])
+        if key < 0:
+            raise IndexError("ARGS is endless: no negative index")
+        self._grow(key + 1)
+        return self._syms[key]
+
+    def __iter__(self):
+        i = 0
+        while True:
+            yield self[i]
+            i += 1
+
+    def index(self, symbol) -> int:
+        """The argument number of ``symbol`` (``a7`` -> 7)."""
+        name = getattr(symbol, "name", "")
+        if name[:1] == "a" and name[1:].isdigit() and self[int(name[1:])] == symbol:
+            return int(name[1:])
+        raise ValueError(f"{symbol!r} is not an argument symbol")
+
+    def __contains__(self, symbol) -> bool:
+        try:
+            self.index(symbol)
+        except ValueError:
+            return False
+        return True
+
+
+#: the SymPy symbols an ewise node's expression is written in: argument i is ``ARGS[i]``
+#: (no limit on the number of arguments).
+ARGS = _ArgSymbols()

@@ -10,6 +10,12 @@ from functools import lru_cache
 
 import sympy
 
+#: the largest size of one axis that a model may fix (a literal in a shape, a dim, a layer
+#: size): the generated code indexes with 64-bit integers, and sizes multiply.
+MAX_DIM = 2**31 - 1
+#: the most elements a tensor of fixed shape may have.
+MAX_NUMEL = 2**62
+
 Dim = sympy.Expr
 Shape = tuple  # tuple[Dim, ...]
 

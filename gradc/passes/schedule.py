@@ -24,6 +24,8 @@ from gradc.passes.kernels import (Affine, Buffer, Dot, Loop, Patches, Pick, Prog
 FUSING = ("ewise", "reduce", "logsumexp")
 LEAVES = ("input", "param", "hyper", "dim")
 ALIGN = 16
+#: the most inlined nodes one fused expression may nest (deeper chains are materialised).
+MAX_FUSED_DEPTH = 24
 
 
 @dataclass
@@ -79,9 +81,18 @@ class _Scheduler:
         # Decided consumers first: whether a node fuses depends on where its consumers go.
         self.mode: dict[int, str] = {}
         self.home: dict[int, int] = {}  # the node whose kernel evaluates an inlined node
+        depth: dict[int, int] = {}  # how many inlined nodes lie between n and its kernel
         for n in reversed(self.nodes):
             self.mode[n.id] = self._mode(n)
             cs = self.consumers.get(n.id, [])
+            # The walk below (define/expr_of), SymPy and the printers recurse once per
+            # level of a fused expression: a long chain (tanh(tanh(...)), a sum of 600
+            # gradient terms) is cut into kernels of at most MAX_FUSED_DEPTH levels.
+            d = 1 + max(depth.get(c.id, 0) for c in cs) if self.mode[n.id] in (
+                "inline", "virtual") else 0
+            if d > MAX_FUSED_DEPTH and self.mode[n.id] == "inline":
+                self.mode[n.id], d = "kernel", 0
+            depth[n.id] = d
             inline = self.mode[n.id] == "inline" and n.shape == self._space(cs[0])
             self.home[n.id] = self.home[cs[0].id] if inline else n.id
         self.buf: dict[int, Buffer] = {}
