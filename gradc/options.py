@@ -87,7 +87,8 @@ class Optimizer:
 
 #: the code generation targets: name -> the module defining its ``TARGET``
 #: (a :class:`gradc.codegen.target.Target`)
-TARGETS = {"cpu": "gradc.codegen.cpu_target", "cuda": "gradc.codegen.cuda_target"}
+TARGETS = {"cpu": "gradc.codegen.cpu_target", "cuda": "gradc.codegen.cuda_target",
+           "numpy": "gradc.codegen.numpy_target"}
 DTYPES = ("f32", "f64")
 
 
@@ -114,6 +115,9 @@ class Options:
             raise GradcError(f"unknown dtype '{dtype}': one of {', '.join(DTYPES)}")
         if isinstance(wrt, str):
             wrt = tuple(w for w in wrt.split(",") if w)
+        twice = sorted({w for w in wrt if list(wrt).count(w) > 1})
+        if twice:
+            raise GradcError(f"wrt: '{twice[0]}' is given more than once")
         return cls(target, dtype, tuple(wrt), Optimizer.parse(optimizer), bool(cache),
                    bool(parallel))
 

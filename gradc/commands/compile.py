@@ -19,14 +19,16 @@ def register(subparsers) -> None:
     """Add the ``compile`` subparser."""
     p = subparsers.add_parser(
         "compile", help="write the generated Python module of a model",
-        description="Compile MODEL.grad to one standalone Python module (NumPy + Numba) "
-                    "exposing init_params, forward, loss_and_grad, train_step, jvp, vjp "
-                    "and SIGNATURE. Warnings go to stderr.")
+        description="Compile MODEL.grad to one standalone Python module (NumPy + Numba; "
+                    "NumPy alone with --target numpy) exposing init_params, forward, "
+                    "loss_and_grad, train_step, jvp, vjp and SIGNATURE. Warnings go to "
+                    "stderr.")
     p.add_argument("model", metavar="MODEL.grad", help="the model file")
     p.add_argument("-o", "--output", metavar="OUT.py",
                    help="where to write the module ('-' for stdout; "
                         "default: ./MODEL_gen.py)")
-    p.add_argument("--target", choices=TARGETS, default="cpu", help="code target (default cpu)")
+    p.add_argument("--target", choices=TARGETS, default="cpu",
+                   help="code target (default cpu; numpy: vectorised NumPy, no Numba)")
     p.add_argument("--dtype", choices=DTYPES,
                    help="override every float dtype of the model (e.g. f64 for checks)")
     p.add_argument("--wrt", metavar="x,..", default="",

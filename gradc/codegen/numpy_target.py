@@ -1,0 +1,56 @@
+"""The numpy target: kernel programs as vectorised NumPy functions (registered in
+:data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
+
+The module imports NumPy alone and compiles nothing, so it starts in milliseconds and runs
+wherever NumPy does; its results agree with the CPU target's to rounding (~1e-16 relative
+in float64: only summation orders differ). Kernels are printed by
+:class:`gradc.codegen.numpy_emit.NumpyEmitter`; the runtime hooks are the CPU target's
+(:mod:`gradc.codegen.cpu_prelude`) but for ``_epoch``, a Python loop over the minibatches
+(:mod:`gradc.codegen.numpy_prelude`, with the array helpers the kernels call).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from gradc.codegen import cpu_prelude, numpy_prelude
+from gradc.codegen.assemble import Unit, dim_var
+from gradc.codegen.builder import Builder
+from gradc.codegen.numpy_emit import NumpyEmitter
+from gradc.codegen.target import Target
+
+
+class NumpyTarget(Target):
+    """Vectorised NumPy: no compilation, BLAS through ``np.dot``/``np.matmul``."""
+
+    name = "numpy"
+    summary = ("Standalone: needs only NumPy (vectorised array code: nothing is compiled, it",
+               "starts at once). The public functions (init_params, forward, loss,",
+               "loss_and_grad, train_step, train_epoch, jvp, vjp, hvp, jacobian, as the model",
+               "has them) work as in gradc's Python API.")
+    imports = ("import numpy as np",)
+    hooks = (cpu_prelude._check, cpu_prelude._fresh, cpu_prelude._keep, cpu_prelude._route,
+             cpu_prelude._allocate, cpu_prelude._result, cpu_prelude._loss,
+             cpu_prelude._write_back, numpy_prelude._epoch, cpu_prelude.init_params,
+             cpu_prelude.load_params, cpu_prelude.to_host)
+    fast_path = False
+
+    def constants(self, unit: Unit) -> list[str]:
+        return []
+
+    def emit(self, b: Builder, unit: Unit) -> dict:
+        emitter = NumpyEmitter(dim_var, unit.comment)
+        kernels = Builder()
+        for name, (prog, _) in unit.programs.items():
+            emitter.emit(kernels, prog, unit.kernel_name(name))
+            kernels.line()
+        for helper in sorted(emitter.helpers):
+            b.lines.extend(inspect.getsource(getattr(numpy_prelude, helper)).rstrip("\n")
+                           .split("\n"))
+            b.line()
+            b.line()
+        b.lines.extend(kernels.lines)
+        return {}
+
+
+TARGET = NumpyTarget()
