@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import tempfile
 from pathlib import Path
 
@@ -159,6 +160,7 @@ def _compile(source: Source, options: dict) -> Model:
     if not path.exists():
         from gradc.pipeline import compile_source  # the compiler proper: only on a miss
         text, _, _ = compile_source(source, opts, key)
+        builtins.compile(text, str(path), "exec")  # never cache a module that cannot import
         write_atomic(path, text)
     module = load_module(path, f"gradc_gen_{key[:16]}")
     return Model(module, path, source, opts)

@@ -14,7 +14,7 @@ _NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
 def _check(value, name, dtype, shape, dims):
     """Return ``value`` validated against ``dtype``/``shape`` (binding dims in ``dims``),
     as a 1-element view when it is a scalar; raise ValueError naming ``name`` otherwise."""
-    value = _scalar_array(value, dtype, shape)
+    value = _scalar_array(value, name, dtype, shape)
     if not isinstance(value, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array of {dtype} with shape "
                          f"{_fmt(shape, dims)}, got {type(value).__name__}")

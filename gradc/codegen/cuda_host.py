@@ -28,7 +28,7 @@ def _check(value, name, dtype, shape, dims):
     """Return ``value`` validated against ``dtype``/``shape`` (binding dims in ``dims``) as
     a device array (1 element for a scalar): a NumPy array is copied to the device once,
     a device array is used in place. Raise ValueError naming ``name`` otherwise."""
-    value = _scalar_array(value, dtype, shape)
+    value = _scalar_array(value, name, dtype, shape)
     device = _is_device(value)
     if device and not hasattr(value, "copy_to_host"):
         value = cuda.as_cuda_array(value)  # a view of the same memory: no copy

@@ -44,6 +44,8 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
     """
     arrays = [n for n in entry.args if n.op != "hyper"]
     scalars = [n for n in entry.args if n.op == "hyper"]
+    if not arrays:  # nothing to check (a constant model): the general path is as fast
+        return
     n_inputs = sum(1 for n in arrays if n.op == "input" and
                    n.attrs.get("role", "input") == "input")
     cond = f"len(params) == {n_params} and len(inputs) == {n_inputs}"

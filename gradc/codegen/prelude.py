@@ -45,7 +45,13 @@ def _check_shape(value, name, dtype, shape, dims):
     """Check ``value``'s dtype and shape against the declaration, binding dims in ``dims``;
     raise ValueError naming ``name`` otherwise."""
     np_dtype = _NP[dtype]
-    if np.dtype(value.dtype) != np_dtype:
+    got = np.dtype(value.dtype)
+    if got != np_dtype and got.newbyteorder("=") == np_dtype:
+        order = "big" if got.byteorder == ">" else "little"
+        raise ValueError(f"{name}: expected dtype {dtype} ({np.dtype(np_dtype).name}) in the "
+                         f"machine's byte order, got a {order}-endian {got.name}; convert "
+                         f"with .astype(np.{got.name})")
+    if got != np_dtype:
         raise ValueError(f"{name}: expected dtype {dtype} ({np.dtype(np_dtype).name}), "
                          f"got {np.dtype(value.dtype).name}")
     if len(value.shape) != len(shape):
@@ -63,9 +69,16 @@ def _check_shape(value, name, dtype, shape, dims):
                              f"{list(value.shape)}")
 
 
-def _scalar_array(value, dtype, shape):
-    """A Python or NumPy scalar given for a rank-0 declaration, as a 0-d array."""
+def _scalar_array(value, name, dtype, shape):
+    """A Python or NumPy scalar given for a rank-0 declaration, as a 0-d array; a float
+    for an integer declaration, or an integer out of its range, is a ValueError."""
     if not shape and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if dtype[0] == "i" and not isinstance(value, int):
+            raise ValueError(f"{name}: expected an integer ({dtype}), got {value!r}")
+        info = np.iinfo(_NP[dtype]) if dtype[0] == "i" else None
+        if info is not None and not info.min <= value <= info.max:
+            raise ValueError(f"{name}: {value} does not fit in {dtype} "
+                             f"([{info.min}, {info.max}])")
         return np.array(value, _NP[dtype])
     if not shape and isinstance(value, np.generic):
         return np.asarray(value)  # a NumPy scalar: its own dtype is checked later

@@ -1,0 +1,74 @@
+"""Regression tests of the call-time and option findings of the fuzzers (issue
+"Hardening, continued"): each was a raw exception, a silently wrong value or a module
+that could not import."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc.cli import main
+from gradc.errors import GradcError
+
+LABEL = """
+model labels
+input  x : f64[3]
+input  k : i64
+loss   = sum(x) * k
+"""
+
+
+def test_wrt_given_twice_is_an_error_and_nothing_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path / "cache"))
+    text = "input x : f64[3]\nparam w : f64[3]\nloss = sum(x * w)\n"
+    with pytest.raises(GradcError, match="wrt: 'x' is given more than once"):
+        gradc.compile_string(text, wrt=["x", "x"])
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.py"))
+    # the same model with wrt=x still compiles and differentiates x
+    model = gradc.compile_string(text, wrt=["x"])
+    _, grads = model.loss_and_grad({"w": np.arange(3.0)}, x=np.ones(3))
+    np.testing.assert_array_equal(grads["x"], np.arange(3.0))
+
+
+def test_cli_wrt_given_twice_exits_2(tmp_path, capsys):
+    path = tmp_path / "m.grad"
+    path.write_text("input x : f64[3]\nparam w : f64[3]\nloss = sum(x * w)\n")
+    code = main(["compile", str(path), "--wrt", "x,x", "-o", str(tmp_path / "out.py")])
+    assert code == 2
+    assert "given more than once" in capsys.readouterr().err
+    assert not (tmp_path / "out.py").exists()
+
+
+def test_constant_loss_has_zero_gradients():
+    model = gradc.compile_string("param w : f64[2]\nloss = 1\n", name="constant")
+    loss, grads = model.loss_and_grad({"w": np.array([3.0, 4.0])})
+    assert loss == 1.0
+    np.testing.assert_array_equal(grads["w"], [0.0, 0.0])
+    alone = gradc.compile_string("loss = 1\n", name="constant_alone")
+    assert alone.loss_and_grad({}) == (1.0, {})
+    assert alone.loss({}) == 1.0
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return gradc.compile_string(LABEL, name="labels")
+
+
+def test_float_for_an_integer_input_is_a_value_error(labels):
+    with pytest.raises(ValueError, match=r"k: expected an integer \(i64\), got 1.7"):
+        labels.loss({}, x=np.ones(3), k=1.7)
+    assert labels.loss({}, x=np.ones(3), k=2) == 6.0
+
+
+def test_integer_out_of_range_is_a_value_error(labels):
+    with pytest.raises(ValueError, match="k: 1180591620717411303424 does not fit in i64"):
+        labels.loss({}, x=np.ones(3), k=2 ** 70)
+
+
+def test_big_endian_array_names_the_byte_order(labels):
+    x = np.ones(3, dtype=">f8")
+    with pytest.raises(ValueError, match=r"x: expected dtype f64 \(float64\) in the "
+                                         r"machine's byte order, got a big-endian float64"):
+        labels.loss({}, x=x, k=1)
+    assert labels.loss({}, x=x.astype(np.float64), k=1) == 3.0
