@@ -6,6 +6,10 @@ runs ``train_step`` on minibatches, with a progress bar (stderr). At the end it 
 training and validation loss (and accuracy for integer-label classifiers) and writes
 ``params.npz``, ``optimizer.npz``, ``history.csv``, ``loss.png`` and, for classifiers of 2-D
 points, ``boundary.png`` into ``--out``. See docs/training.md.
+
+Ctrl-C (SIGINT) once training has started is deferred to the loop's next safe point
+(:mod:`gradc.training.interrupt`): the finished epochs are saved like at a normal end, and
+the exit code is 130.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from gradc.commands import EXIT_OK, load_model
@@ -22,6 +27,12 @@ from gradc.options import OPTIMIZERS, TARGETS
 from gradc.training import checkpoint, plots
 from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
 from gradc.training.history import History, find_history
+from gradc.training.interrupt import (
+    DeferredInterrupt,
+    Interrupted,
+    caused_by_interrupt,
+    forget_unhandled_interrupt,
+)
 from gradc.training.loop import Config, evaluate, fit, warm_up
 
 # Defaults chosen so that the README's spiral example reaches > 95% training accuracy in
@@ -112,9 +123,57 @@ def _percent(acc) -> str:
 
 
 def run(args) -> int:
-    """Train as the options say; return the exit code (130 when interrupted)."""
+    """Train as the options say; return the exit code (130 when interrupted).
+
+    Ctrl-C while compiling stops at once (nothing is written). From the end of the warm-up
+    on, SIGINT is deferred (:class:`DeferredInterrupt`): the loop stops at its next safe
+    point, and the params, optimizer state, history and pictures of the finished epochs
+    are written before the exit with code 130, whenever the Ctrl-C (or a second one) came.
+    One handler covers both phases, so no SIGINT falls between them.
+    """
     _check_options(args)
     arrays = read_npz(args.data)        # a missing or corrupt file fails before compiling
+    with DeferredInterrupt(defer=False) as sigint:
+        try:
+            prepared = _prepare(args, arrays)
+        except BaseException as e:      # Ctrl-C while compiling, perhaps inside Numba
+            if not caused_by_interrupt(e):
+                raise
+            sigint.defer = True
+            return _interrupted_early()
+        sigint.defer = True             # from here on a Ctrl-C only sets the flag
+        if sigint.requested:            # its KeyboardInterrupt was swallowed while compiling
+            return _interrupted_early()
+        if not args.quiet:
+            _note(f"kernels ready in {prepared.ready:.1f} s")
+        return _train(prepared, args, sigint)
+
+
+def _interrupted_early() -> int:
+    forget_unhandled_interrupt()
+    _flush()
+    _note("gradc train: interrupted (Ctrl-C) before training started; nothing written")
+    return EXIT_INTERRUPTED
+
+
+@dataclass
+class _Run:
+    """What :func:`_prepare` sets up for the training."""
+
+    model: object
+    task: object
+    train: dict
+    val: dict | None
+    out: Path
+    cfg: Config
+    params: dict
+    history: History
+    ready: float        # seconds of the warm-up
+
+
+def _prepare(args, arrays) -> _Run:
+    """Compile the model, check and split the data, make or load the params, print the
+    header and compile the kernels (the warm-up). Nothing is trained yet."""
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
     task = analyse(model.signature, args.model)
     data = check_arrays(args.data, arrays, model.signature)
@@ -149,10 +208,14 @@ def run(args) -> int:
     if not args.quiet:
         _note("compiling the kernels (cached after the first run) ...")
     ready = warm_up(model, params, train, cfg)
-    if not args.quiet:
-        _note(f"kernels ready in {ready:.1f} s")
+    return _Run(model, task, train, val, out, cfg, params, history, ready)
 
-    written: list[Path] = []
+
+def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
+    """Train, then write the outputs; run with SIGINT deferred, so that whenever Ctrl-C
+    comes, the finished epochs are saved and the exit code is 130."""
+    model, params, history, out = r.model, r.params, r.history, r.out
+    n_train, n_val = count(r.train), (count(r.val) if r.val else 0)
 
     def save_history(h: History) -> None:
         h.write(out / "history.csv")
@@ -161,32 +224,54 @@ def run(args) -> int:
     first = history.last_epoch + 1
     interrupted = False
     try:
-        fit(model, params, train, val, task, cfg, history, on_epoch=save_history)
-    except KeyboardInterrupt:
+        fit(model, params, r.train, r.val, r.task, r.cfg, history, on_epoch=save_history,
+            stop=sigint)
+    except Interrupted as stop:
         interrupted = True
-        _note(f"interrupted after epoch {history.last_epoch}: saving what there is")
+        unfinished = f" (epoch {stop.epoch} unfinished, dropped)" if stop.partial else ""
+        _flush()
+        _note(f"gradc train: interrupted (Ctrl-C) after epoch {history.last_epoch}"
+              f"{unfinished}: saving the params, optimizer state, history and plots of the "
+              f"finished epochs")
     seconds = time.perf_counter() - t0
     done = history.last_epoch - first + 1
 
-    model.save_params(params, out / "params.npz")
-    written.append(out / "params.npz")
-    if checkpoint.save_optimizer(model, out / checkpoint.OPTIMIZER_FILE):
-        written.append(out / checkpoint.OPTIMIZER_FILE)
+    # Ctrl-C from here on only sets sigint: every file is written in full.
+    checkpoint.save_params(model, params, out / "params.npz")
+    checkpoint.save_optimizer(model, out / checkpoint.OPTIMIZER_FILE)
     history.write(out / "history.csv")
-    written.append(out / "history.csv")
-    written += _pictures(model, params, task, train, val, history, out, args)
+    written = [out / "params.npz", out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
+    written += _pictures(model, params, r.task, r.train, r.val, history, out, args)
 
     if done > 0:
-        steps = sum(r.seconds for r in history.rows[-done:])
+        steps = sum(row.seconds for row in history.rows[-done:])
         print(f"trained {done} epochs in {seconds:.2f} s "
               f"({done * n_train / max(steps, 1e-9):,.0f} samples/s in the steps)")
-    train_loss, train_acc = evaluate(model, params, train, task)
-    print(f"train loss {train_loss:.4g}{_percent(train_acc)} ({n_train} samples)")
-    if val:
-        val_loss, val_acc = evaluate(model, params, val, task)
-        print(f"val   loss {val_loss:.4g}{_percent(val_acc)} ({n_val} samples)")
-    print("wrote " + " ".join(str(p) for p in written))
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    if interrupted or sigint.requested:
+        if len(history):    # the params are those of the last row: no need to evaluate
+            row = history.rows[-1]
+            print(f"train loss {row.train_loss:.4g}{_percent(row.train_acc)} "
+                  f"({n_train} samples, epoch {row.epoch})")
+            if row.val_loss is not None:
+                print(f"val   loss {row.val_loss:.4g}{_percent(row.val_acc)} "
+                      f"({n_val} samples, epoch {row.epoch})")
+    else:
+        train_loss, train_acc = evaluate(model, params, r.train, r.task)
+        print(f"train loss {train_loss:.4g}{_percent(train_acc)} ({n_train} samples)")
+        if r.val:
+            val_loss, val_acc = evaluate(model, params, r.val, r.task)
+            print(f"val   loss {val_loss:.4g}{_percent(val_acc)} ({n_val} samples)")
+    print("wrote " + " ".join(str(p) for p in written), flush=True)
+    if sigint.requested and not interrupted:
+        _note("gradc train: interrupted (Ctrl-C) after the last epoch; everything is saved")
+    return EXIT_INTERRUPTED if interrupted or sigint.requested else EXIT_OK
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _pictures(model, params, task, train, val, history, out: Path, args) -> list[Path]:
@@ -194,11 +279,9 @@ def _pictures(model, params, task, train, val, history, out: Path, args) -> list
     if not plots.have_matplotlib():
         _note("matplotlib is not installed: no pictures (pip install 'gradc[train]')")
         return []
-    written = []
-    if len(history):
-        plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}, "
-                           f"lr {args.lr:g}, batch {args.batch_size}")
-        written.append(out / "loss.png")
+    plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}, "
+                       f"lr {args.lr:g}, batch {args.batch_size}")
+    written = [out / "loss.png"]
     if task.point_input is not None:
         plots.plot_boundary(model, params, task, train, val, out / "boundary.png",
                             title=f"{model.name}: decision regions after epoch "

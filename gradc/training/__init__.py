@@ -5,7 +5,9 @@ and the pictures. The command itself is :mod:`gradc.commands.train`.
 * :mod:`gradc.training.loop`: epochs of ``train_step`` with progress bars, evaluation;
 * :mod:`gradc.training.history`: ``history.csv``;
 * :mod:`gradc.training.checkpoint`: params and optimizer state for ``--resume``;
-* :mod:`gradc.training.plots`: ``loss.png`` and ``boundary.png``.
+* :mod:`gradc.training.plots`: ``loss.png`` and ``boundary.png``;
+* :mod:`gradc.training.interrupt`: Ctrl-C deferred to the loop's safe points;
+* :mod:`gradc.training.files`: outputs written through a temporary file and a rename.
 """
 
 from gradc.training.data import (

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gradc.errors import GradcError
+from gradc.training.files import replacing
 
 OPTIMIZER_FILE = "optimizer.npz"
 
@@ -28,16 +29,23 @@ def load_params(model, path) -> dict:
         raise GradcError(f"{path}: error: cannot resume from it: {e}") from None
 
 
-def save_optimizer(model, path) -> bool:
-    """Write ``model.state`` to ``path``; False (nothing written) when it is empty."""
+def save_params(model, params: dict, path) -> None:
+    """Write ``params.npz`` with ``model.save_params``, through a temporary file renamed
+    over ``path`` (an interrupted or failed write leaves the old file, never half of one)."""
+    with replacing(path) as tmp:
+        model.save_params(params, tmp)
+
+
+def save_optimizer(model, path) -> None:
+    """Write ``model.state`` to ``path`` (atomically, as :func:`save_params`). Before the
+    first optimizer step the state is empty: the file then holds the optimizer's name and
+    step 0 only, and resuming from it starts the optimizer fresh."""
     state = model.state
-    if not state:
-        return False
     name = model.signature["optimizer"]["name"]
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-    np.savez(path, __optimizer__=np.array(name), __step__=np.array(int(state.get("step", 0))),
-             **arrays)
-    return True
+    with replacing(path) as tmp:
+        np.savez(tmp, __optimizer__=np.array(name),
+                 __step__=np.array(int(state.get("step", 0))), **arrays)
 
 
 def load_optimizer(model, params: dict, path) -> str:
@@ -61,6 +69,8 @@ def load_optimizer(model, params: dict, path) -> str:
         return f"{path}: unreadable optimizer state ({e}): the optimizer starts fresh"
     if saved != name:
         return f"{path} is {saved} state, this run uses {name}: the optimizer starts fresh"
+    if step == 0 and not arrays:
+        return f"{path}: no optimizer step was taken before: the optimizer starts fresh"
     slots = model.signature["optimizer"]["states"]
     want = {f"{s}:{p}": params[p] for s in slots for p in params}
     if set(arrays) != set(want) or any(arrays[k].shape != want[k].shape or

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gradc.errors import GradcError
+from gradc.training.files import replacing
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc", "seconds")
 
@@ -56,8 +57,9 @@ class History:
         return any(v is not None for v in self.column(name))
 
     def write(self, path) -> None:
-        """Write ``history.csv``."""
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        """Write ``history.csv`` (through a temporary file renamed over it, so that the file
+        is always complete)."""
+        with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(COLUMNS)
             for r in self.rows:

@@ -8,6 +8,14 @@ goes to it in chunks of whole minibatches (so the bar still moves on large data 
 otherwise ``model.train_step`` runs on each minibatch. Both give the same kind of epoch:
 every sample once, in a uniformly random order, minibatches of ``batch_size`` with a
 smaller last one.
+
+Stopping (Ctrl-C): :func:`fit` takes a ``stop`` callable, polled after every compiled call
+(each ``train_epoch`` chunk, ``train_step`` and evaluation chunk) and before each epoch.
+When it says stop, :func:`fit` raises :class:`~gradc.training.interrupt.Interrupted` with
+the params and the optimizer state put back to the end of the last finished epoch (an
+epoch cut short is rolled back from a copy taken at its start), so what is saved matches
+the history, and ``--resume`` continues exactly as the uninterrupted run would have. A
+KeyboardInterrupt (when no deferring handler is installed) is treated the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import numpy as np
 from gradc.errors import GradcError
 from gradc.training.data import Task, batches, count
 from gradc.training.history import History, Row
+from gradc.training.interrupt import Interrupted, caused_by_interrupt, forget_unhandled_interrupt
 
 EVAL_BATCH = 4096       # evaluation runs in chunks of this many samples
 FUSED_MIN_BATCHES = 64  # train_epoch gets at least this many minibatches per call
@@ -80,7 +89,12 @@ def write_line(text: str) -> None:
     sys.stdout.flush()
 
 
-def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> float:
+def _never() -> bool:
+    return False
+
+
+def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar,
+              stop=_never) -> float:
     """One epoch of optimizer steps on shuffled minibatches; params change in place.
 
     Returns:
@@ -88,6 +102,8 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> 
 
     Raises:
         GradcError: the loss became NaN or infinite (training diverged).
+        Interrupted: ``stop()`` became true (checked after each compiled call); the params
+            are then part-way through the epoch, :func:`fit` rolls them back.
     """
     rng = np.random.default_rng([cfg.seed, epoch])
     order = rng.permutation(count(data))
@@ -106,6 +122,8 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> 
     for part in batches(data, size, order):
         n = count(part)
         loss = step(part)
+        if stop():
+            raise Interrupted(epoch, partial=True)
         if not math.isfinite(loss):
             raise GradcError(f"training diverged in epoch {epoch}: the loss is {loss}; "
                              f"try a smaller --lr (now {cfg.lr:g})")
@@ -116,14 +134,17 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar) -> 
     return total / seen
 
 
-def evaluate(model, params: dict, data: dict, task: Task) -> tuple[float, float | None]:
+def evaluate(model, params: dict, data: dict, task: Task, stop=None,
+             epoch: int = 0) -> tuple[float, float | None]:
     """The loss (sample-weighted mean over chunks) and, for classifiers, the accuracy:
-    the argmax over the last axis of the first output against the labels."""
+    the argmax over the last axis of the first output against the labels. With ``stop``,
+    raises ``Interrupted(epoch)`` when it becomes true (checked after each chunk)."""
     total, correct, n_all, n_labels = 0.0, 0, 0, 0
     for chunk in batches(data, EVAL_BATCH):
+        if stop is not None and stop():
+            raise Interrupted(epoch, partial=True)
         n = count(chunk)
-        loss, _grads = model.loss_and_grad(params, **chunk)
-        total += float(loss) * n
+        total += model.loss(params, **chunk) * n
         n_all += n
         if task.classifier:
             scores = model.forward(params, **chunk)[task.output]
@@ -139,15 +160,12 @@ def warm_up(model, params: dict, data: dict, cfg: Config) -> float:
     t0 = time.perf_counter()
     batch = next(batches(data, min(2 * cfg.batch_size, count(data))))
     scratch = {k: v.copy() for k, v in params.items()}
-    saved, model.state = model.state, {}
-    try:
-        if cfg.fused and model.supports("train_epoch"):
-            model.train_epoch(scratch, cfg.lr, batch_size=cfg.batch_size, seed=0, **batch)
-        else:
-            model.train_step(scratch, cfg.lr, **batch)
-    finally:
-        model.state = saved
-    model.loss_and_grad(params, **batch)
+    if cfg.fused and model.supports("train_epoch"):
+        model.train_epoch(scratch, cfg.lr, batch_size=cfg.batch_size, seed=0, state={},
+                          **batch)
+    else:
+        model.train_step(scratch, cfg.lr, state={}, **batch)
+    model.loss(params, **batch)
     model.forward(params, **batch)
     return time.perf_counter() - t0
 
@@ -171,34 +189,93 @@ def describe(row: Row, last: int) -> str:
     return "  ".join(parts)
 
 
+def _clone(value):
+    """A copy of one params or state entry: NumPy arrays, Numba CUDA device arrays (copied
+    on the device) and plain values (the step count, the noise seed)."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if hasattr(value, "copy_to_device") and hasattr(value, "shape"):
+        from numba import cuda
+
+        twin = cuda.device_array_like(value)
+        twin.copy_to_device(value)
+        return twin
+    if hasattr(value, "copy"):
+        return value.copy()
+    return value
+
+
+def snapshot(model, params: dict) -> tuple[dict, dict]:
+    """Copies of ``params`` and of the optimizer state ``model.state``."""
+    return ({k: _clone(v) for k, v in params.items()},
+            {k: _clone(v) for k, v in model.state.items()})
+
+
+def restore(model, params: dict, saved: tuple[dict, dict]) -> None:
+    """Put a :func:`snapshot` back: the entries of ``params`` and ``model.state`` (the same
+    dict objects) are replaced by the copies."""
+    saved_params, saved_state = saved
+    params.clear()
+    params.update(saved_params)
+    model.state.clear()
+    model.state.update(saved_state)
+
+
 def fit(model, params: dict, train: dict, val: dict | None, task: Task, cfg: Config,
-        history: History, on_epoch=None) -> History:
+        history: History, on_epoch=None, stop=None) -> History:
     """Train for ``cfg.epochs`` epochs after those already in ``history``.
 
     Each epoch appends a :class:`Row` to ``history``: the mean minibatch loss is shown in
     the bar, the row holds the loss and accuracy of the params at the end of the epoch,
     evaluated on the training and the validation set. ``on_epoch(history)`` runs after each
     epoch (the command writes ``history.csv`` there, so an interrupted run keeps it).
+
+    ``stop()`` (e.g. a :class:`~gradc.training.interrupt.DeferredInterrupt`) is polled
+    before each epoch and after every compiled call.
+
+    Raises:
+        Interrupted: ``stop()`` became true, or a KeyboardInterrupt came (also one that
+            Numba turned into a SystemError). The epoch that was running is rolled back:
+            params and ``model.state`` are those after the last epoch in ``history``.
     """
+    stop = stop or _never
     first = history.last_epoch + 1
     last = history.last_epoch + cfg.epochs
     log = _log_epochs(cfg, first, last)
     n = count(train)
     bar = _bar(n * cfg.epochs, cfg.progress)
+    saved = None                # (epoch, snapshot at its start)
     try:
         for epoch in range(first, last + 1):
-            bar.set_description(f"epoch {epoch}/{last}", refresh=False)
-            t0 = time.perf_counter()
-            run_epoch(model, params, train, cfg, epoch, bar)
-            seconds = time.perf_counter() - t0
-            train_loss, train_acc = evaluate(model, params, train, task)
-            val_loss, val_acc = evaluate(model, params, val, task) if val else (None, None)
-            row = Row(epoch, train_loss, val_loss, train_acc, val_acc, seconds)
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(history)
-            if epoch in log:
-                write_line(describe(row, last))
+            try:
+                if stop():
+                    raise Interrupted(epoch, partial=False)
+                saved = (epoch, snapshot(model, params))
+                bar.set_description(f"epoch {epoch}/{last}", refresh=False)
+                t0 = time.perf_counter()
+                run_epoch(model, params, train, cfg, epoch, bar, stop)
+                seconds = time.perf_counter() - t0
+                train_loss, train_acc = evaluate(model, params, train, task, stop, epoch)
+                val_loss, val_acc = evaluate(model, params, val, task, stop, epoch) \
+                    if val else (None, None)
+                row = Row(epoch, train_loss, val_loss, train_acc, val_acc, seconds)
+                history.append(row)     # from here on the epoch is done
+                if on_epoch is not None:
+                    on_epoch(history)
+                if epoch in log:
+                    write_line(describe(row, last))
+            except BaseException as e:
+                if not (isinstance(e, Interrupted) or caused_by_interrupt(e)):
+                    raise
+                rolled_back = history.last_epoch < epoch and saved is not None \
+                    and saved[0] == epoch
+                if rolled_back:
+                    restore(model, params, saved[1])
+                if isinstance(e, Interrupted) and e.epoch == history.last_epoch + 1:
+                    raise
+                if not isinstance(e, Interrupted):
+                    forget_unhandled_interrupt()
+                raise Interrupted(history.last_epoch + 1, partial=rolled_back) from e
     finally:
         bar.close()
     return history

@@ -1,7 +1,8 @@
 """The pictures of ``gradc train``: ``loss.png`` and ``boundary.png`` (matplotlib, Agg).
 
 Sizes are fixed (``figsize * DPI`` pixels, no tight bounding box) so that tools and tests
-can rely on them: :data:`LOSS_SIZE` and :data:`BOUNDARY_SIZE`.
+can rely on them: :data:`LOSS_SIZE` and :data:`BOUNDARY_SIZE`. Each picture is written to a
+temporary file and renamed into place, so a reader never sees half a PNG.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradc.training.data import batches
+from gradc.training.files import replacing
 
 DPI = 100
 LOSS_FIGSIZE = (10.0, 4.0)          # inches: loss on the left, accuracy on the right
@@ -43,6 +45,14 @@ def plot_history(history, path, title: str = "") -> None:
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=LOSS_FIGSIZE, dpi=DPI)
     try:
+        if not len(history):    # interrupted in its first epoch: the picture says so
+            for ax in (ax_loss, ax_acc):
+                ax.axis("off")
+            fig.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center")
+            if title:
+                fig.suptitle(title)
+            _save(fig, path)
+            return
         for col, label in (("train_loss", "train"), ("val_loss", "validation")):
             if history.has(col):
                 ax_loss.plot(*_points(epochs, history.column(col)), label=label)
@@ -67,9 +77,15 @@ def plot_history(history, path, title: str = "") -> None:
                         ha="center", va="center", transform=ax_acc.transAxes)
         if title:
             fig.suptitle(title)
-        fig.savefig(path, dpi=DPI)
+        _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _save(fig, path) -> None:
+    """``fig.savefig`` through a temporary file renamed over ``path``."""
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)
 
 
 def _points(xs, ys):
@@ -127,6 +143,6 @@ def plot_boundary(model, params, task, train: dict, val: dict | None, path,
                           label=lab) for d, m, lab in ((train, "o", "train"),
                                                       (val, "^", "validation")) if d]
         ax.legend(handles=handles, loc="upper right", fontsize="small")
-        fig.savefig(path, dpi=DPI)
+        _save(fig, path)
     finally:
         plt.close(fig)
