@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ class Optimizer:
     @classmethod
     def parse(cls, spec) -> Optimizer:
         """Accept 'sgd' | 'momentum' | 'adam' or a dict {'name': ..., hyper: value}."""
+        if spec is not None and not isinstance(spec, (str, dict)):
+            raise GradcError(f"optimizer: expected a name or a dict, got {type(spec).__name__}")
         spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": "sgd"})
         name = spec.pop("name", "sgd")
         if name not in OPTIMIZERS:
@@ -66,6 +69,9 @@ class Optimizer:
             raise GradcError(f"optimizer {name}: unknown hyper-parameter(s) "
                              f"{', '.join(sorted(unknown))}; accepted: "
                              f"{', '.join(OPTIMIZERS[name].hyper) or 'none'}")
+        for k, v in spec.items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise GradcError(f"optimizer {name}: {k} must be a number, got {v!r}")
         hyper = {**OPTIMIZERS[name].hyper, **{k: float(v) for k, v in spec.items()}}
         return cls(name, tuple(sorted(hyper.items())))
 
@@ -115,6 +121,9 @@ class Options:
             raise GradcError(f"unknown dtype '{dtype}': one of {', '.join(DTYPES)}")
         if isinstance(wrt, str):
             wrt = tuple(w for w in wrt.split(",") if w)
+        bad = [w for w in wrt if not isinstance(w, str)]
+        if bad:
+            raise GradcError(f"wrt: expected input names, got {bad[0]!r}")
         twice = sorted({w for w in wrt if list(wrt).count(w) > 1})
         if twice:
             raise GradcError(f"wrt: '{twice[0]}' is given more than once")

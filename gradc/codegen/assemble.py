@@ -32,10 +32,11 @@ ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: the target-independent helpers every module gets, in order
 SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._unknown,
-          prelude._fetch, prelude._zeros, prelude._prepare, prelude._workspace,
-          prelude._interrupted, prelude._invoke, prelude._run, prelude._named, prelude._rate,
-          prelude._jacobian, prelude._init_params_host, prelude.init_state,
-          prelude.save_params, prelude._load_params_host, prelude._Public)
+          prelude._fetch, prelude._zeros, prelude._prepare, prelude._writeable,
+          prelude._workspace, prelude._interrupted, prelude._invoke, prelude._run,
+          prelude._named, prelude._rate, prelude._check_seed, prelude._jacobian,
+          prelude._init_params_host, prelude.init_state, prelude.save_params,
+          prelude._load_params_host, prelude._Public)
 
 
 def mangle(name: str) -> str:
@@ -184,7 +185,13 @@ def _public(b: Builder, entry: PublicEntry, unit: Unit, fast: bool) -> None:
 
     with b.block(f"def {entry.name}(params, {entry.params}, **inputs):"):
         b.line(f'"""{entry.doc}"""')
-        b.line("state = _DEFAULT_STATE if state is None else state")
+        with b.block("if state is None:"):
+            b.line("state = _DEFAULT_STATE")
+        with b.block("elif type(state) is not dict:"):
+            b.line("raise ValueError(f'state: expected a dict, got {type(state).__name__}')")
+        if "seed=" in entry.params:
+            with b.block("if seed is not None:"):
+                b.line("_check_seed(seed)")
         if fast and entry.fast is not None:
             program, cond, ret = entry.fast
             prog, kernel_entry = unit.programs[program]

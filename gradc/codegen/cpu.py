@@ -271,27 +271,28 @@ class CpuEmitter(Indexing):
             b.line(f"np.dot({op(k.a, k.ta, '_3[ib]')}, {op(k.b, k.tb, '_3[ib]')}, "
                    f"{k.out.name}_3[ib])")
 
-    def _pick(self, b: Builder, k: Pick) -> None:
-        classes = self.size(k.z.shape[-1])
-        ctxs = self._loops(b, k.labels.shape, parallel_ok=False)
-        idx = ", ".join(f"i{a}" for a in range(k.labels.rank))
-        lab = f"{k.labels.name}[{idx}]" if idx else f"{k.labels.name}[0]"
-        b.line(f"c_ = {lab}")
+    def _label(self, b: Builder, labels: Buffer, classes: str) -> str:
+        """Open the loops over ``labels``, load each as ``c_`` and check it is in
+        [0, classes) (an out-of-range label would read or write outside the array);
+        return the loop index text (the caller closes ``self._label_loops``)."""
+        self._label_loops = self._loops(b, labels.shape, parallel_ok=False)
+        idx = ", ".join(f"i{a}" for a in range(labels.rank))
+        b.line(f"c_ = {labels.name}[{idx}]" if idx else f"c_ = {labels.name}[0]")
         with b.block(f"if c_ < 0 or c_ >= {classes}:"):
-            msg = f"{k.labels.title or 'labels'}: a label is outside [0, {classes})"
+            msg = f"{labels.title or 'labels'}: a label is outside [0, {classes})"
             b.line(f"raise ValueError({msg!r})")
-        b.line(f"{self._out_at(k.out, list(range(k.labels.rank)))} = "
-               f"{k.z.name}[{idx + ', ' if idx else ''}c_]")
-        self._close(ctxs)
+        return idx + ", " if idx else ""
+
+    def _pick(self, b: Builder, k: Pick) -> None:
+        at = self._label(b, k.labels, self.size(k.z.shape[-1]))
+        b.line(f"{self._out_at(k.out, list(range(k.labels.rank)))} = {k.z.name}[{at}c_]")
+        self._close(self._label_loops)
 
     def _unpick(self, b: Builder, k: Unpick) -> None:
         b.line(f"{k.out.name}[:] = {self._init('sum')}")
-        ctxs = self._loops(b, k.labels.shape, parallel_ok=False)
-        idx = ", ".join(f"i{a}" for a in range(k.labels.rank))
-        lab = f"{k.labels.name}[{idx}]" if idx else f"{k.labels.name}[0]"
-        b.line(f"{k.out.name}[{idx + ', ' if idx else ''}{lab}] = "
-               f"{self._out_at(k.g, list(range(k.labels.rank)))}")
-        self._close(ctxs)
+        at = self._label(b, k.labels, self.size(k.out.shape[-1]))
+        b.line(f"{k.out.name}[{at}c_] = {self._out_at(k.g, list(range(k.labels.rank)))}")
+        self._close(self._label_loops)
 
 
     def _zero(self, b: Builder, out: Buffer) -> None:

@@ -42,7 +42,13 @@ def unpick(em, k: Unpick) -> None:
     n, ctx = em.flat(k.out.shape)
     label, g = em.index(k.labels, range(r)), em.index(k.g, range(r))
     out = em.index(k.out, range(r + 1))
-    em.kernel.body.line(f"{out} = {g} if i{r} == {label} else {em.lit(0)}")
+    classes = em.size(k.out.shape[-1])
+    body = em.kernel.body
+    body.line(f"c_ = {label}")
+    with body.block(f"if c_ < 0 or c_ >= {classes}:"):
+        code = em.use_flag(f"{k.labels.title or 'labels'}: a label is outside [0, {classes})")
+        body.line(f"cuda.atomic.max(flag, 0, {code})")
+    body.line(f"{out} = {g} if i{r} == c_ else {em.lit(0)}")
     ctx.__exit__(None, None, None)
     em.finish(f"_grid({n})")
 

@@ -48,13 +48,13 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
         return
     n_inputs = sum(1 for n in arrays if n.op == "input" and
                    n.attrs.get("role", "input") == "input")
-    cond = f"len(params) == {n_params} and len(inputs) == {n_inputs}"
+    cond = f"type(params) is dict and len(params) == {n_params} and len(inputs) == {n_inputs}"
     if entry.name == "train_step" or any(
             n.op == "input" and n.attrs.get("role", "").startswith(("state", "buffer"))
             for n in arrays):
         cond += " and 'step' in state"
     if extra:
-        cond += f" and {extra}"
+        cond += f" and ({extra})"
     with b.block(f"if {cond}:"):
         with b.block("try:"):
             for k, n in enumerate(arrays):
@@ -75,6 +75,8 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
                 shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
                 checks += [f"a{k}.shape == {shape}", f"a{k}.dtype is _DT[{n.dtype!r}]",
                            f"a{k}.flags.c_contiguous"]
+                if entry.stores:  # updated in place: must be writeable
+                    checks.append(f"a{k}.flags.writeable")
             b.line(f"ok = ({checks[0]}")
             for check in checks[1:]:
                 b.line(f"      and {check}")

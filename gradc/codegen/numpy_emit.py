@@ -282,6 +282,9 @@ class NumpyEmitter(Indexing):
 
     def _unpick(self, b: Builder, k: Unpick) -> None:
         out = k.out.name
+        classes = self.size(k.out.shape[-1])
+        self._labels(b, k.labels, classes,
+                     f"{k.labels.title or 'labels'}: a label is outside [0, {classes})")
         b.line(f"{out} = np.zeros({self.shape(k.out.shape)}, {NP[k.out.dtype]})")
         if not k.labels.shape:
             b.line(f"{out}[{self.value(k.labels)}] = {self.value(k.g)}")

@@ -88,8 +88,8 @@ def _scalar_array(value, name, dtype, shape):
 def _unknown(names, known, what):
     """Raise ValueError for the first of ``names`` not in ``known``."""
     for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
+        if not isinstance(name, str) or name not in known:  # a None, int or list name too
+            close = difflib.get_close_matches(str(name), list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"unknown {what} '{name}'{hint} (known: "
                              f"{', '.join(known) or 'none'})")
@@ -150,10 +150,20 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
             dtype, shape = SIGNATURE[kind][name]
             arrays.append(_check(state.get(key), f"state '{key}'", dtype, shape, {}))
             _keep(state, key, arrays[-1], shape)
-    if entry == "train_step" and "step" not in state:
-        state.update(init_state(params))
+    if entry == "train_step":
+        _writeable(params)
+        if "step" not in state:
+            state.update(init_state(params))
     return (entry, arrays, tuple(dims[d] for d in info["dims"]),
             _route(info, arrays, params, inputs, extra))
+
+
+def _writeable(params):
+    """Raise ValueError for a read-only NumPy param (train_step updates params in place)."""
+    for name, value in params.items():
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            raise ValueError(f"{name}: array is read-only, and train_step updates params in "
+                             "place; pass a writeable copy (np.array(...))")
 
 
 def _workspace(entry, dims):
@@ -201,6 +211,12 @@ def _rate(lr):
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
         raise ValueError(f"lr: expected a number, got {type(lr).__name__}")
     return float(lr)
+
+
+def _check_seed(seed):
+    """ValueError unless ``seed`` (given, not None) is an integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed: expected an int or None, got {type(seed).__name__}")
 
 
 def _jacobian(params, of, wrt, state, inputs):

@@ -303,7 +303,7 @@ def _index_item(item: ast.Expr, dim, axis: int) -> tuple:
     if isinstance(item, ast.Slice):
         parts = [None if p is None else literal(p, "int") for p in (item.start, item.stop,
                                                                       item.step)]
-        step = parts[2] or 1
+        step = 1 if parts[2] is None else parts[2]
         if step < 1:
             raise LowerError("slice steps must be positive", item.span)
         if not dim.is_Integer:
@@ -311,7 +311,7 @@ def _index_item(item: ast.Expr, dim, axis: int) -> tuple:
                 raise LowerError(f"axis {axis} has the call-time size {dim}: only ':' can "
                                  "slice it", item.span)
             return ("r", 0, 1, dim)
-        start, stop, _ = slice(*parts).indices(int(dim))
+        start, stop, _ = slice(parts[0], parts[1], step).indices(int(dim))
         length = len(range(start, stop, step))
         if length == 0:
             raise LowerError(f"this slice of axis {axis} (size {dim}) is empty", item.span)

@@ -72,11 +72,12 @@ def _state_leaves(g: Graph, roots: list[Node]) -> list[Node]:
 
 def _entry(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
            stores: list = (), scalars: list[Node] = (), primal: list[Node] = ()) -> Entry:
-    """An entry taking the params, the inputs that ``primal`` (the values it differentiates)
-    and ``roots`` (and ``stores``) read, the state leaves they read, then ``extra`` leaves
-    and ``scalars``, in that call order. A derivative entry takes the inputs of its primal
-    even where the derivative does not read them (a linear model's vjp), so that it is
-    called like the function it differentiates."""
+    """An entry taking the params, the inputs that ``primal`` (the values it differentiates
+    and the leaves it differentiates with respect to) and ``roots`` (and ``stores``) read,
+    the state leaves they read, then ``extra`` leaves and ``scalars``, in that call order.
+    A derivative entry takes the inputs of its primal and its ``wrt`` inputs even where the
+    derivative does not read them (a linear model's vjp; a zero gradient's shape), so that
+    it is called like the function it differentiates and every dim is bound."""
     reads = list(primal) + roots + [v for _, v in stores]
     args = list(g.params.values()) + needed_inputs(g, reads)
     return Entry(name, args + list(extra) + _state_leaves(g, reads) + list(scalars), roots,
@@ -110,7 +111,7 @@ def _jvp(gs: Graphs) -> Entry | None:
         return None
     outs, tans = list(g.outputs.values()), _tangents(g, gs)
     t_outs = jvp(g, outs, {n.id: t for n, t in zip(gs.diff(g), tans)})
-    return _entry("jvp", g, outs + t_outs, tans, primal=outs)
+    return _entry("jvp", g, outs + t_outs, tans, primal=outs + gs.diff(g))
 
 
 def _vjp(gs: Graphs) -> Entry | None:
@@ -119,7 +120,7 @@ def _vjp(gs: Graphs) -> Entry | None:
         return None
     cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
     grads = vjp(g, list(zip(g.outputs.values(), cots)), gs.diff(g))
-    return _entry("vjp", g, grads, cots, primal=list(g.outputs.values()))
+    return _entry("vjp", g, grads, cots, primal=list(g.outputs.values()) + gs.diff(g))
 
 
 def _loss(gs: Graphs) -> Entry | None:
@@ -131,7 +132,8 @@ def _loss_and_grad(gs: Graphs) -> Entry | None:
     g = gs.train
     if g.loss is None:
         return None
-    return _entry("loss_and_grad", g, [g.loss, *_gradients(g, gs)], primal=[g.loss])
+    return _entry("loss_and_grad", g, [g.loss, *_gradients(g, gs)],
+                  primal=[g.loss, *gs.diff(g)])
 
 
 def _hvp(gs: Graphs) -> Entry | None:
@@ -141,7 +143,7 @@ def _hvp(gs: Graphs) -> Entry | None:
         return None
     tans = _tangents(g, gs)
     hv = jvp(g, _gradients(g, gs), {n.id: t for n, t in zip(gs.diff(g), tans)})
-    return _entry("hvp", g, hv, tans, primal=[g.loss])
+    return _entry("hvp", g, hv, tans, primal=[g.loss, *gs.diff(g)])
 
 
 def _train_step(gs: Graphs) -> Entry | None:
