@@ -34,9 +34,9 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._unknown,
           prelude._fetch, prelude._zeros, prelude._prepare, prelude._writeable,
           prelude._workspace, prelude._interrupted, prelude._invoke, prelude._run,
-          prelude._named, prelude._rate, prelude._check_seed, prelude._jacobian,
-          prelude._init_params_host, prelude.init_state, prelude.save_params,
-          prelude._load_params_host, prelude._Public)
+          prelude._named, prelude._rate, prelude._epoch_plan, prelude._check_seed,
+          prelude._jacobian, prelude._init_params_host, prelude.init_state,
+          prelude.save_params, prelude._load_params_host, prelude._Public)
 
 
 def mangle(name: str) -> str:

@@ -59,15 +59,9 @@ def _write_back(call):
 
 def _epoch(params, lr, batch_size, seed, state, inputs):
     """One shuffled epoch of train_step over the whole data, in one compiled call."""
-    lr = _rate(lr)
-    call = _prepare("train_step", params, inputs, None, state, seed)
-    _, arrays, dims, _ = call
+    lr, (_, arrays, dims, _), n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state,
+                                                        inputs)
     info = _ENTRIES["train_epoch"]
-    n = dims[info["dims"].index(SIGNATURE["batch"])]
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    bs = min(batch_size, n)
-    perm = np.random.default_rng(seed).permutation(n)
     ws_dims = tuple(bs if d == SIGNATURE["batch"] else v for d, v in zip(info["dims"], dims))
     ws = _workspace("train_step", ws_dims)
     loss = _invoke(info["kernel"], *arrays, lr, state["step"], perm, bs, seed, ws, *dims)

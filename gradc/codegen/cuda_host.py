@@ -130,16 +130,10 @@ def load_params(path, device=True):
 def _epoch(params, lr, batch_size, seed, state, inputs):
     """One shuffled epoch of train_step: the data goes to the device once, each
     minibatch is gathered there, and the loss is summed there (one wait at the end)."""
-    lr = _rate(lr)
-    call = _prepare("train_step", params, inputs, None, state, seed)
+    lr, call, n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state, inputs)
     _, arrays, dims, _ = call
-    info = _ENTRIES["train_step"]
-    bdim = SIGNATURE["batch"]
-    n = dims[info["dims"].index(bdim)]
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    bs = min(batch_size, n)
-    perm = cuda.to_device(np.random.default_rng(seed).permutation(n))
+    info, bdim = _ENTRIES["train_step"], SIGNATURE["batch"]
+    perm = cuda.to_device(perm)
     noise = np.random.RandomState(seed)  # the CPU target's epoch draws the same masks
     roles = [role for role, _ in info["args"]]
     batched = {}

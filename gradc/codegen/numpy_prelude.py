@@ -14,16 +14,9 @@ import numpy as np
 def _epoch(params, lr, batch_size, seed, state, inputs):
     """One shuffled epoch of train_step over the whole data: a loop over the minibatches
     calling the train_step kernel, with the CPU target's shuffle and dropout draws."""
-    lr = _rate(lr)
-    call = _prepare("train_step", params, inputs, None, state, seed)
-    _, arrays, dims, _ = call
-    info = _ENTRIES["train_step"]
-    bdim = SIGNATURE["batch"]
-    n = dims[info["dims"].index(bdim)]
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    bs = min(batch_size, n)
-    perm = np.random.default_rng(seed).permutation(n)
+    lr, (_, arrays, dims, _), n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state,
+                                                        inputs)
+    info, bdim = _ENTRIES["train_step"], SIGNATURE["batch"]
     noise = np.random.RandomState(seed)  # the draws of the CPU loop's np.random.seed(seed)
     roles = [role for role, _ in info["args"]]
     ws = _workspace("train_step", tuple(bs if d == bdim else v

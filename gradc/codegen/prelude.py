@@ -213,6 +213,17 @@ def _rate(lr):
     return float(lr)
 
 
+def _epoch_plan(params, lr, batch_size, seed, state, inputs):
+    """What every target's train_epoch starts with: (lr as a float, the prepared
+    train_step call, the number of samples n, the batch size, the shuffle of range(n))."""
+    lr = _rate(lr)
+    call = _prepare("train_step", params, inputs, None, state, seed)
+    n = call[2][_ENTRIES["train_step"]["dims"].index(SIGNATURE["batch"])]
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    return lr, call, n, min(batch_size, n), np.random.default_rng(seed).permutation(n)
+
+
 def _check_seed(seed):
     """ValueError unless ``seed`` (given, not None) is an integer."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
