@@ -3,8 +3,8 @@
 Each group of models runs in a subprocess (this file as a script) with
 ``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported, so no other test module sees the
 simulator; groups run side by side on the available cores. Both targets run ``forward``,
-``loss_and_grad``, ``train_step`` (and jvp/vjp, train_epoch, training-mode forward, device
-inputs, user errors where a group says so) and must agree: 1e-5 relative in float32,
+``loss``, ``loss_and_grad``, ``hvp``, ``train_step`` (and jvp/vjp, train_epoch, training-mode
+forward, device inputs, user errors where a group says so) and must agree: 1e-5 relative in float32,
 1e-10 in float64 (norm-wise, per array).
 
 Speed: the simulator runs each CUDA thread as a Python thread, so the generated module
@@ -238,6 +238,10 @@ def compare(chk: Checker, cpu, gpu, inputs: dict, label: str, params=None, steps
     (lg, gg), (lc, gc) = both("loss_and_grad", seed=5, **inputs)
     chk.close(f"{label} loss", lg, lc)
     chk.dicts(f"{label} grads", gg, gc)
+    chk.close(f"{label} loss entry", *both("loss", seed=5, **inputs))
+    vec = {k: np.asarray(rng.standard_normal(np.shape(pc.get(k, inputs.get(k)))),
+                         np.asarray(pc.get(k, inputs.get(k))).dtype) for k in sig["tangents"]}
+    chk.dicts(f"{label} hvp", *both("hvp", vector=vec, seed=5, **inputs))
     for t in range(steps):
         chk.close(f"{label} train_step {t}", *both("train_step", lr=0.1, seed=7 + t, **inputs))
     chk.dicts(f"{label} params after train_step", pg, pc)
