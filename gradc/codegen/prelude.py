@@ -62,8 +62,9 @@ def _check_shape(value, name, dtype, shape, dims):
             bound = dims.setdefault(d, n)
             if n < 1 or bound != n:
                 raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
-                                 f"{list(value.shape)}" + ("" if n < 1 else
-                                 f" ({d} was bound to {bound} by an earlier argument)"))
+                                 f"{list(value.shape)}" + (
+                                     f" (every size must be at least 1: {d} is {n})" if n < 1
+                                     else f" ({d} was bound to {bound} by an earlier argument)"))
         elif d != n:
             raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
                              f"{list(value.shape)}")
@@ -89,7 +90,9 @@ def _unknown(names, known, what):
     """Raise ValueError for the first of ``names`` not in ``known``."""
     for name in names:
         if not isinstance(name, str) or name not in known:  # a None, int or list name too
-            close = difflib.get_close_matches(str(name), list(known), n=1)
+            by_case = {k.lower(): k for k in known}  # X= for x: the case-insensitive match
+            close = [by_case[str(name).lower()]] if str(name).lower() in by_case else \
+                difflib.get_close_matches(str(name), list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"unknown {what} '{name}'{hint} (known: "
                              f"{', '.join(known) or 'none'})")

@@ -184,7 +184,8 @@ def _prepare(args, arrays) -> _Run:
     batch_size = min(args.batch_size, n_train)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     cfg = Config(args.epochs, batch_size, args.lr, args.seed,
-                 progress=progress and not args.quiet, log_every=args.log_every)
+                 progress=progress and not args.quiet, log_every=args.log_every,
+                 quiet=args.quiet)
 
     history = History()
     if args.resume:

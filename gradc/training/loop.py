@@ -46,6 +46,7 @@ class Config:
     seed: int = 0
     progress: bool = True       # show the tqdm bar on stderr
     log_every: int = 0          # print a summary every N epochs (0: about ten lines)
+    quiet: bool = False         # no per-epoch lines (the command prints its summary)
     fused: bool = True          # use the module's train_epoch when it has one
 
 
@@ -262,7 +263,7 @@ def fit(model, params: dict, train: dict, val: dict | None, task: Task, cfg: Con
                 history.append(row)     # from here on the epoch is done
                 if on_epoch is not None:
                     on_epoch(history)
-                if epoch in log:
+                if epoch in log and not cfg.quiet:
                     write_line(describe(row, last))
             except BaseException as e:
                 if not (isinstance(e, Interrupted) or caused_by_interrupt(e)):
