@@ -119,3 +119,14 @@ def test_bad_seed_state_and_options_are_clear_errors():
             gradc.compile_string("param w : f64\nloss = w * w\n", optimizer=bad)
     with pytest.raises(GradcError, match="wrt: expected input names, got None"):
         gradc.compile_string("input x : f64\nloss = x * x\n", wrt=[None])
+
+
+def test_call_time_hints_and_empty_batches():
+    model = gradc.compile_string("input x : f64[B, 3]\nparam w : f64[3]\noutput o = x * w\n",
+                                 name="hints")
+    params = {"w": np.ones(3)}
+    with pytest.raises(ValueError, match=r"unknown input 'X'; did you mean 'x'\?"):
+        model.forward(params, X=np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"x: expected shape \[B, 3\], got \[0, 3\] "
+                                         r"\(every size must be at least 1: B is 0\)"):
+        model.forward(params, x=np.ones((0, 3)))

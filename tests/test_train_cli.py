@@ -271,3 +271,15 @@ def test_fused_epoch_trains_like_train_step_loop(spiral_data):
         assert final[fused] < 0.8 * first
         assert model.state["step"] == 5 * 10   # 300 samples: 10 minibatches per epoch
     assert final[True] == pytest.approx(final[False], rel=0.15)
+
+
+def test_quiet_prints_only_the_summary(spiral_data, tmp_path):
+    r = gradc("train", SPIRAL, "--data", spiral_data, "--epochs", 5, "--out", tmp_path / "q",
+              "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    loud = gradc("train", SPIRAL, "--data", spiral_data, "--epochs", 5, "--out",
+                 tmp_path / "l")
+    epoch_lines = [line for line in loud.stdout.splitlines() if line.startswith("epoch")]
+    assert epoch_lines, loud.stdout  # the per-epoch lines --quiet must drop
+    assert not [line for line in r.stdout.splitlines() if line.startswith("epoch")], r.stdout
+    assert r.stdout.strip() and len(r.stdout.splitlines()) < len(loud.stdout.splitlines())

@@ -60,11 +60,16 @@ def _check_shape(value, name, dtype, shape, dims):
     for d, n in zip(shape, value.shape):
         if isinstance(d, str):
             bound = dims.setdefault(d, n)
-            if n < 1 or bound != n:
+            if n < 1:
+                if bound == n:  # bound just now, by this very size: show [B, ...]
+                    del dims[d]
                 raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
-                                 f"{list(value.shape)}" + (
-                                     f" (every size must be at least 1: {d} is {n})" if n < 1
-                                     else f" ({d} was bound to {bound} by an earlier argument)"))
+                                 f"{list(value.shape)} (every size must be at least 1: {d} "
+                                 f"is {n})")
+            if bound != n:
+                raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
+                                 f"{list(value.shape)} ({d} was bound to {bound} by an "
+                                 "earlier argument)")
         elif d != n:
             raise ValueError(f"{name}: expected shape {_fmt(shape, dims)}, got "
                              f"{list(value.shape)}")
