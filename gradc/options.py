@@ -62,7 +62,7 @@ class Optimizer:
             raise GradcError(f"optimizer: expected a name or a dict, got {type(spec).__name__}")
         spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": "sgd"})
         name = spec.pop("name", "sgd")
-        if name not in OPTIMIZERS:
+        if not isinstance(name, str) or name not in OPTIMIZERS:
             raise GradcError(f"unknown optimizer '{name}': one of {', '.join(OPTIMIZERS)}")
         unknown = set(spec) - set(OPTIMIZERS[name].hyper)
         if unknown:

@@ -114,7 +114,11 @@ def test_bad_seed_state_and_options_are_clear_errors():
         model.loss(params, seed="abc", x=x)
     with pytest.raises(ValueError, match="state: expected a dict, got list"):
         model.train_step(params, 0.1, state=[], x=x)
-    for bad in (["adam"], 42, {"name": "adam", "beta1": "abc"}):
+    for _ in range(2):  # the general path, then (after a good step) the fast path
+        with pytest.raises(ValueError, match=r"state\['step'\]: expected the step count"):
+            model.train_step(params, 0.1, state={"step": "x"}, x=x)
+        model.train_step(params, 0.1, x=x)
+    for bad in (["adam"], 42, {"name": "adam", "beta1": "abc"}, {"name": {"a": 1}}):
         with pytest.raises(GradcError, match="optimizer"):
             gradc.compile_string("param w : f64\nloss = w * w\n", optimizer=bad)
     with pytest.raises(GradcError, match="wrt: expected input names, got None"):

@@ -162,6 +162,9 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
         _writeable(params)
         if "step" not in state:
             state.update(init_state(params))
+        elif isinstance(state["step"], bool) or not isinstance(state["step"], (int, np.integer)):
+            raise ValueError(f"state['step']: expected the step count (an int), got "
+                             f"{state['step']!r}")
     return (entry, arrays, tuple(dims[d] for d in info["dims"]),
             _route(info, arrays, params, inputs, extra))
 
