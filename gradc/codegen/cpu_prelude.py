@@ -84,3 +84,8 @@ def to_host(values):
     if isinstance(values, dict):
         return {k: to_host(v) for k, v in values.items()}
     return np.asarray(values)
+
+
+#: the hooks of every target whose arrays are NumPy arrays (cpu, numpy), all but ``_epoch``
+NUMPY_ARRAY_HOOKS = (_check, _fresh, _keep, _route, _allocate, _result, _loss, _write_back,
+                     init_params, load_params, to_host)

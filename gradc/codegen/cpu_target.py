@@ -27,10 +27,7 @@ class CpuTarget(Target):
                "forward, loss, loss_and_grad, train_step, train_epoch, jvp, vjp, hvp,",
                "jacobian, as the model has them) work as in gradc's Python API.")
     imports = ("import numba as nb", "import numpy as np")
-    hooks = (cpu_prelude._check, cpu_prelude._fresh, cpu_prelude._keep, cpu_prelude._route,
-             cpu_prelude._allocate, cpu_prelude._result, cpu_prelude._loss,
-             cpu_prelude._write_back, cpu_prelude._epoch, cpu_prelude.init_params,
-             cpu_prelude.load_params, cpu_prelude.to_host)
+    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS + (cpu_prelude._epoch,)
     fast_path = True
 
     def constants(self, unit: Unit) -> list[str]:

@@ -29,10 +29,7 @@ class NumpyTarget(Target):
                "loss_and_grad, train_step, train_epoch, jvp, vjp, hvp, jacobian, as the model",
                "has them) work as in gradc's Python API.")
     imports = ("import numpy as np",)
-    hooks = (cpu_prelude._check, cpu_prelude._fresh, cpu_prelude._keep, cpu_prelude._route,
-             cpu_prelude._allocate, cpu_prelude._result, cpu_prelude._loss,
-             cpu_prelude._write_back, numpy_prelude._epoch, cpu_prelude.init_params,
-             cpu_prelude.load_params, cpu_prelude.to_host)
+    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS + (numpy_prelude._epoch,)
     fast_path = False
 
     def constants(self, unit: Unit) -> list[str]:
