@@ -23,9 +23,12 @@ class PublicEntry:
 
     Attributes:
         name: the function's name.
-        params: its parameters after ``params`` and before ``**inputs``, as Python source
-            (``state=None`` is always among them: the optimizer state and running
-            statistics to use; the module's or the Model's own by default).
+        params: its parameters after ``params`` and before ``**inputs``, as Python source:
+            the positional ones SPEC shows (``lr``; the tangent, cotangent or vector
+            dict), then ``*`` and the keyword-only ones, so ``forward(p, X)`` is a
+            TypeError instead of X bound to ``training`` (``state=None`` is always among
+            them: the optimizer state and running statistics to use; the module's or the
+            Model's own by default).
         doc: the docstring.
         needs: when a model has it: 'outputs' (the model declares outputs), 'loss' (it
             declares a loss) or 'batch' (a loss, and inputs sharing their leading dim).
@@ -49,7 +52,7 @@ _GRADS = "_named('tangents', r, call)"
 
 ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
     PublicEntry(
-        "forward", "training=False, seed=None, state=None",
+        "forward", "*, training=False, seed=None, state=None",
         "Return the outputs: a dict name -> array. training=True runs batchnorm on batch "
         "statistics and dropout with a mask drawn from seed.",
         "outputs", ("forward",),
@@ -60,14 +63,14 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
         ("forward", "not training or 'forward_train' not in _ENTRIES",
          "_named('outputs', r, _FAST)")),
     PublicEntry(
-        "loss", "seed=None, state=None",
+        "loss", "*, seed=None, state=None",
         "Return the loss alone, as a float (no gradients).",
         "loss", ("loss",),
         ("call = _prepare('loss', params, inputs, None, state, seed)",
          "return _loss(_run(call)[0])"),
         ("loss", "", "_loss(r[0])")),
     PublicEntry(
-        "loss_and_grad", "seed=None, state=None",
+        "loss_and_grad", "*, seed=None, state=None",
         "Return (loss, gradients): a float and a dict with the keys of params (and the "
         "wrt inputs).",
         "loss", ("loss_and_grad",),
@@ -75,7 +78,7 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
          "r = _run(call)", "return _loss(r[0]), _named('tangents', r[1:], call)"),
         ("loss_and_grad", "", "_loss(r[0]), _named('tangents', r[1:], _FAST)")),
     PublicEntry(
-        "train_step", "lr, state=None, seed=None",
+        "train_step", "lr, *, state=None, seed=None",
         "One optimizer step on params, in place; return the loss before the step.",
         "loss", ("train_step",),
         ("lr = _rate(lr)",
@@ -85,13 +88,13 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
          "_write_back(call)", "return _loss(r[0])"),
         ("train_step", "type(lr) is float", "_loss(r[0])")),
     PublicEntry(
-        "train_epoch", "lr, batch_size=32, seed=0, state=None",
+        "train_epoch", "lr, *, batch_size=32, seed=0, state=None",
         "One shuffled epoch of train_step over the whole data in one call; return the mean "
         "loss (each batch weighted by its size).",
         "batch", ("train_step",),
         ("return _epoch(params, lr, batch_size, seed, state, inputs)",)),
     PublicEntry(
-        "jvp", "tangents, state=None",
+        "jvp", "tangents, *, state=None",
         "Forward mode: return (outputs, output tangents) for tangents of params and wrt "
         "inputs (missing: zero).",
         "outputs", ("jvp",),
@@ -99,14 +102,14 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
          "r = _run(call)", "n = len(SIGNATURE['outputs'])",
          "return _named('outputs', r[:n], call), _named('outputs', r[n:], call)")),
     PublicEntry(
-        "vjp", "cotangents, state=None",
+        "vjp", "cotangents, *, state=None",
         "Reverse mode: return the gradients of params and wrt inputs for cotangents of the "
         "outputs (missing: zero).",
         "outputs", ("vjp",),
         ("call = _prepare('vjp', params, inputs, cotangents, state)",
          "r = _run(call)", f"return {_GRADS}")),
     PublicEntry(
-        "hvp", "vector, seed=None, state=None",
+        "hvp", "vector, *, seed=None, state=None",
         "Return the Hessian of the loss (with respect to params and wrt inputs) times "
         "vector, a dict with the keys of the gradients (missing: zero); forward over "
         "reverse mode.",
@@ -114,12 +117,24 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
         ("call = _prepare('hvp', params, inputs, vector, state, seed)",
          "r = _run(call)", f"return {_GRADS}")),
     PublicEntry(
-        "jacobian", "of, wrt, state=None",
+        "jacobian", "*, of, wrt, state=None",
         "Return the Jacobian of output 'of' with respect to 'wrt' (a param or wrt input), "
         "shape of.shape + wrt.shape, by the cheaper of forward and reverse mode.",
         "outputs", ("jvp", "vjp"),
         ("return _jacobian(params, of, wrt, state, inputs)",)),
 ]}
+
+
+def argument_names() -> tuple[str, ...]:
+    """Every argument name of the public functions (``params`` included): a model input
+    cannot take one, since it is passed as a keyword argument beside them."""
+    names = ["params"]
+    for e in ENTRIES.values():
+        for item in e.params.split(","):
+            name = item.split("=")[0].strip()
+            if name not in ("*", *names):
+                names.append(name)
+    return tuple(names)
 
 
 def available(signature: dict, entry: PublicEntry) -> bool:

@@ -18,11 +18,16 @@ class OptimizerRule:
     step_scalars: (name, Python expression in ``t``, the 1-based step count, and the
         hyper-parameters) for each scalar computed per step on the host and passed to the
         kernel after ``lr`` (Adam's bias corrections).
-    update: ``update(s, sqrt)`` -> the in-place stores of one step, in order, as
+    update: ``update(s, sqrt, flush)`` -> the in-place stores of one step, in order, as
         ``[(target, expression)]``: ``target`` is a state slot or ``'w'`` (the param);
         ``s`` maps ``w``, ``g`` (the gradient), ``lr``, each state slot, each step scalar
         and ``new_<slot>`` (the value a store before this one wrote) to SymPy symbols, and
-        each hyper-parameter to its value.
+        each hyper-parameter to its value. ``flush(x)`` is ``x``, or 0 where ``|x|`` is
+        below the dtype's smallest normal number: a decaying state (a moment of a unit
+        whose gradient stays 0) would otherwise sink into subnormals and stay there
+        (0.9·m rounds back to m), which makes every later step several times slower;
+        normal values are unchanged. It defaults to the identity for callers that run
+        the rule in plain NumPy.
     """
 
     hyper: dict
@@ -31,18 +36,24 @@ class OptimizerRule:
     update: Callable
 
 
+def _same(x):
+    """The default ``flush`` of an update rule: the identity."""
+    return x
+
+
 OPTIMIZERS = {
-    "sgd": OptimizerRule({}, (), (), lambda s, sqrt: [("w", s["w"] - s["lr"] * s["g"])]),
+    "sgd": OptimizerRule({}, (), (), lambda s, sqrt, flush=_same: [
+        ("w", s["w"] - s["lr"] * s["g"])]),
     "momentum": OptimizerRule(
         {"momentum": 0.9}, ("v",), (),
-        lambda s, sqrt: [("v", s["momentum"] * s["v"] + s["g"]),
-                         ("w", s["w"] - s["lr"] * s["new_v"])]),
+        lambda s, sqrt, flush=_same: [("v", flush(s["momentum"] * s["v"] + s["g"])),
+                                      ("w", s["w"] - s["lr"] * s["new_v"])]),
     "adam": OptimizerRule(
         {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, ("m", "v"),
         (("c1", "1.0 / (1.0 - {beta1!r} ** t)"), ("c2", "1.0 / (1.0 - {beta2!r} ** t)")),
-        lambda s, sqrt: [
-            ("m", s["beta1"] * s["m"] + (1 - s["beta1"]) * s["g"]),
-            ("v", s["beta2"] * s["v"] + (1 - s["beta2"]) * s["g"] * s["g"]),
+        lambda s, sqrt, flush=_same: [
+            ("m", flush(s["beta1"] * s["m"] + (1 - s["beta1"]) * s["g"])),
+            ("v", flush(s["beta2"] * s["v"] + (1 - s["beta2"]) * s["g"] * s["g"])),
             ("w", s["w"] - s["lr"] * (s["new_m"] * s["c1"])
              / (sqrt(s["new_v"] * s["c2"]) + s["eps"]))]),
 }

@@ -59,7 +59,7 @@ RUNNER = textwrap.dedent("""
     if "train_step" in spec["calls"]:
         trained = {k: v.copy() for k, v in params.items()}
         state = {}
-        losses = [mod.train_step(trained, spec["lr"], state, **inputs)
+        losses = [mod.train_step(trained, spec["lr"], state=state, **inputs)
                   for _ in range(spec["steps"])]
         res["step_losses"] = np.array(losses)
         for k, v in trained.items():
@@ -322,7 +322,7 @@ def test_tricky_names_are_mangled_and_work():
         for k in p:
             v[k] = 0.9 * v[k] + np.asarray(g[k])
             expected[k] = w[k] - 0.01 * v[k]
-        step_loss = tricky.module.train_step(w, 0.01, state, **inputs)
+        step_loss = tricky.module.train_step(w, 0.01, state=state, **inputs)
         assert step_loss == pytest.approx(_numpy_tricky(
             {k: expected[k] + 0.01 * v[k] for k in p}, inputs)[1], rel=1e-12)
         for k in p:

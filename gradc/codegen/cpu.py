@@ -15,8 +15,9 @@ from gradc.codegen.builder import DTYPES, Builder
 from gradc.codegen.mathlib import VARIANTS
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
-from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put, Reduce,
-                                  Recur, Scatter, Take, Unpatches, Unpick, View)
+from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
+                                  Recur, Reduce, Scatter, Take, Unpatches, Unpick, View,
+                                  out_of_range)
 from gradc.passes.schedule import ALIGN, Align, kernel_outputs
 
 NP = {k: f"np.{v}" for k, v in DTYPES.items()}
@@ -178,7 +179,7 @@ class CpuEmitter(Indexing):
         {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
          Unpick: self._unpick, Scatter: self._scatter, Take: self._take, Put: self._take,
          Patches: self._patches, Unpatches: self._patches,
-         Recur: self._recur}[type(kern)](b, kern)
+         Recur: self._recur, Check: self._check}[type(kern)](b, kern)
 
     # ------------------------------------------------------------------ kernels
     def _math(self, name: str, arg: str) -> str:
@@ -271,7 +272,7 @@ class CpuEmitter(Indexing):
             b.line(f"np.dot({op(k.a, k.ta, '_3[ib]')}, {op(k.b, k.tb, '_3[ib]')}, "
                    f"{k.out.name}_3[ib])")
 
-    def _label(self, b: Builder, labels: Buffer, classes: str) -> str:
+    def _label(self, b: Builder, labels: Buffer, classes: str, kind: str = "label") -> str:
         """Open the loops over ``labels``, load each as ``c_`` and check it is in
         [0, classes) (an out-of-range label would read or write outside the array);
         return the loop index text (the caller closes ``self._label_loops``)."""
@@ -279,9 +280,12 @@ class CpuEmitter(Indexing):
         idx = ", ".join(f"i{a}" for a in range(labels.rank))
         b.line(f"c_ = {labels.name}[{idx}]" if idx else f"c_ = {labels.name}[0]")
         with b.block(f"if c_ < 0 or c_ >= {classes}:"):
-            msg = f"{labels.title or 'labels'}: a label is outside [0, {classes})"
-            b.line(f"raise ValueError({msg!r})")
+            b.line(f"raise ValueError({out_of_range(labels, kind, classes)!r})")
         return idx + ", " if idx else ""
+
+    def _check(self, b: Builder, k: Check) -> None:
+        self._label(b, k.idx, self.size(k.limit), k.kind)
+        self._close(self._label_loops)
 
     def _pick(self, b: Builder, k: Pick) -> None:
         at = self._label(b, k.labels, self.size(k.z.shape[-1]))
@@ -319,8 +323,7 @@ class CpuEmitter(Indexing):
         b.line(f"c_ = {idx}")
         limit = self.size(data.shape[ax])
         with b.block(f"if c_ < 0 or c_ >= {limit}:"):
-            msg = f"{k.idx.title or 'indices'}: an index is outside [0, {limit})"
-            b.line(f"raise ValueError({msg!r})")
+            b.line(f"raise ValueError({out_of_range(k.idx, 'index', limit)!r})")
         at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
         whole = ", ".join(loop)
         if put:

@@ -25,8 +25,8 @@ from gradc.codegen.cpu import NP, Indexing
 from gradc.codegen.cuda_reduce import emit_reduce
 from gradc.codegen.printer import ScalarPrinter, cse_block
 from gradc.ir.shapes import numel
-from gradc.passes.kernels import (Buffer, Dot, Loop, Patches, Pick, Program, Put, Reduce,
-                                  Recur, Scatter, Take, Unpatches, Unpick, View)
+from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
+                                  Recur, Reduce, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import kernel_outputs
 
 
@@ -259,7 +259,8 @@ class CudaEmitter(Indexing):
          Scatter: lambda k: ck.scatter(self, k), Take: lambda k: ck.take(self, k),
          Put: lambda k: ck.take(self, k), Patches: lambda k: ck.patches(self, k),
          Unpatches: lambda k: ck.unpatches(self, k),
-         Recur: lambda k: ck.recur(self, k)}[type(kern)](kern)
+         Recur: lambda k: ck.recur(self, k),
+         Check: lambda k: ck.check(self, k)}[type(kern)](kern)
 
     # ------------------------------------------------------------------ kernels
     def _loop(self, k: Loop) -> None:

@@ -11,7 +11,8 @@ order. Put (the adjoint of a data-dependent gather) zeroes its output, then adds
 
 from __future__ import annotations
 
-from gradc.passes.kernels import Affine, Buffer, Pick, Put, Recur, Scatter, Unpick
+from gradc.passes.kernels import (Affine, Buffer, Check, Pick, Put, Recur, Scatter, Unpick,
+                                  out_of_range)
 
 
 def pick(em, k: Pick) -> None:
@@ -24,7 +25,7 @@ def pick(em, k: Pick) -> None:
     idx = ", ".join(f"i{a}" for a in range(r))
     body.line(f"c_ = {em.index(k.labels, range(r))}")
     with body.block(f"if c_ < 0 or c_ >= {classes}:"):
-        code = em.use_flag(f"{k.labels.title or 'labels'}: a label is outside [0, {classes})")
+        code = em.use_flag(out_of_range(k.labels, "label", classes))
         body.line(f"cuda.atomic.max(flag, 0, {code})")
         body.line("c_ = 0")
     em.kernel.use(k.z)
@@ -46,9 +47,23 @@ def unpick(em, k: Unpick) -> None:
     body = em.kernel.body
     body.line(f"c_ = {label}")
     with body.block(f"if c_ < 0 or c_ >= {classes}:"):
-        code = em.use_flag(f"{k.labels.title or 'labels'}: a label is outside [0, {classes})")
+        code = em.use_flag(out_of_range(k.labels, "label", classes))
         body.line(f"cuda.atomic.max(flag, 0, {code})")
     body.line(f"{out} = {g} if i{r} == c_ else {em.lit(0)}")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def check(em, k: Check) -> None:
+    """Raise the device flag if an element of ``idx`` is outside [0, limit)."""
+    em.begin(k.span)
+    em.kernel.use(k.idx)
+    body, limit = em.kernel.body, em.size(k.limit)
+    n, ctx = em.flat(k.idx.shape)
+    body.line(f"c_ = {em.index(k.idx, range(k.idx.rank))}")
+    with body.block(f"if c_ < 0 or c_ >= {limit}:"):
+        code = em.use_flag(out_of_range(k.idx, k.kind, limit))
+        body.line(f"cuda.atomic.max(flag, 0, {code})")
     ctx.__exit__(None, None, None)
     em.finish(f"_grid({n})")
 
@@ -100,7 +115,7 @@ def take(em, k) -> None:
     at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
     whole = ", ".join(loop)
     with body.block(f"if c_ < 0 or c_ >= {limit}:"):
-        code = em.use_flag(f"{k.idx.title or 'indices'}: an index is outside [0, {limit})")
+        code = em.use_flag(out_of_range(k.idx, "index", limit))
         body.line(f"cuda.atomic.max(flag, 0, {code})")
         if not put:
             body.line(f"{big.name}[{whole}] = {em.lit(0)}")

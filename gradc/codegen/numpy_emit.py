@@ -33,8 +33,9 @@ from gradc.codegen.numpy_printer import ArrayPrinter
 from gradc.codegen.printer import cse_block
 from gradc.ir.shapes import numel
 from gradc.ir.sym import Detach
-from gradc.passes.kernels import (Affine, Buffer, Dot, Loop, Patches, Pick, Program, Put, Read,
-                                  Recur, Reduce, Scatter, Take, Unpatches, Unpick, View)
+from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
+                                  Put, Read, Recur, Reduce, Scatter, Take, Unpatches, Unpick,
+                                  View, out_of_range)
 from gradc.passes.schedule import Align
 
 #: kernels whose output, when planned in the workspace, is written into its view there
@@ -192,7 +193,7 @@ class NumpyEmitter(Indexing):
         {View: self._view, Loop: self._loop, Reduce: self._reduce, Dot: self._dot,
          Pick: self._pick, Unpick: self._unpick, Scatter: self._scatter, Take: self._take,
          Put: self._put, Patches: self._patches, Unpatches: self._unpatches,
-         Recur: self._recur}[type(kern)](b, kern)
+         Recur: self._recur, Check: self._check}[type(kern)](b, kern)
 
     # ------------------------------------------------------------------ kernels
     def _view(self, b: Builder, k: View) -> None:
@@ -261,19 +262,21 @@ class NumpyEmitter(Indexing):
         else:
             b.line(f"{k.out.name} = {call})")
 
-    def _labels(self, b: Builder, labels: Buffer, limit: str, what: str) -> str:
-        """Print the range check of an index buffer (the CPU's message); return its value."""
+    def _labels(self, b: Builder, labels: Buffer, limit: str, kind: str = "label") -> str:
+        """Print the range check of a label or index buffer (the CPU's message); return its
+        value."""
         lab = self.value(labels) if not labels.shape else labels.name
         bad = f"{lab} < 0 or {lab} >= {limit}" if not labels.shape else \
             f"{lab}.min() < 0 or {lab}.max() >= {limit}"
         with b.block(f"if {bad}:"):
-            b.line(f"raise ValueError({what!r})")
+            b.line(f"raise ValueError({out_of_range(labels, kind, limit)!r})")
         return lab
 
+    def _check(self, b: Builder, k: Check) -> None:
+        self._labels(b, k.idx, self.size(k.limit), k.kind)
+
     def _pick(self, b: Builder, k: Pick) -> None:
-        classes = self.size(k.z.shape[-1])
-        msg = f"{k.labels.title or 'labels'}: a label is outside [0, {classes})"
-        lab = self._labels(b, k.labels, classes, msg)
+        lab = self._labels(b, k.labels, self.size(k.z.shape[-1]))
         if not k.labels.shape:
             b.line(f"{k.out.name} = {k.z.name}[{lab}]")
         else:
@@ -282,9 +285,7 @@ class NumpyEmitter(Indexing):
 
     def _unpick(self, b: Builder, k: Unpick) -> None:
         out = k.out.name
-        classes = self.size(k.out.shape[-1])
-        self._labels(b, k.labels, classes,
-                     f"{k.labels.title or 'labels'}: a label is outside [0, {classes})")
+        self._labels(b, k.labels, self.size(k.out.shape[-1]))
         b.line(f"{out} = np.zeros({self.shape(k.out.shape)}, {NP[k.out.dtype]})")
         if not k.labels.shape:
             b.line(f"{out}[{self.value(k.labels)}] = {self.value(k.g)}")
@@ -312,9 +313,7 @@ class NumpyEmitter(Indexing):
 
     def _index(self, b: Builder, k) -> str:
         data = k.out if isinstance(k, Put) else k.src
-        limit = self.size(data.shape[k.axis])
-        msg = f"{k.idx.title or 'indices'}: an index is outside [0, {limit})"
-        return self._labels(b, k.idx, limit, msg)
+        return self._labels(b, k.idx, self.size(data.shape[k.axis]), "index")
 
     def _take(self, b: Builder, k: Take) -> None:
         idx = self._index(b, k)

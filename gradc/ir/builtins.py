@@ -160,7 +160,14 @@ def _transpose(g, name, args, kwargs, call):
     check_arity(name, args, (1, 2), call)
     kw = parse_kwargs(name, kwargs, {"axes": "axes"})
     x = _float(name, args[0], call)
-    perm = literal(args[1], "axes") if len(args) == 2 else kw.get("axes")
+    perm = kw.get("axes")
+    if len(args) == 2 and isinstance(args[1], Node):  # an integer literal arrives lowered
+        if not _is_const_int(args[1]):
+            raise LowerError("transpose(a, axes): axes must be a tuple of integer literals, "
+                             "e.g. (1, 0)", call.span)
+        perm = int(args[1].attrs["expr"])
+    elif len(args) == 2:
+        perm = literal(args[1], "axes")
     if isinstance(perm, int):
         perm = (perm,)
     if perm is not None:
@@ -331,8 +338,14 @@ def _index_item(item: ast.Expr, dim, axis: int) -> tuple:
                      "take(a, idx, axis)", item.span)
 
 
+def _is_const_int(x) -> bool:
+    """Whether ``x`` is a lowered integer literal (a constant node)."""
+    return isinstance(x, Node) and x.op == "ewise" and not x.inputs \
+        and x.attrs["expr"].is_Integer
+
+
 def _const_int(x, what: str, call) -> int:
-    if isinstance(x, Node) and x.op == "ewise" and not x.inputs and x.attrs["expr"].is_Integer:
+    if _is_const_int(x):
         return int(x.attrs["expr"])
     raise LowerError(f"{what} must be an integer literal", call.span)
 

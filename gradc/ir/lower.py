@@ -7,6 +7,7 @@ and later statements that use it are skipped silently (no cascades).
 
 from __future__ import annotations
 
+from gradc.entries import argument_names
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
 from gradc.ir import build, expansion, layers
@@ -21,9 +22,8 @@ from gradc.source import Source
 INITS = {"zeros": 0, "ones": 0, "glorot_uniform": 0, "he_normal": 0,
          "constant": 1, "normal": 1, "uniform": 2}
 NOT_YET = "is not supported yet"
-#: keyword names of the API functions (SPEC §2): an input may not take one of them.
-RESERVED_INPUTS = ("params", "lr", "state", "seed", "batch_size", "tangents", "cotangents",
-                   "training")
+#: argument names of the API functions (SPEC §2): an input may not take one of them.
+RESERVED_INPUTS = argument_names()
 POISON = object()
 
 

@@ -128,24 +128,30 @@ class Select(_Fn):
         return Select(c, a.diff(s), b.diff(s))
 
 
+def _tie_split(win, a, b):
+    """1 where ``win(a, b)``, 1/2 where a == b, else 0: on a tie the gradient is split
+    equally between the two arguments (PyTorch's maximum and minimum)."""
+    return win(a, b) + Equal(a, b) / 2
+
+
 class Max2(_Fn):
-    """Elementwise max(a, b); the gradient goes to a on ties."""
+    """Elementwise max(a, b); on ties (a == b) each argument gets half the gradient."""
 
     nargs = 2
 
     def fdiff(self, argindex=1):
         a, b = self.args
-        return GreaterEq(a, b) if argindex == 1 else Less(a, b)
+        return _tie_split(Greater, a, b) if argindex == 1 else _tie_split(Greater, b, a)
 
 
 class Min2(_Fn):
-    """Elementwise min(a, b); the gradient goes to a on ties."""
+    """Elementwise min(a, b); on ties (a == b) each argument gets half the gradient."""
 
     nargs = 2
 
     def fdiff(self, argindex=1):
         a, b = self.args
-        return LessEq(a, b) if argindex == 1 else Greater(a, b)
+        return _tie_split(Less, a, b) if argindex == 1 else _tie_split(Less, b, a)
 
 
 def _np_sigmoid(x):

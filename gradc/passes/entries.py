@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import sympy
 
 from gradc.autodiff.forward import jvp
 from gradc.autodiff.reverse import vjp
+from gradc.ir import sym
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.options import OPTIMIZERS, Optimizer
@@ -81,7 +83,21 @@ def _entry(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
     reads = list(primal) + roots + [v for _, v in stores]
     args = list(g.params.values()) + needed_inputs(g, reads)
     return Entry(name, args + list(extra) + _state_leaves(g, reads) + list(scalars), roots,
-                 list(stores), graph=g)
+                 list(stores), graph=g, checks=_lookups(g, reads))
+
+
+def _lookups(g: Graph, reads: list[Node]) -> list[tuple[Node, sympy.Expr, str]]:
+    """The label and index tensors that ``reads`` look up (pick, unpick, take, put), each
+    with the size it indexes and its kind ('label' or 'index'), once per (tensor, size)."""
+    out = {}
+    for n in g.topo(reads):
+        if n.op in ("pick", "unpick", "take", "put"):
+            data = n if n.op in ("unpick", "put") else n.inputs[0]
+            labels = n.op in ("pick", "unpick")
+            limit = data.shape[-1 if labels else n.attrs["axis"]]
+            out.setdefault((n.inputs[1].id, limit),
+                           (n.inputs[1], limit, "label" if labels else "index"))
+    return list(out.values())
 
 
 def _tangents(g: Graph, gs: Graphs) -> list[Node]:
@@ -173,8 +189,13 @@ def optimizer_stores(g: Graph, opt: Optimizer, p: Node, grad: Node, states: dict
     leaves = {"w": p, "g": grad, **states, **{s.attrs["name"]: s for s in scalars}}
     symbols = {k: sympy.Symbol(f"opt_{k}") for k in leaves}
     new = {f"new_{slot}": sympy.Symbol(f"opt_new_{slot}") for slot in rule.states}
+    tiny = float(np.finfo(f"float{p.dtype[1:]}").tiny)  # f32 -> float32
+
+    def flush(x):  # 0 below the smallest normal number (see OptimizerRule.update)
+        return sym.Select(sym.Less(sym.Absv(x), tiny), 0, x)
     stores, written = [], {}
-    for target, expr in rule.update({**symbols, **new, **dict(opt.hyper)}, sympy.sqrt):
+    for target, expr in rule.update({**symbols, **new, **dict(opt.hyper)}, sympy.sqrt,
+                                    flush):
         bound = {sym: written[k] for k, sym in new.items() if k in written}
         bound.update({symbols[k]: n for k, n in leaves.items()})
         used = sorted(expr.free_symbols, key=lambda s: s.name)

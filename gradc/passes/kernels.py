@@ -56,6 +56,19 @@ class Kernel:
         """The buffers this kernel reads."""
         raise NotImplementedError(type(self).__name__)
 
+    def bounds(self) -> list[tuple[Buffer, sympy.Expr, str]]:
+        """The range checks this kernel makes: (label or index buffer, limit, kind), each
+        element checked in [0, limit); kind 'label' or 'index' (see :func:`out_of_range`)."""
+        return []
+
+
+def out_of_range(idx: Buffer, kind: str, limit: str) -> str:
+    """The message of a ``kind`` ('label' or 'index') element of ``idx`` outside
+    [0, ``limit``), the same on every target."""
+    if kind == "label":
+        return f"{idx.title or 'labels'}: a label is outside [0, {limit})"
+    return f"{idx.title or 'indices'}: an index is outside [0, {limit})"
+
 
 @dataclass(frozen=True)
 class Affine:
@@ -164,6 +177,9 @@ class Pick(Kernel):
     def reads(self) -> list[Buffer]:
         return [self.z, self.labels]
 
+    def bounds(self) -> list[tuple[Buffer, sympy.Expr, str]]:
+        return [(self.labels, self.z.shape[-1], "label")]
+
 
 @dataclass(eq=False)
 class Unpick(Kernel):
@@ -176,6 +192,32 @@ class Unpick(Kernel):
 
     def reads(self) -> list[Buffer]:
         return [self.g, self.labels]
+
+    def bounds(self) -> list[tuple[Buffer, sympy.Expr, str]]:
+        return [(self.labels, self.out.shape[-1], "label")]
+
+
+@dataclass(eq=False)
+class Check(Kernel):
+    """Raise unless every element of ``idx`` is in [0, ``limit``): the range check of a
+    label or index tensor (``kind`` 'label' or 'index') that an entry takes while none of
+    its other kernels reads it with this limit (``hvp`` takes a cross-entropy's labels, but
+    the Hessian does not depend on them), so every entry checks its arguments as the
+    function it differentiates does. Writes nothing."""
+
+    idx: Buffer
+    limit: sympy.Expr
+    kind: str
+    span: Span | None = None
+
+    def writes(self) -> list[Buffer]:
+        return []
+
+    def reads(self) -> list[Buffer]:
+        return [self.idx]
+
+    def bounds(self) -> list[tuple[Buffer, sympy.Expr, str]]:
+        return [(self.idx, self.limit, self.kind)]
 
 
 @dataclass(eq=False)
@@ -239,6 +281,9 @@ class Take(Kernel):
     def reads(self) -> list[Buffer]:
         return [self.src, self.idx]
 
+    def bounds(self) -> list[tuple[Buffer, sympy.Expr, str]]:
+        return [(self.idx, self.src.shape[self.axis], "index")]
+
 
 @dataclass(eq=False)
 class Put(Kernel):
@@ -252,6 +297,9 @@ class Put(Kernel):
 
     def reads(self) -> list[Buffer]:
         return [self.src, self.idx]
+
+    def bounds(self) -> list[tuple[Buffer, sympy.Expr, str]]:
+        return [(self.idx, self.out.shape[self.axis], "index")]
 
 
 @dataclass(eq=False)

@@ -97,8 +97,9 @@ def call(module, entry: str, params, inputs: dict, extra: dict | None = None):
     if entry == "hvp":
         return fn(params, extra.pop("vector", {}), **extra, **inputs)
     if entry == "jacobian":
-        return fn(params, extra.pop("of", "logits" if "x" in inputs or "y" in inputs else "s"),
-                  extra.pop("wrt", "W"), **extra, **inputs)
+        return fn(params, of=extra.pop("of", "logits" if "x" in inputs or "y" in inputs
+                                         else "s"),
+                  wrt=extra.pop("wrt", "W"), **extra, **inputs)
     raise KeyError(entry)
 
 
@@ -366,7 +367,7 @@ def run_case(models: dict, case: dict, tmp: str) -> str:
         if case["misuse"] == "positional-input":
             fn = getattr(m, entry)
             lead = {"train_step": (0.1,), "train_epoch": (0.1,), "jvp": ({},), "vjp": ({},),
-                    "hvp": ({},), "jacobian": ("logits", "W")}.get(entry, ())
+                    "hvp": ({},)}.get(entry, ())  # jacobian's of and wrt: keyword-only
             fn(args["params"], *lead, args["inputs"]["x"])
         else:
             call(m, entry, args["params"], args["inputs"], extra)
