@@ -1,17 +1,29 @@
-"""The Python API (SPEC §2): ``compile``, ``compile_string`` and :class:`Model`."""
+"""The Python API (SPEC §2): ``compile``, ``compile_string`` and :class:`Model`.
+
+On a cold cache a CPU model starts tiered (:mod:`gradc.runtime.tiers`): its entries run on
+the numpy target's module at once while Numba compiles their kernels in background
+processes, and each switches to its compiled kernels between calls as soon as they are
+ready. ``wait=True`` (or ``GRADC_TIERED=0`` in the environment) keeps the blocking
+behaviour: the CPU module alone, its kernels compiled in this process at their first call.
+"""
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import tempfile
 from pathlib import Path
 
 from gradc.errors import GradcError
 from gradc.options import Options
 from gradc.entries import ENTRIES, missing_reason
-from gradc.runtime.cache import cache_key, module_path, write_atomic
-from gradc.runtime.loader import load_module, module_from_text
+from gradc.runtime.cache import base_name, cache_key, module_path, read_entry, store_entry
+from gradc.runtime.loader import load_module, module_from_text, module_name
+from gradc.runtime.tiers import Tiers, enabled_by_default
 from gradc.source import Source
+
+#: the tier each non-tiered target runs on (what :meth:`Model.tier` says)
+TARGET_TIER = {"cpu": "numba", "numpy": "numpy", "cuda": "cuda"}
 
 
 class Model:
@@ -24,18 +36,54 @@ class Model:
         signature: names, dtypes and shapes of params, inputs and outputs.
         warnings: compile-time warnings (rendered strings).
         graph: the forward graph (for ``gradc show`` and ``gradc graph``), lowered lazily.
+        module: the generated module serving calls now (for a tiered model the numpy
+            target's until the CPU module is loaded, then the CPU module).
+
+    Tiered models (see the module docstring) say per entry which tier runs it
+    (:meth:`tier`), can wait for their background compiles (:meth:`wait_for_kernels`)
+    and end them (:meth:`close`).
     """
 
-    def __init__(self, module, path: Path, model_source: Source, options: Options):
-        self.module, self.path = module, path
+    def __init__(self, module, path: Path, model_source: Source, options: Options,
+                 tiers: Tiers | None = None):
+        self._module, self._tiers, self.path = module, tiers, path
         self.model_source, self.options = model_source, options
         self.source = path.read_text(encoding="utf-8")
-        self.signature = module.SIGNATURE
+        self.signature = self.module.SIGNATURE
         self.name = self.signature["model"]
-        self.warnings = list(module.WARNINGS)
+        self.warnings = [_typed_path(w, model_source.filename) for w in self.module.WARNINGS]
         self.state: dict = {}
         self._graph = None
         self._device_ok = options.target != "cuda"  # checked once, at the first call
+
+    @property
+    def module(self):
+        """The generated module serving calls now."""
+        return self._tiers.module if self._tiers is not None else self._module
+
+    @property
+    def tiered(self) -> bool:
+        """Whether the model started tiered (NumPy first, Numba kernels from background
+        compiles)."""
+        return self._tiers is not None
+
+    def tier(self, fn: str) -> str:
+        """Which tier runs entry ``fn`` now: 'numba', 'numpy' or 'cuda'."""
+        return self._tiers.tier(fn) if self._tiers is not None else \
+            TARGET_TIER[self.options.target]
+
+    def wait_for_kernels(self, timeout: float | None = None) -> bool:
+        """Wait until the background compiles started so far have finished and their
+        entries run compiled kernels; False when ``timeout`` seconds passed first (always
+        True for a model that is not tiered)."""
+        return self._tiers.wait(timeout) if self._tiers is not None else True
+
+    def close(self) -> None:
+        """End this model's background compiles now (its entries stay on the NumPy tier
+        until they are called again). Running compiles are otherwise left to finish when
+        the process exits, so that the next run finds the kernels cached."""
+        if self._tiers is not None:
+            self._tiers.close()
 
     @property
     def graph(self):
@@ -74,7 +122,8 @@ class Model:
     def _need(self, fn: str):
         if not self._device_ok:
             self._require_device()
-        found = getattr(self.module, fn, None)
+        found = self._tiers.function(fn) if self._tiers is not None else \
+            getattr(self._module, fn, None)
         if found is None:
             raise GradcError(f"model '{self.name}' has no {fn}(): "
                              f"{missing_reason(self.signature, ENTRIES[fn])}")
@@ -102,13 +151,25 @@ class Model:
         """Pickle as the generated module's text, the model source, the options and the
         state: a process that has never seen the model (and has an empty cache) rebuilds
         it without running the compiler."""
-        return _rebuild_model, (self.module._KEY, self.source, self.model_source.text,
+        return _rebuild_model, (self._key, self.source, self.model_source.text,
                                 self.model_source.filename, self.options,
                                 {k: v if isinstance(v, (int, float)) else self.to_host(v)
                                  for k, v in self.state.items()})
 
+    @property
+    def _key(self) -> str:
+        """The cache key of the module at ``path`` (the CPU one for a tiered model)."""
+        return self._tiers.cpu_key if self._tiers is not None else self._module._KEY
+
     def __repr__(self) -> str:
         return f"<gradc.Model {self.name!r} from {self.path}>"
+
+
+def _typed_path(warning: str, filename: str) -> str:
+    """A warning of the module (rendered under the file's base name, see
+    :func:`gradc.pipeline.compile_source`) under the path as the user typed it."""
+    base = base_name(filename)
+    return filename + warning[len(base):] if warning.startswith(base + ":") else warning
 
 
 def _entry_method(entry):
@@ -136,31 +197,60 @@ def _rebuild_model(key: str, text: str, model_text: str, filename: str, options:
     return model
 
 
-def compile(path, **options) -> Model:  # noqa: A001 - the SPEC's name
-    """Compile the model file at ``path``; options as :meth:`Options.make`."""
+def compile(path, *, wait: bool | None = None, **options) -> Model:  # noqa: A001 - SPEC
+    """Compile the model file at ``path``; options as :meth:`Options.make`.
+
+    ``wait``: False starts tiered (target cpu, cache on: NumPy at once, Numba kernels
+    from background compiles), True blocks as a plain CPU model (kernels compile in this
+    process at their first call); None (default): tiered unless ``GRADC_TIERED=0``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise GradcError(f"{path}: cannot read the model file: {e}") from None
-    return _compile(Source(text, str(path)), options)
+    return _compile(Source(text, str(path)), options, wait)
 
 
-def compile_string(text: str, name: str = "model", **options) -> Model:
-    """Compile model source text; ``name`` is used as the file name in messages."""
+def compile_string(text: str, name: str = "model", *, wait: bool | None = None,
+                   **options) -> Model:
+    """Compile model source text; ``name`` is used as the file name in messages;
+    ``wait`` as in :func:`compile`."""
     filename = name if name.endswith(".grad") else f"{name}.grad"
-    return _compile(Source(text, filename), options)
+    return _compile(Source(text, filename), options, wait)
 
 
-def _compile(source: Source, options: dict) -> Model:
+def _module_files(source: Source, variants: list[Options]) -> list[tuple[str, Path]]:
+    """The key and file of ``source``'s module for each of ``variants`` (options that
+    differ only in target, cache or parallel). Missing or damaged modules are generated
+    by the compiler proper (one front end and autodiff for all of them) and cached."""
+    found, missing = [], []
+    for opts in variants:
+        key = cache_key(source.text, source.filename, opts.key())
+        root = None if opts.cache else Path(tempfile.mkdtemp(prefix="gradc_"))
+        found.append([key, module_path(key, root)])
+        if read_entry(found[-1][1]) is None:
+            missing.append((opts, found[-1]))
+    if missing:
+        from gradc.pipeline import compile_sources
+        texts, _, _ = compile_sources(source, [(opts, item[0]) for opts, item in missing])
+        for (_, item), text in zip(missing, texts):
+            builtins.compile(text, str(item[1]), "exec")  # never cache what cannot import
+            item[1] = store_entry(item[1], text)
+    return [tuple(item) for item in found]
+
+
+def _compile(source: Source, options: dict, wait: bool | None) -> Model:
     opts = Options.make(**options)
-    key = cache_key(source.text, source.filename, opts.key())
-    root = None if opts.cache else Path(tempfile.mkdtemp(prefix="gradc_"))
-    path = module_path(key, root)
-    if not path.exists():
-        from gradc.pipeline import compile_source  # the compiler proper: only on a miss
-        text, _, _ = compile_source(source, opts, key)
-        builtins.compile(text, str(path), "exec")  # never cache a module that cannot import
-        write_atomic(path, text)
-    module = load_module(path, f"gradc_gen_{key[:16]}")
-    return Model(module, path, source, opts)
+    tiered = opts.target == "cpu" and opts.cache and \
+        not (not enabled_by_default() if wait is None else wait)
+    if not tiered:
+        ((key, path),) = _module_files(source, [opts])
+        return Model(load_module(path, module_name(key)), path, source, opts)
+    numpy_opts = dataclasses.replace(opts, target="numpy", parallel=False)
+    cold = read_entry(module_path(cache_key(source.text, source.filename, opts.key()))) is None
+    (key, path), *numpy_file = _module_files(source, [opts, numpy_opts] if cold else [opts])
+
+    def numpy_module():
+        ((numpy_key, numpy_path),) = numpy_file or _module_files(source, [numpy_opts])
+        return load_module(numpy_path, module_name(numpy_key))
+    return Model(None, path, source, opts, Tiers(path, key, numpy_module))

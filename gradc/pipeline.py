@@ -10,16 +10,18 @@ from __future__ import annotations
 from gradc.codegen.assemble import Unit, arg_name, assemble, mangle, safe_comment, signature
 from gradc.codegen.epoch import batch_dim
 from gradc.codegen.target import get as get_target
+from gradc.errors import SourceError
 from gradc.frontend.parser import parse
 from gradc.ir.graph import Graph
 from gradc.ir.lower import lower
 from gradc.options import DTYPES, TARGETS, Options
 from gradc.passes.entries import build_entries
 from gradc.passes.schedule import schedule
-from gradc.runtime.cache import versions
+from gradc.runtime.cache import base_name, versions
 from gradc.source import Source
 
-__all__ = ["DTYPES", "TARGETS", "Options", "front", "eval_graph", "programs", "compile_source"]
+__all__ = ["DTYPES", "TARGETS", "Options", "front", "eval_graph", "programs", "compile_source",
+           "compile_sources"]
 
 
 def front(source: Source, options: Options) -> tuple[Graph, list]:
@@ -45,7 +47,7 @@ def programs(graph: Graph, g_eval: Graph | None, options: Options) -> dict:
 
 def _commenter(source: Source):
     """span -> the sanitised ``FILE.grad:LINE: text`` comment of a kernel."""
-    lines, base = source.text.split("\n"), source.filename.rsplit("/", 1)[-1]
+    lines, base = source.text.split("\n"), base_name(source.filename)
 
     def comment(span) -> str:
         text = lines[span.line - 1] if 0 < span.line <= len(lines) else ""
@@ -55,13 +57,32 @@ def _commenter(source: Source):
 
 def compile_source(source: Source, options: Options, key: str) -> tuple[str, Graph, list]:
     """Return (generated module text, graph, warnings) for the options' target."""
+    (text,), graph, warnings = compile_sources(source, [(options, key)])
+    return text, graph, warnings
+
+
+def compile_sources(source: Source, variants: list[tuple[Options, str]]
+                    ) -> tuple[list[str], Graph, list]:
+    """Return (module texts, graph, warnings) for (options, cache key) pairs of one model
+    that differ only in what code generation reads (target, cache, parallel): the front
+    end, autodiff and scheduling run once, with the first options (the tiered start
+    assembles the cpu and numpy modules of a model from one :func:`programs`)."""
+    options = variants[0][0]
     graph, warnings = front(source, options)
     g_eval = eval_graph(source, options, graph)
     progs = programs(graph, g_eval, options)
     step = progs.get("train_step")
     sig = signature(graph, g_eval, options.optimizer, options.wrt,
                     batch_dim(step[1]) if step else None)
-    unit = Unit(progs, sig, key, options, _commenter(source))
-    text = assemble(get_target(options.target), unit, source, versions(),
-                    [w.render() for w in warnings])
-    return text, graph, warnings
+    rendered = [_under_base_name(w).render() for w in warnings]
+    texts = [assemble(get_target(opts.target), Unit(progs, sig, key, opts, _commenter(source)),
+                      source, versions(), rendered) for opts, key in variants]
+    return texts, graph, warnings
+
+
+def _under_base_name(warning: SourceError) -> SourceError:
+    """The warning as the module records it: under the file's base name, so that the
+    module's text (like its cache key) does not depend on how the path was typed."""
+    source = warning.source
+    base = Source(source.text, base_name(source.filename))
+    return SourceError(warning.message, base, warning.span, warning.hint, warning.severity)

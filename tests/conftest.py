@@ -9,6 +9,10 @@ import tempfile
 
 import pytest
 
+# Tests see blocking compiles (no background processes, one tier) unless they ask for
+# tiers (``wait=False``); tests/test_tiers.py covers tiered start.
+os.environ.setdefault("GRADC_TIERED", "0")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def gradc_cache_dir():

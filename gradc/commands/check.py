@@ -141,7 +141,7 @@ def run(args) -> int:
             raise GradcError(f"gradc check: --dim {name}: the model's inputs have no dim "
                              f"'{name}'" + (f" (they have {', '.join(bound)})" if bound else ""))
     wrt = [k for k, n in graph.inputs.items() if n.is_float]
-    model = gradc.compile(args.model, dtype="f64", wrt=wrt)
+    model = gradc.compile(args.model, dtype="f64", wrt=wrt, wait=True)  # check the kernels
     inputs = make_inputs(graph, dims, args.batch, args.seed)
     params = make_params(model, args.seed)
     results = check_model(model, inputs, params, directions=args.directions, eps=args.eps,

@@ -1,9 +1,22 @@
 """The on-disk cache: content hash -> folder holding the generated module.
 
-The key hashes the model text, its file name, the compile options and the versions of
-gradc, Numba, NumPy and Python, so any change gives a new module (and Numba's own on-disk
-cache, kept beside it, stays valid). Modules are written atomically and never rewritten:
-rewriting would change the file's timestamp and invalidate Numba's cache.
+The key hashes the model text, its file's *base* name (the name the module's comments and
+warnings use: ``m.grad``, ``./m.grad``, ``/abs/m.grad`` and ``../x/m.grad`` are one entry),
+the compile options, the versions of gradc, Numba, NumPy and Python and a digest of the
+compiler's own sources, so any change gives a new module (and Numba's own on-disk cache,
+kept beside it, stays valid). Nothing here imports Numba.
+
+An entry is the folder ``ROOT/KEY[:24]/`` holding ``gradc_KEY[:16].py`` (the module),
+``gradc_KEY[:16].sha256`` (its digest, written before it), Numba's ``__pycache__`` and
+``ready/ENTRY`` markers (the entries whose kernels a background compile put in Numba's
+cache, see :mod:`gradc.runtime.tiers`). Modules are written atomically and never rewritten
+while whole: rewriting would change the file's timestamp and invalidate Numba's cache.
+
+The cache heals itself: :func:`read_entry` returns the module text only when it matches its
+digest; a damaged entry (truncated, empty, garbled, a folder in the module's place) is
+discarded with a one-line :class:`CacheWarning` and rebuilt by the caller. A cache folder
+that cannot be written (under a regular file, read-only) gives way to a temporary folder,
+with a warning (:func:`store_entry`).
 """
 
 from __future__ import annotations
@@ -11,14 +24,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
+import warnings
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
-
 
 #: the parts of gradc whose code decides what a generated module contains.
 COMPILER = ("frontend", "ir", "autodiff", "passes", "codegen", "options.py", "pipeline.py")
+#: the layout of an entry (bumped when it changes: entries of older layouts are not found)
+LAYOUT = 2
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was damaged and rebuilt, or the cache folder is unusable."""
+
+
+def warn(message: str) -> None:
+    """Issue a one-line :class:`CacheWarning` (shown once per message and place)."""
+    warnings.warn(message, CacheWarning, stacklevel=3)
 
 
 @lru_cache(maxsize=1)
@@ -37,13 +63,19 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
+@lru_cache(maxsize=1)
 def versions() -> str:
-    """The versions the generated code depends on, as one line."""
-    import numba
+    """The versions the generated code depends on, as one line. Read from the installed
+    distributions' metadata, so that NumPy-only work (the numpy target) never pays for
+    importing Numba; 'numba none' when it is not installed."""
     import numpy
 
     from gradc import __version__
-    return (f"gradc {__version__}, numba {numba.__version__}, numpy {numpy.__version__}, "
+    try:
+        numba = metadata.version("numba")
+    except metadata.PackageNotFoundError:
+        numba = "none"
+    return (f"gradc {__version__}, numba {numba}, numpy {numpy.__version__}, "
             f"python {sys.version_info.major}.{sys.version_info.minor}")
 
 
@@ -56,11 +88,17 @@ def cache_dir() -> Path:
     return Path(base) / "gradc"
 
 
+def base_name(filename: str) -> str:
+    """The file name without its folders (``../x/m.grad`` -> ``m.grad``)."""
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def cache_key(text: str, filename: str, options: dict) -> str:
-    """A hex SHA-256 of everything the generated module depends on."""
-    blob = json.dumps({"text": text, "file": filename, "options": options,
-                       "versions": versions(), "code": code_digest()}, sort_keys=True,
-                      default=repr)
+    """A hex SHA-256 of everything the generated module depends on (``filename`` counts by
+    its base name only)."""
+    blob = json.dumps({"text": text, "file": base_name(filename), "options": options,
+                       "versions": versions(), "code": code_digest(), "layout": LAYOUT},
+                      sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -69,13 +107,99 @@ def module_path(key: str, root: Path | None = None) -> Path:
     return (root or cache_dir()) / key[:24] / f"gradc_{key[:16]}.py"
 
 
+def _digest_path(path: Path) -> Path:
+    return path.with_suffix(".sha256")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_entry(path: Path) -> str | None:
+    """The module text at ``path`` when the entry is whole (the text matches the digest
+    beside it); None when there is no entry. A damaged entry is discarded (module, digest
+    and ready markers; Numba's files go stale with the module's timestamp) with a
+    :class:`CacheWarning`, and None is returned, so the caller rebuilds it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None  # no entry, or no usable cache folder (store_entry says so)
+    except (OSError, UnicodeDecodeError) as e:
+        return _discard(path, f"{type(e).__name__}: {e.strerror if isinstance(e, OSError) else e}")
+    try:
+        expected = _digest_path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        expected = None
+    if expected != _digest(text):
+        return _discard(path, "its text does not match its digest")
+    return text
+
+
+def _discard(path: Path, reason: str) -> None:
+    warn(f"gradc: the cached module {path} is damaged ({reason}); rebuilding it")
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        _digest_path(path).unlink(missing_ok=True)
+        shutil.rmtree(path.parent / "ready", ignore_errors=True)
+    except OSError:
+        pass  # an unwritable cache: store_entry moves to a temporary folder
+    return None
+
+
+def store_entry(path: Path, text: str) -> Path:
+    """Write the module ``text`` (and its digest, first) at ``path``; return where it was
+    written: ``path``, or the same place under a temporary cache folder (with a
+    :class:`CacheWarning`) when the cache folder cannot be written."""
+    try:
+        write_atomic(_digest_path(path), _digest(text) + "\n")
+        write_atomic(path, text)
+        return path
+    except OSError as e:
+        root = temporary_root()
+        warn(f"gradc: cannot write to the cache folder {path.parents[1]} "
+             f"({e.strerror or type(e).__name__}); using {root} for this process")
+        moved = root / path.parent.name / path.name
+        write_atomic(_digest_path(moved), _digest(text) + "\n")
+        write_atomic(moved, text)
+        return moved
+
+
+@lru_cache(maxsize=1)
+def temporary_root() -> Path:
+    """This process's temporary cache folder (made on first use)."""
+    return Path(tempfile.mkdtemp(prefix="gradc_cache_"))
+
+
+def ready_entries(path: Path) -> set[str]:
+    """The entries whose kernels a background compile put in Numba's cache for the module
+    at ``path`` (their ``ready/`` markers)."""
+    try:
+        return {p.name for p in (path.parent / "ready").iterdir()}
+    except OSError:
+        return set()
+
+
+def mark_ready(path: Path, entries) -> None:
+    """Record that ``entries`` of the module at ``path`` are in Numba's cache (nothing
+    when the folder cannot be written: the next process compiles them again)."""
+    try:
+        (path.parent / "ready").mkdir(exist_ok=True)
+        for name in entries:
+            (path.parent / "ready" / name).touch()
+    except OSError:
+        pass
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` unless it is already there: temp file + rename, so a
     concurrent reader sees either nothing or the whole file."""
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".py")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -1,0 +1,103 @@
+"""The background compile of :mod:`gradc.runtime.tiers`: one process per entry group.
+
+``python -m gradc.runtime.warm MODULE.py MODULE_NAME ENTRY...`` imports the generated
+CPU module (under the name the parent uses, so that Numba's cache keys agree), calls
+each entry once on tiny arrays of the declared dtypes, C-contiguous, with every symbolic
+dim 2 (the argument types of every real call: the generated functions validate and
+convert the same way), so that Numba compiles its kernels and writes them to its on-disk
+cache, then marks the entries ready in the cache folder and exits 0. It holds a lock on
+each kernel it compiles (:func:`locked`): another process compiling one of them waits
+its turn. It runs at a lower priority than the process that trains. Any failure is a
+traceback on stderr and exit status 1 (the parent then keeps those entries on the NumPy
+tier).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: the public functions a background compile of an entry calls (jacobian runs forward
+#: and one of jvp and vjp, whichever the shapes make cheaper: both are compiled)
+CALLS = {"jacobian": ("forward", "jvp", "vjp")}
+#: the value given for each required argument after ``params``
+ARGUMENTS = {"lr": 0.0, "tangents": {}, "cotangents": {}, "vector": {}}
+DIM = 2  # the size of every symbolic dim in the dummy call
+
+
+def calls(entry: str) -> tuple[str, ...]:
+    """The public functions whose kernels ``entry`` runs."""
+    return CALLS.get(entry, (entry,))
+
+
+def kernels(entry: str) -> set[str]:
+    """The kernel programs a background compile of ``entry`` writes to Numba's cache
+    (train_epoch's loop calls train_step's kernel, jacobian calls forward's)."""
+    from gradc.entries import ENTRIES
+
+    return {entry} | {p for fn in calls(entry) for p in ENTRIES[fn].programs}
+
+
+@contextlib.contextmanager
+def locked(folder: Path, names):
+    """Hold an exclusive lock on ``folder/.lock_NAME`` for each of ``names`` (in sorted
+    order: no deadlock), so that two processes never compile one kernel at once; no lock
+    where the folder cannot be written or there is no ``fcntl``."""
+    with contextlib.ExitStack() as stack:
+        try:
+            import fcntl
+            for name in sorted(names):
+                f = stack.enter_context(open(folder / f".lock_{name}", "a"))
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        yield
+
+
+def dummy_inputs(signature: dict) -> dict:
+    """Inputs of the declared dtypes and shapes (symbolic dims :data:`DIM`): 0 for
+    integers (a valid label and index), 0.5 for floats."""
+    kinds = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
+    return {name: np.full([d if isinstance(d, int) else DIM for d in shape],
+                          0 if dtype[0] == "i" else 0.5, kinds[dtype])
+            for name, (dtype, shape) in signature["inputs"].items()}
+
+
+def compile_entry(module, name: str) -> None:
+    """Call the public function ``name`` of ``module`` once on dummy arguments (its
+    required arguments from :data:`ARGUMENTS`; train_epoch in minibatches of 1)."""
+    from gradc.entries import ENTRIES
+
+    required = [p.strip() for p in ENTRIES[name].params.split(",") if "=" not in p]
+    kwargs = {p: ARGUMENTS[p] for p in required if p not in ("", "*")}
+    if name == "train_epoch":
+        kwargs["batch_size"] = 1
+    getattr(module, name)(module.init_params(0), state={}, **kwargs,
+                          **dummy_inputs(module.SIGNATURE))
+
+
+def main(argv: list[str]) -> int:
+    """Compile the entries ``argv[2:]`` of the module at ``argv[0]`` named ``argv[1]``."""
+    from gradc.runtime.cache import mark_ready
+    from gradc.runtime.loader import load_module
+
+    path, name, entries = Path(argv[0]), argv[1], argv[2:]
+    try:
+        os.nice(5)
+    except OSError:
+        pass
+    with locked(path.parent, set().union(*(kernels(e) for e in entries))):
+        module = load_module(path, name)
+        for entry in entries:
+            for fn in calls(entry):
+                compile_entry(module, fn)
+    mark_ready(path, entries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,194 @@
+"""Tiered start (issue "Time to first result" scopes 2 and 3): on a cold cache a CPU model
+runs on the NumPy tier at once, each entry switches to its Numba kernels when its
+background compile is done, the numbers agree across the switch, a failed compile leaves
+the entry on NumPy with a warning, a warm cache starts on Numba, and ``gradc train`` shows
+the tier. Background compiles are ended after every test (no process outlives it)."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc.runtime import tiers
+from gradc.runtime.tiers import TierWarning
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = """model tiny
+input  x : f64[B, 3]
+input  y : i64[B]
+param  W : f64[3, 4] ~ he_normal
+param  b : f64[4]    ~ zeros
+output s = tanh(x @ W + b)
+loss   = cross_entropy(s, y)
+"""
+X = np.linspace(-1.0, 1.0, 24).reshape(8, 3)
+Y = np.array([0, 1, 2, 3, 3, 2, 1, 0])
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_compiles():
+    """End every background compile a test started, whatever happened in it."""
+    yield
+    tiers.stop_all()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _forget(model) -> None:
+    """Drop the model's modules from this process (a new process would not have them)."""
+    for name in [n for n in sys.modules if n.startswith("gradc_gen_")]:
+        del sys.modules[name]
+
+
+def _step(model, params: dict, state: dict) -> tuple[float, dict]:
+    params = {k: v.copy() for k, v in params.items()}
+    state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+    loss = model.train_step(params, 0.1, state=state, x=X, y=Y)
+    return loss, params
+
+
+@pytest.fixture(scope="module")
+def switched(tmp_path_factory):
+    """A tiered model compiled on a cold cache, with what its NumPy tier returned before
+    the switch, after its loss and train_step compiles finished."""
+    folder = tmp_path_factory.mktemp("tiers")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADC_CACHE_DIR", str(folder))
+        model = gradc.compile_string(MODEL, "tiny", wait=False, optimizer="adam")
+        assert model.tiered and model.tier("loss") == model.tier("train_step") == "numpy"
+        params = model.init_params(0)
+        state = {}
+        model.train_step(params, 0.1, state=state, x=X, y=Y)  # Adam's moments are set
+        before = {"loss": model.loss(params, x=X, y=Y),
+                  "grad": model.loss_and_grad(params, x=X, y=Y)[1],
+                  "step": _step(model, params, state)}
+        assert model.wait_for_kernels(timeout=240)
+        yield model, params, state, before, folder
+        tiers.stop_all()
+
+
+def test_entries_switch_to_numba_with_the_same_numbers(switched):
+    model, params, state, before, _ = switched
+    assert model.tier("loss") == model.tier("train_step") == "numba"
+    assert model.tier("jvp") == "numpy"  # never called: never compiled
+    assert model.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
+    grads = model.loss_and_grad(params, x=X, y=Y)[1]
+    for name, value in before["grad"].items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-12, atol=1e-15)
+    loss, stepped = _step(model, params, state)
+    assert loss == pytest.approx(before["step"][0], rel=1e-12)
+    for name, value in before["step"][1].items():
+        np.testing.assert_allclose(stepped[name], value, rtol=1e-12, atol=1e-15)
+    assert model.module.__file__ == str(model.path)  # the CPU module serves now
+
+
+def test_a_warm_cache_starts_on_numba(switched):
+    model, params, _, before, folder = switched
+    _forget(model)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADC_CACHE_DIR", str(folder))
+        warm = gradc.compile_string(MODEL, "tiny", wait=False, optimizer="adam")
+    assert warm.tier("loss") == warm.tier("loss_and_grad") == "numba"
+    assert warm.tier("hvp") == "numpy"
+    assert warm.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
+    assert not warm._tiers._jobs  # nothing compiles in the background
+
+
+def test_a_tiered_model_pickles(switched):
+    model, params, _, before, _ = switched
+    back = pickle.loads(pickle.dumps(model))
+    assert back.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
+
+
+def test_threads_across_the_switch(cache):
+    """Four threads call loss while its compile runs and finishes: every result is the
+    NumPy tier's or the Numba tier's, equal to rounding."""
+    model = gradc.compile_string(MODEL, "tiny", wait=False)
+    params = model.init_params(0)
+    expected = model.loss(params, x=X, y=Y)
+    results, done = [], threading.Event()
+
+    def work():
+        while not done.is_set():
+            results.append(model.loss(params, x=X, y=Y))
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert model.wait_for_kernels(timeout=240)
+        for _ in range(20):
+            results.append(model.loss(params, x=X, y=Y))
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert model.tier("loss") == "numba"
+    np.testing.assert_allclose(results, expected, rtol=1e-12)
+
+
+def test_a_killed_compile_stays_on_numpy_with_a_warning(cache):
+    model = gradc.compile_string(MODEL, "tiny", wait=False)
+    params = model.init_params(0)
+    expected = model.loss(params, x=X, y=Y)
+    (job,) = model._tiers._running
+    job.proc.kill()
+    job.proc.wait(timeout=60)
+    with pytest.warns(TierWarning, match="background compile of loss failed"):
+        assert model.loss(params, x=X, y=Y) == expected
+    assert model.tier("loss") == "numpy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TierWarning)  # said once; the entry stays on NumPy
+        assert model.loss(params, x=X, y=Y) == expected
+
+
+def test_waiting_models_are_not_tiered(cache, monkeypatch):
+    assert not gradc.compile_string(MODEL, "tiny", wait=True).tiered
+    monkeypatch.setenv("GRADC_TIERED", "0")
+    model = gradc.compile_string(MODEL, "tiny")
+    assert not model.tiered and model.tier("loss") == "numba"
+    numpy_only = gradc.compile_string(MODEL, "tiny", target="numpy", wait=False)
+    assert not numpy_only.tiered and numpy_only.tier("loss") == "numpy"
+
+
+def test_kernels_of_concurrent_compiles_never_overlap():
+    """train_epoch's compile includes train_step's kernel: the two never run at once."""
+    assert tiers.kernels("train_epoch") & tiers.kernels("train_step")
+    assert tiers.kernels("jacobian") >= {"forward", "jvp", "vjp"}
+    assert not tiers.kernels("loss") & tiers.kernels("forward")
+
+
+def test_gradc_train_shows_the_tier_and_starts_only_what_it_uses(cache, tmp_path,
+                                                                 monkeypatch, capsys):
+    from gradc import datasets
+    from gradc.cli import main
+
+    started = []
+
+    class Job(tiers._Job):
+        def __init__(self, entries, path, name):
+            super().__init__(entries, path, name)
+            started.extend(entries)
+    monkeypatch.setattr(tiers, "_Job", Job)
+    monkeypatch.setenv("GRADC_TIERED", "1")
+    x, y = datasets.spiral(points=20)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    code = main(["train", str(ROOT / "examples" / "spiral.grad"), "--data",
+                 str(tmp_path / "d.npz"), "--epochs", "3", "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    epochs = [line for line in out.splitlines() if line.startswith("epoch")]
+    assert epochs and epochs[0].endswith("[numpy]"), out
+    assert "started on the NumPy tier" in err
+    assert sorted(started) == ["forward", "loss", "train_epoch"]
