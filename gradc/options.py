@@ -26,8 +26,7 @@ class OptimizerRule:
         below the dtype's smallest normal number: a decaying state (a moment of a unit
         whose gradient stays 0) would otherwise sink into subnormals and stay there
         (0.9·m rounds back to m), which makes every later step several times slower;
-        normal values are unchanged. It defaults to the identity for callers that run
-        the rule in plain NumPy.
+        normal values are unchanged.
     """
 
     hyper: dict
@@ -36,22 +35,16 @@ class OptimizerRule:
     update: Callable
 
 
-def _same(x):
-    """The default ``flush`` of an update rule: the identity."""
-    return x
-
-
 OPTIMIZERS = {
-    "sgd": OptimizerRule({}, (), (), lambda s, sqrt, flush=_same: [
-        ("w", s["w"] - s["lr"] * s["g"])]),
+    "sgd": OptimizerRule({}, (), (), lambda s, sqrt, flush: [("w", s["w"] - s["lr"] * s["g"])]),
     "momentum": OptimizerRule(
         {"momentum": 0.9}, ("v",), (),
-        lambda s, sqrt, flush=_same: [("v", flush(s["momentum"] * s["v"] + s["g"])),
-                                      ("w", s["w"] - s["lr"] * s["new_v"])]),
+        lambda s, sqrt, flush: [("v", flush(s["momentum"] * s["v"] + s["g"])),
+                                ("w", s["w"] - s["lr"] * s["new_v"])]),
     "adam": OptimizerRule(
         {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, ("m", "v"),
         (("c1", "1.0 / (1.0 - {beta1!r} ** t)"), ("c2", "1.0 / (1.0 - {beta2!r} ** t)")),
-        lambda s, sqrt, flush=_same: [
+        lambda s, sqrt, flush: [
             ("m", flush(s["beta1"] * s["m"] + (1 - s["beta1"]) * s["g"])),
             ("v", flush(s["beta2"] * s["v"] + (1 - s["beta2"]) * s["g"] * s["g"])),
             ("w", s["w"] - s["lr"] * (s["new_m"] * s["c1"])
