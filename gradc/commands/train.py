@@ -33,7 +33,7 @@ from gradc.training.interrupt import (
     caused_by_interrupt,
     forget_unhandled_interrupt,
 )
-from gradc.training.loop import Config, evaluate, fit, warm_up
+from gradc.training.loop import Config, evaluate, fit, training_tier, warm_up
 
 # Defaults chosen so that the README's spiral example reaches > 95% training accuracy in
 # 200 epochs for every seed tried (Adam at 1e-2 in minibatches of 32).
@@ -88,10 +88,15 @@ def register(subparsers) -> None:
                         "terminal)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-epoch lines; only the final summary")
+    p.add_argument("--cluster", metavar="ADDRESS|local:N",
+                   help="train data-parallel on a Dask cluster: a scheduler address "
+                        "(tcp://host:8786) or local:N worker processes; --data is then an "
+                        ".npz or a folder of .npz shards, read by the workers "
+                        "(docs/scale-out.md; needs gradc[dask])")
     p.set_defaults(run=run)
 
 
-def _check_options(args) -> None:
+def check_options(args) -> None:
     if args.epochs < 1:
         raise GradcError(f"--epochs must be at least 1, got {args.epochs}")
     if args.batch_size < 1:
@@ -104,7 +109,7 @@ def _check_options(args) -> None:
         raise GradcError(f"--log-every must be at least 0, got {args.log_every}")
 
 
-def _out_dir(path: str) -> Path:
+def out_dir(path: str) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +123,7 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _percent(acc) -> str:
+def percent(acc) -> str:
     return "" if acc is None else f", accuracy {100 * acc:.1f}%"
 
 
@@ -130,8 +135,12 @@ def run(args) -> int:
     point, and the params, optimizer state, history and pictures of the finished epochs
     are written before the exit with code 130, whenever the Ctrl-C (or a second one) came.
     One handler covers both phases, so no SIGINT falls between them.
+    With ``--cluster`` the run is handed to :func:`gradc.dask.command.train`.
     """
-    _check_options(args)
+    if getattr(args, "cluster", None):
+        from gradc.dask.command import train as train_on_cluster
+        return train_on_cluster(args)
+    check_options(args)
     arrays = read_npz(args.data)        # a missing or corrupt file fails before compiling
     with DeferredInterrupt(defer=False) as sigint:
         try:
@@ -145,8 +154,17 @@ def run(args) -> int:
         if sigint.requested:            # its KeyboardInterrupt was swallowed while compiling
             return _interrupted_early()
         if not args.quiet:
-            _note(f"kernels ready in {prepared.ready:.1f} s")
+            _note(_ready_note(prepared))
         return _train(prepared, args, sigint)
+
+
+def _ready_note(prepared) -> str:
+    """What the warm-up did: kernels compiled (or loaded), or training starts on the
+    NumPy tier while they compile in the background."""
+    if prepared.model.tiered and training_tier(prepared.model, prepared.cfg) == "numpy":
+        return (f"started on the NumPy tier in {prepared.ready:.1f} s; the Numba kernels "
+                "compile in the background and take over when ready")
+    return f"kernels ready in {prepared.ready:.1f} s"
 
 
 def _interrupted_early() -> int:
@@ -168,18 +186,19 @@ class _Run:
     cfg: Config
     params: dict
     history: History
-    ready: float        # seconds of the warm-up
+    ready: float        # seconds from the start to the end of the warm-up (compiling)
 
 
 def _prepare(args, arrays) -> _Run:
     """Compile the model, check and split the data, make or load the params, print the
     header and compile the kernels (the warm-up). Nothing is trained yet."""
+    start = time.perf_counter()
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
     task = analyse(model.signature, args.model)
     data = check_arrays(args.data, arrays, model.signature)
     check_labels(args.data, data, task)
     train, val = split(data, args.val_split, args.seed)
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     n_train, n_val = count(train), (count(val) if val else 0)
     batch_size = min(args.batch_size, n_train)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -206,10 +225,11 @@ def _prepare(args, arrays) -> _Run:
         else "no accuracy (no integer labels)"
     print(f"data {args.data}: {count(data)} samples: {n_train} train, {n_val} validation; "
           f"{kind}", flush=True)
-    if not args.quiet:
+    if not args.quiet and model.tier("loss") != "numpy":
         _note("compiling the kernels (cached after the first run) ...")
-    ready = warm_up(model, params, train, cfg)
-    return _Run(model, task, train, val, out, cfg, params, history, ready)
+    warm_up(model, params, train, cfg, forward=task.classifier)
+    return _Run(model, task, train, val, out, cfg, params, history,
+                time.perf_counter() - start)
 
 
 def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
@@ -251,17 +271,17 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
     if interrupted or sigint.requested:
         if len(history):    # the params are those of the last row: no need to evaluate
             row = history.rows[-1]
-            print(f"train loss {row.train_loss:.4g}{_percent(row.train_acc)} "
+            print(f"train loss {row.train_loss:.4g}{percent(row.train_acc)} "
                   f"({n_train} samples, epoch {row.epoch})")
             if row.val_loss is not None:
-                print(f"val   loss {row.val_loss:.4g}{_percent(row.val_acc)} "
+                print(f"val   loss {row.val_loss:.4g}{percent(row.val_acc)} "
                       f"({n_val} samples, epoch {row.epoch})")
     else:
         train_loss, train_acc = evaluate(model, params, r.train, r.task)
-        print(f"train loss {train_loss:.4g}{_percent(train_acc)} ({n_train} samples)")
+        print(f"train loss {train_loss:.4g}{percent(train_acc)} ({n_train} samples)")
         if r.val:
             val_loss, val_acc = evaluate(model, params, r.val, r.task)
-            print(f"val   loss {val_loss:.4g}{_percent(val_acc)} ({n_val} samples)")
+            print(f"val   loss {val_loss:.4g}{percent(val_acc)} ({n_val} samples)")
     print("wrote " + " ".join(str(p) for p in written), flush=True)
     if sigint.requested and not interrupted:
         _note("gradc train: interrupted (Ctrl-C) after the last epoch; everything is saved")

@@ -63,7 +63,7 @@ class History:
             w = csv.writer(f)
             w.writerow(COLUMNS)
             for r in self.rows:
-                w.writerow([_cell(getattr(r, c)) for c in COLUMNS])
+                w.writerow([csv_cell(getattr(r, c)) for c in COLUMNS])
 
     @classmethod
     def read(cls, path) -> History:
@@ -85,7 +85,7 @@ class History:
         return cls(rows)
 
 
-def _cell(value) -> str:
+def csv_cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):

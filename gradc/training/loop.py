@@ -66,7 +66,7 @@ class _NullBar:
         """Nothing to close."""
 
 
-def _bar(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
     """The tqdm bar of the run on stderr: samples of all epochs, the current epoch in its
     description, the epoch's running loss and the samples per second after it."""
     if not enabled:
@@ -155,9 +155,11 @@ def evaluate(model, params: dict, data: dict, task: Task, stop=None,
     return total / n_all, (correct / n_labels if task.classifier else None)
 
 
-def warm_up(model, params: dict, data: dict, cfg: Config) -> float:
+def warm_up(model, params: dict, data: dict, cfg: Config, forward: bool = True) -> float:
     """Compile (or load from Numba's cache) the kernels training uses, without touching
-    ``params`` or the optimizer state; return the seconds it took."""
+    ``params`` or the optimizer state; return the seconds it took. ``forward``: whether
+    evaluation needs the outputs (classifiers); a tiered model (see
+    :mod:`gradc.runtime.tiers`) only starts the background compiles of these entries."""
     t0 = time.perf_counter()
     batch = next(batches(data, min(2 * cfg.batch_size, count(data))))
     scratch = {k: v.copy() for k, v in params.items()}
@@ -167,11 +169,21 @@ def warm_up(model, params: dict, data: dict, cfg: Config) -> float:
     else:
         model.train_step(scratch, cfg.lr, state={}, **batch)
     model.loss(params, **batch)
-    model.forward(params, **batch)
+    if forward:
+        model.forward(params, **batch)
     return time.perf_counter() - t0
 
 
-def _log_epochs(cfg: Config, first: int, last: int) -> set[int]:
+def training_tier(model, cfg: Config) -> str:
+    """The tier the training entry runs on now ('numpy' or 'numba' for a tiered CPU
+    model, else the target's), for the progress line."""
+    tier = getattr(model, "tier", None)
+    if tier is None:
+        return ""
+    return tier("train_epoch" if cfg.fused and model.supports("train_epoch") else "train_step")
+
+
+def logged_epochs(cfg: Config, first: int, last: int) -> set[int]:
     every = cfg.log_every or max(1, math.ceil((last - first + 1) / 10))
     return {e for e in range(first, last + 1) if (e - first + 1) % every == 0} | {first, last}
 
@@ -242,9 +254,9 @@ def fit(model, params: dict, train: dict, val: dict | None, task: Task, cfg: Con
     stop = stop or _never
     first = history.last_epoch + 1
     last = history.last_epoch + cfg.epochs
-    log = _log_epochs(cfg, first, last)
+    log = logged_epochs(cfg, first, last)
     n = count(train)
-    bar = _bar(n * cfg.epochs, cfg.progress)
+    bar = progress_bar(n * cfg.epochs, cfg.progress)
     saved = None                # (epoch, snapshot at its start)
     try:
         for epoch in range(first, last + 1):
@@ -252,7 +264,8 @@ def fit(model, params: dict, train: dict, val: dict | None, task: Task, cfg: Con
                 if stop():
                     raise Interrupted(epoch, partial=False)
                 saved = (epoch, snapshot(model, params))
-                bar.set_description(f"epoch {epoch}/{last}", refresh=False)
+                bar.set_description(f"epoch {epoch}/{last} [{training_tier(model, cfg)}]",
+                                    refresh=False)
                 t0 = time.perf_counter()
                 run_epoch(model, params, train, cfg, epoch, bar, stop)
                 seconds = time.perf_counter() - t0
@@ -264,7 +277,7 @@ def fit(model, params: dict, train: dict, val: dict | None, task: Task, cfg: Con
                 if on_epoch is not None:
                     on_epoch(history)
                 if epoch in log and not cfg.quiet:
-                    write_line(describe(row, last))
+                    write_line(f"{describe(row, last)}  [{training_tier(model, cfg)}]")
             except BaseException as e:
                 if not (isinstance(e, Interrupted) or caused_by_interrupt(e)):
                     raise

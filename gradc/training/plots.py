@@ -30,7 +30,7 @@ def have_matplotlib() -> bool:
     return True
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +41,7 @@ def _pyplot():
 
 def plot_history(history, path, title: str = "") -> None:
     """Write the loss curves (and accuracy curves for classifiers) to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=LOSS_FIGSIZE, dpi=DPI)
     try:
@@ -51,7 +51,7 @@ def plot_history(history, path, title: str = "") -> None:
             fig.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center")
             if title:
                 fig.suptitle(title)
-            _save(fig, path)
+            save_figure(fig, path)
             return
         for col, label in (("train_loss", "train"), ("val_loss", "validation")):
             if history.has(col):
@@ -77,12 +77,12 @@ def plot_history(history, path, title: str = "") -> None:
                         ha="center", va="center", transform=ax_acc.transAxes)
         if title:
             fig.suptitle(title)
-        _save(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
 
 
-def _save(fig, path) -> None:
+def save_figure(fig, path) -> None:
     """``fig.savefig`` through a temporary file renamed over ``path``."""
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=DPI)
@@ -118,7 +118,7 @@ def plot_boundary(model, params, task, train: dict, val: dict | None, path,
                   title: str = "") -> None:
     """Write the decision regions of a 2-D classifier with the data points on top:
     training points as circles, validation points as triangles."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
@@ -143,6 +143,6 @@ def plot_boundary(model, params, task, train: dict, val: dict | None, path,
                           label=lab) for d, m, lab in ((train, "o", "train"),
                                                       (val, "^", "validation")) if d]
         ax.legend(handles=handles, loc="upper right", fontsize="small")
-        _save(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
