@@ -225,14 +225,9 @@ def test_sigint_saves_finished_epochs_and_exits_130(results, model, splits):
     assert any(o[2] == 0 for o in trained), (SEED, outcomes)
 
 
-def test_resume_after_sigint_continues_like_one_run(results, model, splits, datasets,
-                                                    tmp_path):
+def test_resume_after_sigint_continues_like_one_run(results, model, datasets, tmp_path):
     """An interrupted run resumed to N epochs ends with the params of a plain N-epoch run:
     the rollback left params, Adam's moments and the history in step with each other."""
-    from gradc.training.data import analyse
-    from gradc.training.history import History
-    from gradc.training.loop import Config, fit
-
     done = [(int(NOTE.search(r.output).group(1)), r) for r in results
             if r.trial.data == "small" and r.returncode == 130 and NOTE.search(r.output)
             and NOTE.search(r.output).group(1) and r.trial.epochs == RUN_ON]
@@ -245,14 +240,15 @@ def test_resume_after_sigint_continues_like_one_run(results, model, splits, data
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"after epoch {k}" in res.stderr and "resumed adam state" in res.stderr
 
-    train, val = splits["small"]
-    model.reset_optimizer()
-    params = model.init_params(0)
-    fit(model, params, train, val, analyse(model.signature),
-        Config(k + more, BATCH, 0.01, 0, progress=False), History())
-    resumed = model.load_params(tmp_path / "params.npz")
-    for name in params:
-        np.testing.assert_allclose(resumed[name], params[name], rtol=1e-5, atol=1e-7,
+    # the plain run is a process like the resumed one, which loads the kernels from
+    # Numba's cache: a process that compiles them itself may differ in the last bits of
+    # float32 (fastmath), which 40 epochs of Adam amplify past any tight tolerance
+    plain = gradc("train", SPIRAL, "--data", datasets["small"], "--epochs", k + more,
+                  "--out", tmp_path / "plain", "--no-progress")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    resumed, want = (model.load_params(d / "params.npz") for d in (tmp_path, tmp_path / "plain"))
+    for name in want:
+        np.testing.assert_allclose(resumed[name], want[name], rtol=1e-5, atol=1e-7,
                                    err_msg=name)
     assert len(read_history(tmp_path / "history.csv")) == k + more
 
