@@ -136,7 +136,14 @@ def matmul(g: Graph, a: Node, b: Node) -> Node:
         flat = reshape(g, a2, (numel(a2.shape[:-1]), a2.shape[-1]))
         out = reshape(g, matmul2(g, flat, b2), a2.shape[:-1] + (b2.shape[-1],))
     else:
-        out = matmul2(g, a2, b2)
+        # batch dims broadcast as in NumPy (a 2-D operand is one matrix for every batch
+        # element); the broadcast operands' adjoints sum over the broadcast axes
+        batch = broadcast(a2.shape[:-2], b2.shape[:-2])
+        if batch is None:
+            raise ShapeMismatch(f"matmul: batch dims of {fmt_shape(a.shape)} and "
+                                f"{fmt_shape(b.shape)} do not broadcast")
+        out = matmul2(g, broadcast_to(g, a2, batch + a2.shape[-2:]),
+                      broadcast_to(g, b2, batch + b2.shape[-2:]))
     shape = out.shape
     if a.rank == 1:
         shape = shape[:-2] + shape[-1:]
