@@ -46,6 +46,11 @@ class PublicEntry:
     body: tuple[str, ...]
     fast: tuple[str, str, str] | None = None
 
+    def arguments(self) -> list[tuple[str, bool]]:
+        """``(name, required)`` of each parameter in :attr:`params` (the ``*`` left out)."""
+        return [(item.split("=")[0].strip(), "=" not in item)
+                for item in self.params.split(",") if item.strip() not in ("", "*")]
+
 
 _OUTS = "_named('outputs', r, call)"
 _GRADS = "_named('tangents', r, call)"
@@ -130,10 +135,7 @@ def argument_names() -> tuple[str, ...]:
     cannot take one, since it is passed as a keyword argument beside them."""
     names = ["params"]
     for e in ENTRIES.values():
-        for item in e.params.split(","):
-            name = item.split("=")[0].strip()
-            if name not in ("*", *names):
-                names.append(name)
+        names += [name for name, _ in e.arguments() if name not in names]
     return tuple(names)
 
 

@@ -11,8 +11,19 @@ order. Put (the adjoint of a data-dependent gather) zeroes its output, then adds
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from gradc.passes.kernels import (Affine, Buffer, Check, Pick, Put, Recur, Scatter, Unpick,
                                   out_of_range)
+
+
+@contextmanager
+def _outside(em, body, idx: Buffer, kind: str, limit: str):
+    """The branch taken when ``c_`` (an element of ``idx``) is outside [0, limit): it
+    raises the device flag with the message of ``idx``; the caller may add lines to it."""
+    with body.block(f"if c_ < 0 or c_ >= {limit}:"):
+        body.line(f"cuda.atomic.max(flag, 0, {em.use_flag(out_of_range(idx, kind, limit))})")
+        yield
 
 
 def pick(em, k: Pick) -> None:
@@ -24,9 +35,7 @@ def pick(em, k: Pick) -> None:
     n, ctx = em.flat(k.labels.shape)
     idx = ", ".join(f"i{a}" for a in range(r))
     body.line(f"c_ = {em.index(k.labels, range(r))}")
-    with body.block(f"if c_ < 0 or c_ >= {classes}:"):
-        code = em.use_flag(out_of_range(k.labels, "label", classes))
-        body.line(f"cuda.atomic.max(flag, 0, {code})")
+    with _outside(em, body, k.labels, "label", classes):
         body.line("c_ = 0")
     em.kernel.use(k.z)
     out = f"{k.out.name}[{idx}]" if k.out.shape else f"{k.out.name}[0]"
@@ -46,9 +55,8 @@ def unpick(em, k: Unpick) -> None:
     classes = em.size(k.out.shape[-1])
     body = em.kernel.body
     body.line(f"c_ = {label}")
-    with body.block(f"if c_ < 0 or c_ >= {classes}:"):
-        code = em.use_flag(out_of_range(k.labels, "label", classes))
-        body.line(f"cuda.atomic.max(flag, 0, {code})")
+    with _outside(em, body, k.labels, "label", classes):
+        pass
     body.line(f"{out} = {g} if i{r} == c_ else {em.lit(0)}")
     ctx.__exit__(None, None, None)
     em.finish(f"_grid({n})")
@@ -61,9 +69,8 @@ def check(em, k: Check) -> None:
     body, limit = em.kernel.body, em.size(k.limit)
     n, ctx = em.flat(k.idx.shape)
     body.line(f"c_ = {em.index(k.idx, range(k.idx.rank))}")
-    with body.block(f"if c_ < 0 or c_ >= {limit}:"):
-        code = em.use_flag(out_of_range(k.idx, k.kind, limit))
-        body.line(f"cuda.atomic.max(flag, 0, {code})")
+    with _outside(em, body, k.idx, k.kind, limit):
+        pass
     ctx.__exit__(None, None, None)
     em.finish(f"_grid({n})")
 
@@ -114,9 +121,7 @@ def take(em, k) -> None:
     em.kernel.use(k.src)
     at = ", ".join(loop[:ax] + ["c_"] + loop[ax + r:])
     whole = ", ".join(loop)
-    with body.block(f"if c_ < 0 or c_ >= {limit}:"):
-        code = em.use_flag(out_of_range(k.idx, "index", limit))
-        body.line(f"cuda.atomic.max(flag, 0, {code})")
+    with _outside(em, body, k.idx, "index", limit):
         if not put:
             body.line(f"{big.name}[{whole}] = {em.lit(0)}")
     with body.block("else:"):

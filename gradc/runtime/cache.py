@@ -153,18 +153,17 @@ def store_entry(path: Path, text: str) -> Path:
     """Write the module ``text`` (and its digest, first) at ``path``; return where it was
     written: ``path``, or the same place under a temporary cache folder (with a
     :class:`CacheWarning`) when the cache folder cannot be written."""
+    def write(where: Path) -> Path:
+        write_atomic(_digest_path(where), _digest(text) + "\n")
+        write_atomic(where, text)
+        return where
     try:
-        write_atomic(_digest_path(path), _digest(text) + "\n")
-        write_atomic(path, text)
-        return path
+        return write(path)
     except OSError as e:
         root = temporary_root()
         warn(f"gradc: cannot write to the cache folder {path.parents[1]} "
              f"({e.strerror or type(e).__name__}); using {root} for this process")
-        moved = root / path.parent.name / path.name
-        write_atomic(_digest_path(moved), _digest(text) + "\n")
-        write_atomic(moved, text)
-        return moved
+        return write(root / path.parent.name / path.name)
 
 
 @lru_cache(maxsize=1)

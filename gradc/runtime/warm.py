@@ -72,8 +72,7 @@ def compile_entry(module, name: str) -> None:
     required arguments from :data:`ARGUMENTS`; train_epoch in minibatches of 1)."""
     from gradc.entries import ENTRIES
 
-    required = [p.strip() for p in ENTRIES[name].params.split(",") if "=" not in p]
-    kwargs = {p: ARGUMENTS[p] for p in required if p not in ("", "*")}
+    kwargs = {p: ARGUMENTS[p] for p, required in ENTRIES[name].arguments() if required}
     if name == "train_epoch":
         kwargs["batch_size"] = 1
     getattr(module, name)(module.init_params(0), state={}, **kwargs,

@@ -155,12 +155,11 @@ def evaluate(model, params: dict, data: dict, task: Task, stop=None,
     return total / n_all, (correct / n_labels if task.classifier else None)
 
 
-def warm_up(model, params: dict, data: dict, cfg: Config, forward: bool = True) -> float:
+def warm_up(model, params: dict, data: dict, cfg: Config, forward: bool = True) -> None:
     """Compile (or load from Numba's cache) the kernels training uses, without touching
-    ``params`` or the optimizer state; return the seconds it took. ``forward``: whether
+    ``params`` or the optimizer state. ``forward``: whether
     evaluation needs the outputs (classifiers); a tiered model (see
     :mod:`gradc.runtime.tiers`) only starts the background compiles of these entries."""
-    t0 = time.perf_counter()
     batch = next(batches(data, min(2 * cfg.batch_size, count(data))))
     scratch = {k: v.copy() for k, v in params.items()}
     if cfg.fused and model.supports("train_epoch"):
@@ -171,7 +170,6 @@ def warm_up(model, params: dict, data: dict, cfg: Config, forward: bool = True) 
     model.loss(params, **batch)
     if forward:
         model.forward(params, **batch)
-    return time.perf_counter() - t0
 
 
 def training_tier(model, cfg: Config) -> str:
