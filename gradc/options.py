@@ -15,9 +15,9 @@ class OptimizerRule:
 
     hyper: the hyper-parameters and their defaults (the learning rate is given per call).
     states: the per-param state arrays it keeps, in order (zeros at the start).
-    step_scalars: (name, Python expression in ``t``, the 1-based step count, and the
-        hyper-parameters) for each scalar computed per step on the host and passed to the
-        kernel after ``lr`` (Adam's bias corrections).
+    step_scalars: (name, Python expression in ``{t}``, the 1-based step count, and the
+        hyper-parameters, as a :meth:`str.format` template) for each scalar computed per
+        step on the host and passed to the kernel after ``lr`` (Adam's bias corrections).
     update: ``update(s, sqrt, flush)`` -> the in-place stores of one step, in order, as
         ``[(target, expression)]``: ``target`` is a state slot or ``'w'`` (the param);
         ``s`` maps ``w``, ``g`` (the gradient), ``lr``, each state slot, each step scalar
@@ -43,7 +43,7 @@ OPTIMIZERS = {
                                 ("w", s["w"] - s["lr"] * s["new_v"])]),
     "adam": OptimizerRule(
         {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, ("m", "v"),
-        (("c1", "1.0 / (1.0 - {beta1!r} ** t)"), ("c2", "1.0 / (1.0 - {beta2!r} ** t)")),
+        (("c1", "1.0 / (1.0 - {beta1!r} ** {t})"), ("c2", "1.0 / (1.0 - {beta2!r} ** {t})")),
         lambda s, sqrt, flush: [
             ("m", flush(s["beta1"] * s["m"] + (1 - s["beta1"]) * s["g"])),
             ("v", flush(s["beta2"] * s["v"] + (1 - s["beta2"]) * s["g"] * s["g"])),
@@ -89,10 +89,11 @@ class Optimizer:
         """Per-param state arrays ('v' for momentum, 'm' and 'v' for adam)."""
         return self.rule.states
 
-    def step_scalars(self) -> list[tuple[str, str]]:
-        """(name, Python expression in ``t``) of each per-step scalar, with this
-        optimizer's hyper-parameter values filled in."""
-        return [(name, text.format(**dict(self.hyper))) for name, text in self.rule.step_scalars]
+    def step_scalars(self, t: str = "t") -> list[tuple[str, str]]:
+        """(name, Python expression in the variable ``t``, the 1-based step count) of
+        each per-step scalar, with this optimizer's hyper-parameter values filled in."""
+        return [(name, text.format(t=t, **dict(self.hyper)))
+                for name, text in self.rule.step_scalars]
 
 
 #: the code generation targets: name -> the module defining its ``TARGET``

@@ -162,10 +162,34 @@ def test_waiting_models_are_not_tiered(cache, monkeypatch):
 
 
 def test_kernels_of_concurrent_compiles_never_overlap():
-    """train_epoch's compile includes train_step's kernel: the two never run at once."""
-    assert tiers.kernels("train_epoch") & tiers.kernels("train_step")
+    """jacobian's compile includes forward's kernel: the two never run at once."""
     assert tiers.kernels("jacobian") >= {"forward", "jvp", "vjp"}
     assert not tiers.kernels("loss") & tiers.kernels("forward")
+    assert not tiers.kernels("train_epoch") & tiers.kernels("train_step")
+
+
+def test_train_epoch_is_one_kernel_that_compiles_no_train_step(cache):
+    """The CPU train_epoch runs train_step's statements inside its own loop: its
+    background compile writes its kernel alone to Numba's cache (no train_step kernel, no
+    second copy of the step), and its epochs equal train_step over the same minibatches."""
+    model = gradc.compile_string(MODEL, "tiny", optimizer="adam", wait=False)
+    assert model.tiered
+    model.train_epoch(model.init_params(0), 0.1, x=X, y=Y)   # starts the compile
+    assert model.wait_for_kernels(timeout=300)
+    assert model.tier("train_epoch") == "numba"
+    cached = [p.name for p in cache.rglob("*.nbi")]
+    assert any("_train_epoch_" in n for n in cached), cached
+    assert not any("_train_step_" in n for n in cached), cached
+    params, state = model.init_params(0), {}
+    loss = model.train_epoch(params, 0.1, batch_size=3, seed=5, state=state, x=X, y=Y)
+    stepped, step_state, total = model.init_params(0), {}, 0.0
+    for rows in np.split(np.random.default_rng(5).permutation(len(X)), [3, 6]):
+        total += len(rows) * model.train_step(stepped, 0.1, state=step_state, x=X[rows],
+                                              y=Y[rows])
+    assert loss == pytest.approx(total / len(X), rel=1e-12)
+    assert state["step"] == step_state["step"] == 3
+    for k in params:
+        np.testing.assert_allclose(params[k], stepped[k], rtol=1e-12, atol=1e-14)
 
 
 def test_gradc_train_shows_the_tier_and_starts_only_what_it_uses(cache, tmp_path,

@@ -117,24 +117,33 @@ class CpuEmitter(Indexing):
     # ------------------------------------------------------------------ entry
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the njit function of ``prog`` named ``fname`` to ``b``."""
-        self.dtype = prog.float_dtype
-        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes),
-                                     fast=True)
-        self.printer.used = self.math_used
         arrays = [a.name for a in prog.args if a.kind == "arg"]
         scalars = [a.name for a in prog.args if a.kind == "scalar"]
         params = arrays + [f"{s}_in" for s in scalars] + ["ws"] + \
             [self.dim_var(d) for d in prog.dims]
         b.line("@nb.njit(**_JIT)")
         with b.block(f"def {fname}({', '.join(params)}):"):
-            for s in scalars:
-                b.line(f"{s} = {NP[self.dtype]}({s}_in)")
-            self._hoist_offsets(b, prog)
-            for kern in prog.kernels:
-                self._kernel(b, kern)
-            results = [f"{r.name}[0]" if not r.shape else r.name for r in prog.results]
+            results = self.body(b, prog)
             b.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
         b.line()
+
+    def body(self, b: Builder, prog: Program) -> list[str]:
+        """Append the statements of ``prog`` to ``b`` and return its results' expressions.
+
+        They read the program's array arguments by name, each scalar argument ``s`` as
+        ``s_in``, the workspace as ``ws`` and each dim as its :attr:`dim_var` variable;
+        every name they assign starts with a letter other than ``e`` (the prefix left to
+        a caller that wraps them, as train_epoch's loop does)."""
+        self.dtype = prog.float_dtype
+        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes),
+                                     fast=True)
+        self.printer.used = self.math_used
+        for s in (a.name for a in prog.args if a.kind == "scalar"):
+            b.line(f"{s} = {NP[self.dtype]}({s}_in)")
+        self._hoist_offsets(b, prog)
+        for kern in prog.kernels:
+            self._kernel(b, kern)
+        return [f"{r.name}[0]" if not r.shape else r.name for r in prog.results]
 
     def _hoist_offsets(self, b: Builder, prog: Program) -> None:
         """Print each distinct workspace offset of ``prog`` once, at the top of the function

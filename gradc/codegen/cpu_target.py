@@ -2,8 +2,9 @@
 :data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
 
 Kernels are printed by :class:`gradc.codegen.cpu.CpuEmitter`, ``train_epoch``'s compiled
-loop by :mod:`gradc.codegen.epoch`, the vectorisable math they call by
-:mod:`gradc.codegen.mathlib`; the runtime hooks are :mod:`gradc.codegen.cpu_prelude`.
+loop (train_step's statements inside a loop over the minibatches) by
+:mod:`gradc.codegen.epoch`, the vectorisable math they call by :mod:`gradc.codegen.mathlib`;
+the runtime hooks are :mod:`gradc.codegen.cpu_prelude`.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class CpuTarget(Target):
         if "train_step" in unit.programs and unit.signature["batch"] is not None:
             prog, entry = unit.programs["train_step"]
             epoch = unit.kernel_name("train_epoch")
-            emit_epoch(kernels, entry, prog, unit.kernel_name("train_step"), epoch, dim_var,
-                       unit.options.optimizer.step_scalars())
+            emit_epoch(kernels, emitter, entry, prog, epoch,
+                       unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
         if emitter.math_used:
             b.line("# Vectorisable math (gradc.codegen.mathlib): error bounds tested against "

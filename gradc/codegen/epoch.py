@@ -1,14 +1,28 @@
 """``train_epoch``: a whole shuffled epoch of ``train_step`` in one compiled call.
 
-The compiled loop gathers each minibatch's rows into preallocated contiguous buffers and
-calls the train_step kernel (one workspace, planned for the full batch size, serves the
-smaller last batch too, since every workspace offset grows with the batch dim).
+The compiled loop copies each minibatch's rows into preallocated contiguous buffers,
+element by element, and runs train_step's own statements on them (printed by
+:meth:`gradc.codegen.cpu.CpuEmitter.body`, inside the loop). One workspace, planned for
+the full batch size, serves the smaller last batch too, since every workspace offset
+grows with the batch dim.
+
+Why the step is printed inside the loop rather than called: a call of the train_step
+kernel makes Numba link that kernel's library into the loop's, and LLVM optimises and
+machine-codes the whole step a second time (measured, spiral with Adam: 5.8 s for
+train_step, 10.5 s for train_epoch; printed inside, the loop costs little more than the
+step). And ``buffer[i] = data[row]`` would make Numba compile the broadcasting error path
+of an array assignment (2-5 s, ``../shared/notes/compile-latency.md``); the element loops
+have none.
+
+Every name the loop itself assigns starts with ``e`` (``e_``, ``eb_``), a prefix the
+step's statements never use: the full data arrays are ``e_<name>`` (the step reads the
+minibatch as ``<name>``), the batch dim's full size ``e_<dim>``.
 """
 
 from __future__ import annotations
 
 from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import NP, int_expr
+from gradc.codegen.cpu import NP, CpuEmitter, int_expr
 from gradc.passes.kernels import Program
 from gradc.passes.schedule import Entry
 
@@ -23,52 +37,71 @@ def batch_dim(entry: Entry) -> str | None:
     return lead.name if lead is not None and lead.is_Symbol else None
 
 
-def emit_epoch(b: Builder, entry: Entry, prog: Program, step_fn: str, fname: str,
-               dim_var, step_scalars: list[tuple[str, str]]) -> None:
-    """Append the njit epoch loop of a train_step program (see module docstring);
-    ``step_scalars`` are the optimizer's per-step scalars (name, expression in ``t``)."""
+def emit_epoch(b: Builder, emitter: CpuEmitter, entry: Entry, prog: Program, fname: str,
+               step_scalars: list[tuple[str, str]]) -> None:
+    """Append the njit epoch loop of the train_step program ``prog`` of ``entry`` (see the
+    module docstring), named ``fname``; ``step_scalars`` are the optimizer's per-step
+    scalars (name, expression in ``e_t``), given to the step after the learning rate.
+
+    Its parameters: the step's arrays (inputs and dropout noise at their full size),
+    ``h_lr_in``, the step count before the epoch, the shuffle, the batch size, the seed of
+    the dropout draws, the workspace and the dims (the batch dim at its full size); it
+    returns the mean loss, each minibatch weighted by its size."""
+    dim_var = emitter.dim_var
     bdim = batch_dim(entry)
     arrays = [a for a in prog.args if a.kind == "arg"]
-    scalars = [a for a in prog.args if a.kind == "scalar"]
-    inputs = {n.id for n in entry.args if n.op == "input" and
-              n.attrs.get("role", "input") == "input"}
-    names_in = [a.name for a, n in zip(arrays, entry.args) if n.id in inputs]
-    noise = [a for a, n in zip(arrays, entry.args) if n.attrs.get("role") == "noise"]
-    dims = [dim_var(d) for d in prog.dims]
-    params = [a.name for a in arrays] + ["h_lr_in", "t0", "perm", "bs", "seed", "ws"] + dims
+    scalars = [a.name for a in prog.args if a.kind == "scalar"]
+    if len(scalars) != 1 + len(step_scalars):
+        raise AssertionError("train_step's scalars are the rate and the optimizer's")
+    roles = {a.name: n.attrs.get("role", "input") if n.op == "input" else n.op
+             for a, n in zip(arrays, entry.args)}
+    inputs = [a for a in arrays if roles[a.name] == "input"]
+    noise = [a for a in arrays if roles[a.name] == "noise"]
+    rows = {a.name for a in inputs + noise}
+    dims = [f"e_{dim_var(d)}" if d == bdim else dim_var(d) for d in prog.dims]
+    params = [f"e_{a.name}" if a.name in rows else a.name for a in arrays] + \
+        ["h_lr_in", "e_t0", "e_perm", "e_bs", "e_seed", "ws"] + dims
     b.line("@nb.njit(**_JIT)")
     with b.block(f"def {fname}({', '.join(params)}):"):
-        b.line("n = perm.shape[0]")
+        b.line("e_n = e_perm.shape[0]")
         if noise:
-            b.line("np.random.seed(seed)")
-        for a in arrays:
-            if a.name in names_in:
-                rest = ", ".join([f"{a.name}.shape[{k}]" for k in range(1, a.rank)])
-                b.line(f"b_{a.name} = np.empty((bs,{' ' + rest if rest else ''}), "
-                       f"{a.name}.dtype)")
-        b.line("total = 0.0")
-        b.line("t = t0")
-        with b.block("for start in range(0, n, bs):"):
-            b.line("m = min(bs, n - start)")
-            with b.block("for i in range(m):"):
-                b.line("r = perm[start + i]")
-                for nm in names_in:
-                    b.line(f"b_{nm}[i] = {nm}[r]")
+            b.line("np.random.seed(e_seed)")
+        for a in inputs:
+            shape = ", ".join(["e_bs"] + [f"e_{a.name}.shape[{k}]" for k in range(1, a.rank)])
+            b.line(f"eb_{a.name} = np.empty(({shape}{',' if a.rank == 1 else ''}), "
+                   f"e_{a.name}.dtype)")
+        b.line("e_total = 0.0")
+        b.line("e_t = e_t0")
+        with b.block("for e_start in range(0, e_n, e_bs):"):
+            b.line("e_m = min(e_bs, e_n - e_start)")
+            with b.block("for e_i in range(e_m):"):
+                b.line("e_row = e_perm[e_start + e_i]")
+                for a in inputs:
+                    _copy_row(b, a.name, a.rank)
+            if bdim is not None:
+                b.line(f"{dim_var(bdim)} = e_m")
+            for a in inputs:
+                b.line(f"{a.name} = eb_{a.name}[:e_m]")
             for a in noise:
-                rest = ", ".join(int_expr(d, dim_var) for d in a.shape[1:])
-                b.line(f"b_{a.name} = np.random.random((m,{' ' + rest if rest else ''}))"
+                shape = ", ".join(["e_m"] + [int_expr(d, dim_var) for d in a.shape[1:]])
+                b.line(f"{a.name} = np.random.random(({shape}{',' if a.rank == 1 else ''}))"
                        f".astype({NP[a.dtype]})")
-            b.line("t += 1")
-            hyper = ["h_lr_in"]
-            for k, (_, text) in enumerate(step_scalars):
-                b.line(f"q{k}_ = {text}")
-                hyper.append(f"q{k}_")
-            assert len(hyper) == len(scalars)
-            batched = set(names_in) | {a.name for a in noise}
-            args = [f"b_{a.name}[:m]" if a.name in names_in else
-                    f"b_{a.name}" if a.name in batched else a.name for a in arrays]
-            call_dims = ["m" if d == bdim else dim_var(d) for d in prog.dims]
-            b.line(f"loss = {step_fn}({', '.join(args + hyper + ['ws'] + call_dims)})[0]")
-            b.line("total += loss * m")
-        b.line("return total / n")
+            b.line("e_t += 1")
+            for s, (_, text) in zip(scalars[1:], step_scalars):
+                b.line(f"{s}_in = {text}")
+            loss = emitter.body(b, prog)[0]
+            b.line(f"e_total += {loss} * e_m")
+        b.line("return e_total / e_n")
     b.line()
+
+
+def _copy_row(b: Builder, name: str, rank: int) -> None:
+    """``eb_<name>[e_i] = e_<name>[e_row]``, element by element."""
+    axes = [f"e_j{k}" for k in range(1, rank)]
+    ctxs = [b.block(f"for {j} in range(e_{name}.shape[{k}]):") for k, j in enumerate(axes, 1)]
+    for ctx in ctxs:
+        ctx.__enter__()
+    at = "".join(f", {j}" for j in axes)
+    b.line(f"eb_{name}[e_i{at}] = e_{name}[e_row{at}]")
+    for ctx in reversed(ctxs):
+        ctx.__exit__(None, None, None)

@@ -1,0 +1,109 @@
+"""Where Numba's compile time goes, per entry: ``python -m benchmarks.compile_stages``.
+
+For each model and entry, a fresh process with an empty cache writes the model's CPU
+module (Adam, float32, as ``gradc train`` does), calls the entry once on tiny arrays (the
+background compile's call, :func:`gradc.runtime.warm.compile_entry`) and reports the CPU
+seconds of that call, then, summed over every kernel the call compiled, Numba's
+``pipeline_times`` by stage: the untyped passes (bytecode to Numba IR, SSA, inlining),
+type inference, native lowering (Numba IR to LLVM IR, LLVM's optimiser and machine code)
+and the rest of the typed passes. ``kernel lines`` counts the generated lines of the
+entry's kernels. Medians over ``--repeats`` (min-max). Check that the machine is otherwise
+idle (``uptime``): another process on the cores inflates every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.first_result import models
+
+ENTRIES = ("forward", "loss", "loss_and_grad", "train_step", "train_epoch")
+STAGES = ("untyped", "typing", "lowering", "other")
+CHILD = r"""
+import json, sys, time
+import gradc
+from gradc.runtime import warm
+model = gradc.compile(sys.argv[1], optimizer="adam", wait=True)
+module = model.module
+before = {n: set(getattr(module, n).overloads) for n in dir(module)
+          if hasattr(getattr(module, n), "overloads")}
+t = time.process_time()
+warm.compile_entry(module, sys.argv[2])
+cpu = time.process_time() - t
+stages = dict.fromkeys(("untyped", "typing", "lowering", "other"), 0.0)
+kernels = []
+for n, old in before.items():
+    disp = getattr(module, n)
+    for sig in set(disp.overloads) - old:
+        kernels.append(n)
+        for pipeline in disp.get_metadata(sig)["pipeline_times"].values():
+            typed = False
+            for name, times in pipeline.items():
+                total = times.init + times.run + times.finalize
+                typed = typed or "type_inference" in name
+                stage = ("typing" if "type_inference" in name else
+                         "lowering" if "native_lowering" in name else
+                         "other" if typed else "untyped")
+                stages[stage] += total
+lines = 0
+text = open(module.__file__).read().split("\n")
+for k, line in enumerate(text):
+    if line.startswith("def ") and line[4:].split("(")[0] in kernels:
+        end = next((j for j in range(k + 1, len(text)) if text[j].startswith(("def ", "@"))),
+                   len(text))
+        lines += end - k
+print(json.dumps({"cpu": cpu, "stages": stages, "kernels": sorted(kernels), "lines": lines}))
+"""
+
+
+def measure(model: Path, entry: str) -> dict:
+    """One fresh process, empty cache: the CPU seconds and stages of compiling ``entry``."""
+    with tempfile.TemporaryDirectory(prefix="gradc_stages_") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+        env.update(GRADC_CACHE_DIR=tmp, GRADC_TIERED="0",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(Path.cwd()),
+                                                          env.get("PYTHONPATH")) if p))
+        out = subprocess.run([sys.executable, "-c", CHILD, str(model), entry], env=env,
+                             capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cell(values: list[float]) -> str:
+    return f"{statistics.median(values):5.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the measurements and print one row per model and entry."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compile_stages",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="spiral,digits,cnn", help="comma-separated")
+    p.add_argument("--entries", default=",".join(ENTRIES), help="comma-separated")
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args(argv)
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+          f"CPU seconds, median (min-max) of {args.repeats}", flush=True)
+    print(f"{'model':8}{'entry':15}{'kernel lines':>13}{'compile':>18}"
+          + "".join(f"{s:>18}" for s in STAGES) + "  kernels", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gradc_stages_data_") as tmp:
+        table = models(Path(tmp))
+        for name in args.models.split(","):
+            for entry in args.entries.split(","):
+                runs = [measure(table[name][0], entry) for _ in range(args.repeats)]
+                print(f"{name:8}{entry:15}{runs[0]['lines']:>13}"
+                      f"{_cell([r['cpu'] for r in runs]):>18}"
+                      + "".join(f"{_cell([r['stages'][s] for r in runs]):>18}"
+                                for s in STAGES)
+                      + "  " + ",".join(k.strip("_").rsplit("_", 1)[0]
+                                        for k in runs[0]["kernels"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
