@@ -11,7 +11,8 @@ user) and records, from the launch (the parent's clock just before ``Popen``):
 * **200 epochs**: the ``epoch 200/200`` line;
 * **warm first epoch**: the same command again on the now warm cache (a new process);
 * **warm first result**: a new process that compiles the model through the API (cache
-  hit) and gets its first ``train_epoch`` loss.
+  hit) and gets its first ``train_epoch`` loss (on the NumPy tier while Numba loads);
+* **warm on numba**: in that process, its entries run the kernels loaded from the cache.
 
 ``--wait`` sets ``GRADC_TIERED=0`` (the blocking behaviour before tiers: the "before"
 column of the issue). Medians over ``--repeats``, with min-max spread. Slow: every cold
@@ -50,7 +51,9 @@ model = gradc.compile(sys.argv[1], optimizer="adam")
 with np.load(sys.argv[2]) as d:
     data = {k: d[k] for k in d.files}
 loss = model.train_epoch(model.init_params(0), 0.01, batch_size=32, seed=0, **data)
-print(time.time(), model.tier("train_epoch"), flush=True)
+first = time.time()
+model.wait_for_kernels()
+print(first, time.time(), model.tier("train_epoch"), flush=True)
 """
 TIMEOUT = 900.0
 
@@ -123,16 +126,17 @@ def train_run(model: Path, data: Path, cache: Path, out: Path, wait: bool) -> di
     return times
 
 
-def warm_result(model: Path, data: Path, cache: Path, wait: bool) -> float:
-    """Launch -> first train_epoch loss of a new process on a warm cache."""
+def warm_result(model: Path, data: Path, cache: Path, wait: bool) -> tuple[float, float]:
+    """Launch -> first train_epoch loss of a new process on a warm cache, and launch ->
+    its entries running on Numba (loaded from the cache, nothing compiled)."""
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", WARM_CHILD, str(model), str(data)],
                          env=_env(cache, wait), capture_output=True, text=True,
                          timeout=TIMEOUT, check=True)
-    end, tier = out.stdout.split()
+    first, numba, tier = out.stdout.split()
     if tier != "numba":
-        raise RuntimeError(f"the warm cache did not start on Numba ({tier})")
-    return float(end) - t0
+        raise RuntimeError(f"the warm cache did not switch to Numba ({tier})")
+    return float(first) - t0, float(numba) - t0
 
 
 def measure(name: str, model: Path, data: Path, repeats: int, wait: bool) -> dict:
@@ -145,8 +149,9 @@ def measure(name: str, model: Path, data: Path, repeats: int, wait: bool) -> dic
                 rows.setdefault(key, []).append(value)
             warm = train_run(model, data, cache, out, wait)
             rows.setdefault("warm first epoch", []).append(warm["first epoch"])
-            rows.setdefault("warm first result", []).append(warm_result(model, data, cache,
-                                                                        wait))
+            first, numba = warm_result(model, data, cache, wait)
+            rows.setdefault("warm first result", []).append(first)
+            rows.setdefault("warm on numba", []).append(numba)
         print(f"  {name}: " + ", ".join(f"{k} {v[-1]:.2f}" if v[-1] is not None else
                                         f"{k} -" for k, v in rows.items()), flush=True)
     return rows
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {name: measure(name, *table[name], args.repeats, args.wait)
                    for name in args.models.split(",")}
     columns = ["first epoch", "kernels", "200 epochs", "warm first epoch",
-               "warm first result"]
+               "warm first result", "warm on numba"]
     print(f"\nseconds from launch, median (min-max) of {args.repeats}")
     print(f"{'model':8}" + "".join(f"{c:>24}" for c in columns))
     for name, rows in results.items():

@@ -72,6 +72,12 @@ class Model:
         return self._tiers.tier(fn) if self._tiers is not None else \
             TARGET_TIER[self.options.target]
 
+    def pending(self, fn: str) -> str | None:
+        """For an entry on the NumPy tier of a tiered model, what will bring it to
+        Numba: 'loading' (a warm cache: its kernels are being loaded) or 'compiling' (its
+        background compile); None otherwise."""
+        return self._tiers.pending(fn) if self._tiers is not None else None
+
     def wait_for_kernels(self, timeout: float | None = None) -> bool:
         """Wait until the background compiles started so far have finished and their
         entries run compiled kernels; False when ``timeout`` seconds passed first (always
@@ -249,8 +255,11 @@ def _compile(source: Source, options: dict, wait: bool | None) -> Model:
     numpy_opts = dataclasses.replace(opts, target="numpy", parallel=False)
     cold = read_entry(module_path(cache_key(source.text, source.filename, opts.key()))) is None
     (key, path), *numpy_file = _module_files(source, [opts, numpy_opts] if cold else [opts])
+    # a warm start runs on NumPy while Numba loads, unless that module would need compiling
+    numpy_cached = cold or read_entry(module_path(
+        cache_key(source.text, source.filename, numpy_opts.key()))) is not None
 
     def numpy_module():
         ((numpy_key, numpy_path),) = numpy_file or _module_files(source, [numpy_opts])
         return load_module(numpy_path, module_name(numpy_key))
-    return Model(None, path, source, opts, Tiers(path, key, numpy_module))
+    return Model(None, path, source, opts, Tiers(path, key, numpy_module, numpy_cached))

@@ -47,8 +47,10 @@ def _broken(subparsers, name: str, err: BaseException) -> None:
     p.set_defaults(run=run)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser: global options and one subparser per command module."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser: global options and one subparser per command module, or for the
+    command ``only`` alone (importing a command module can be slow: ``check`` imports
+    SymPy, and ``gradc train`` should not wait for it)."""
     parser = argparse.ArgumentParser(
         prog="gradc",
         description="gradc compiles .grad neural-network models to Numba kernels: "
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gradc {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
     for name in command_modules():
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"gradc.commands.{name}")
             module.register(subparsers)
@@ -68,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser()
+        words = [a for a in argv if not a.startswith("-")]
+        named = words[0] if words and words[0] == argv[0] and \
+            words[0] in command_modules() else None
+        parser = build_parser(named)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help, --version (0) or a usage error (2)

@@ -93,16 +93,67 @@ def test_entries_switch_to_numba_with_the_same_numbers(switched):
     assert model.module.__file__ == str(model.path)  # the CPU module serves now
 
 
-def test_a_warm_cache_starts_on_numba(switched):
+def test_a_warm_cache_loads_its_kernels_without_compiling(switched):
+    """The compiled entries switch to Numba by the preload thread (no background
+    compile); calls before that run on NumPy, with the same numbers."""
     model, params, _, before, folder = switched
     _forget(model)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADC_CACHE_DIR", str(folder))
         warm = gradc.compile_string(MODEL, "tiny", wait=False, optimizer="adam")
-    assert warm.tier("loss") == warm.tier("loss_and_grad") == "numba"
+    assert warm.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
+    assert warm.wait_for_kernels(timeout=120)
+    assert warm.tier("loss") == warm.tier("loss_and_grad") == warm.tier("train_step") == \
+        "numba"
     assert warm.tier("hvp") == "numpy"
     assert warm.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
     assert not warm._tiers._jobs  # nothing compiles in the background
+
+
+WARM_PROCESS = r"""
+import sys, numpy as np, gradc
+model = gradc.compile_string(sys.argv[1], "tiny", wait=False, optimizer="adam")
+x = np.linspace(-1.0, 1.0, 24).reshape(8, 3)
+y = np.array([0, 1, 2, 3, 3, 2, 1, 0])
+first = model.loss(model.init_params(0), x=x, y=y)
+compiler = [m for m in ("sympy", "lark") if m in sys.modules]
+assert model.wait_for_kernels(timeout=120)
+print(repr(first), model.tier("loss"), compiler,
+      repr(model.loss(model.init_params(0), x=x, y=y)))
+"""
+
+
+def test_a_warm_process_gets_its_first_result_without_the_compiler(switched):
+    """A new process on a warm cache answers at once (no compiler, no waiting for
+    Numba), then runs the compiled kernels: the same loss to rounding."""
+    import os
+    import subprocess
+
+    model, _, _, _, folder = switched
+    expected = model.loss(model.init_params(0), x=X, y=Y)
+    env = {**os.environ, "GRADC_CACHE_DIR": str(folder), "GRADC_TIERED": "1"}
+    out = subprocess.run([sys.executable, "-c", WARM_PROCESS, MODEL], env=env, text=True,
+                         capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    first, tier, compiler, later = out.stdout.split(maxsplit=3)
+    assert tier == "numba" and compiler == "[]", out.stdout
+    assert float(first) == pytest.approx(expected, rel=1e-12)
+    assert float(later) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_failed_preload_stays_on_numpy_with_a_warning(switched, monkeypatch):
+    model, params, _, before, folder = switched
+    _forget(model)
+
+    def broken(module, name):
+        raise OSError("the kernel cache went away")
+    monkeypatch.setattr(tiers, "compile_entry", broken)
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(folder))
+    with pytest.warns(TierWarning, match="kernels of loss, loss_and_grad, train_step failed"):
+        warm = gradc.compile_string(MODEL, "tiny", wait=False, optimizer="adam")
+        assert warm.wait_for_kernels(timeout=120)
+    assert warm.tier("loss") == "numpy"
+    assert warm.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
 
 
 def test_a_tiered_model_pickles(switched):
@@ -197,12 +248,12 @@ def test_gradc_train_shows_the_tier_and_starts_only_what_it_uses(cache, tmp_path
     from gradc import datasets
     from gradc.cli import main
 
-    started = []
+    jobs = []
 
     class Job(tiers._Job):
         def __init__(self, entries, path, name):
             super().__init__(entries, path, name)
-            started.extend(entries)
+            jobs.append(self)
     monkeypatch.setattr(tiers, "_Job", Job)
     monkeypatch.setenv("GRADC_TIERED", "1")
     x, y = datasets.spiral(points=20)
@@ -215,4 +266,26 @@ def test_gradc_train_shows_the_tier_and_starts_only_what_it_uses(cache, tmp_path
     epochs = [line for line in out.splitlines() if line.startswith("epoch")]
     assert epochs and epochs[0].endswith("[numpy]"), out
     assert "started on the NumPy tier" in err
-    assert sorted(started) == ["forward", "loss", "train_epoch"]
+    assert sorted(e for job in jobs for e in job.entries) == ["forward", "loss", "train_epoch"]
+    assert len(jobs) <= 2  # entries waiting for a worker share one process
+
+
+def test_entries_waiting_for_a_worker_compile_in_one_process(cache, monkeypatch):
+    """With one worker busy, the entries called meanwhile queue into one job (one
+    process compiles them in turn); each ends on Numba with the NumPy tier's numbers."""
+    monkeypatch.setattr(tiers, "workers", lambda: 1)
+    model = gradc.compile_string(MODEL, "tiny", wait=False)
+    params = model.init_params(0)
+    expected = {"loss": model.loss(params, x=X, y=Y),
+                "forward": model.forward(params, x=X)["s"],
+                "grad": model.loss_and_grad(params, x=X, y=Y)[1]["W"]}
+    (first,) = model._tiers._running
+    (waiting,) = model._tiers._queue
+    assert first.entries == ("loss",) and waiting.entries == ("forward", "loss_and_grad")
+    assert model.wait_for_kernels(timeout=300)
+    assert {model.tier(e) for e in ("loss", "forward", "loss_and_grad")} == {"numba"}
+    assert model.loss(params, x=X, y=Y) == pytest.approx(expected["loss"], rel=1e-12)
+    np.testing.assert_allclose(model.forward(params, x=X)["s"], expected["forward"],
+                               rtol=1e-12)
+    np.testing.assert_allclose(model.loss_and_grad(params, x=X, y=Y)[1]["W"],
+                               expected["grad"], rtol=1e-12, atol=1e-15)

@@ -33,7 +33,8 @@ from gradc.training.interrupt import (
     caused_by_interrupt,
     forget_unhandled_interrupt,
 )
-from gradc.training.loop import Config, evaluate, fit, training_tier, warm_up
+from gradc.training.loop import (Config, evaluate, fit, training_entry, training_tier,
+                                 warm_up)
 
 # Defaults chosen so that the README's spiral example reaches > 95% training accuracy in
 # 200 epochs for every seed tried (Adam at 1e-2 in minibatches of 32).
@@ -161,9 +162,12 @@ def run(args) -> int:
 def _ready_note(prepared) -> str:
     """What the warm-up did: kernels compiled (or loaded), or training starts on the
     NumPy tier while they compile in the background."""
-    if prepared.model.tiered and training_tier(prepared.model, prepared.cfg) == "numpy":
+    model = prepared.model
+    if model.tiered and training_tier(model, prepared.cfg) == "numpy":
+        how = "load from the cache" if model.pending(training_entry(model, prepared.cfg)) \
+            == "loading" else "compile"
         return (f"started on the NumPy tier in {prepared.ready:.1f} s; the Numba kernels "
-                "compile in the background and take over when ready")
+                f"{how} in the background and take over when ready")
     return f"kernels ready in {prepared.ready:.1f} s"
 
 

@@ -2,11 +2,13 @@
 
 A :class:`Tiers` serves, per public entry, the function of one of two generated modules
 of the same model: the numpy target's (vectorised NumPy, ready at once) or the CPU
-target's (Numba kernels). An entry whose kernels are already in Numba's cache (its
-``ready/`` marker, :func:`gradc.runtime.cache.ready_entries`) runs on Numba from the
-first call. Any other entry runs on NumPy, and its first call starts a background
-compile: ``python -m gradc.runtime.warm`` (:mod:`gradc.runtime.warm`) in its own
-process, which compiles the entry's kernels into Numba's on-disk cache. At most
+target's (Numba kernels). Entries whose kernels are already in Numba's cache (their
+``ready/`` markers, :func:`gradc.runtime.cache.ready_entries`) are loaded by a preload
+thread started at once (importing Numba and loading a kernel from its cache take about
+0.5 s) and switch to Numba as soon as each is loaded; until then they run on NumPy.
+Any other entry runs on NumPy, and its first call starts a background compile:
+``python -m gradc.runtime.warm`` (:mod:`gradc.runtime.warm`) in its own process, which
+compiles the entry's kernels into Numba's on-disk cache. At most
 :func:`workers` such processes run at once, and two that share a kernel never run at the
 same time (Numba's cache index of one function is not safe against concurrent writers of
 different signatures; the compiles also lock each kernel, against other processes). Each
@@ -42,7 +44,7 @@ from types import ModuleType
 
 from gradc.runtime.cache import ready_entries
 from gradc.runtime.loader import load_module, module_name
-from gradc.runtime.warm import kernels
+from gradc.runtime.warm import calls, compile_entry, kernels
 
 _QUEUED: set = set()   # background compiles of this process waiting for a worker
 _RUNNING: set = set()  # and those running
@@ -121,20 +123,28 @@ class Tiers:
         cpu_key: its cache key.
         numpy_module: a callable returning the numpy target's module (called once, on
             the first call of an entry that is not ready).
+        preload: whether entries already compiled run on NumPy while a thread loads
+            their kernels (False: the first call of each waits for them; for when the
+            numpy module is not cached and would need the compiler).
     """
 
-    def __init__(self, cpu_path: Path, cpu_key: str, numpy_module):
+    def __init__(self, cpu_path: Path, cpu_key: str, numpy_module, preload: bool = True):
         self.cpu_path, self.cpu_key, self.cpu_name = cpu_path, cpu_key, module_name(cpu_key)
         self._numpy_module, self._numpy, self._cpu = numpy_module, None, None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # the serving table and the jobs
+        self._numpy_lock, self._cpu_lock = threading.Lock(), threading.Lock()  # imports
         self._serving: dict[str, object] = {}   # entry -> function, once final
         self._jobs: dict[str, _Job] = {}        # entry -> its job (queued or running)
         self._queue: list[_Job] = []
         self._running: list[_Job] = []
         ready = ready_entries(cpu_path)
-        if ready:
-            for entry in ready:
-                self._serving[entry] = getattr(self._load_cpu(), entry, None)
+        self._loading = ready if preload else set()  # entries the preload will switch
+        self._preload = None
+        for entry in ready - self._loading:
+            self._serving[entry] = getattr(self._load_cpu(), entry, None)
+        if self._loading:
+            self._preload = threading.Thread(target=self._load_ready, name="gradc-preload")
+            self._preload.start()
 
     @property
     def module(self) -> ModuleType:
@@ -150,6 +160,16 @@ class Tiers:
         return "numba" if found is not None and self._cpu is not None and \
             found is getattr(self._cpu, entry, None) else "numpy"
 
+    def pending(self, entry: str) -> str | None:
+        """What will switch ``entry`` to Numba: 'loading' (the preload of a warm cache),
+        'compiling' (its background compile, queued or running), or None."""
+        with self._lock:
+            self._poll()
+            if entry in self._serving:
+                return None
+            return "loading" if entry in self._loading else \
+                "compiling" if entry in self._jobs else None
+
     def function(self, entry: str):
         """The function to call for ``entry`` now (None when the model has no such
         entry); starts its background compile on the first call."""
@@ -162,9 +182,14 @@ class Tiers:
             if found is not None:
                 return found
             found = getattr(self._numpy_tier(), entry, None)
-            if found is not None and entry not in self._jobs:
-                job = self._jobs[entry] = _Job((entry,), self.cpu_path, self.cpu_name)
-                self._queue.append(job)
+            if found is not None and entry not in self._jobs and entry not in self._loading:
+                if self._queue:  # one process compiles the waiting entries in turn
+                    job = self._queue[-1]
+                    job.entries += (entry,)
+                else:
+                    job = _Job((entry,), self.cpu_path, self.cpu_name)
+                    self._queue.append(job)
+                self._jobs[entry] = job
                 self._launch()
             return found
 
@@ -172,10 +197,12 @@ class Tiers:
         """Wait until every started compile has finished (and switch its entries);
         return False when ``timeout`` seconds passed first."""
         end = None if timeout is None else time.monotonic() + timeout
+        if self._preload is not None:
+            self._preload.join(timeout)
         while True:
             with self._lock:
                 self._poll()
-                if not self._queue and not self._running:
+                if not self._queue and not self._running and not self._loading:
                     return True
             if end is not None and time.monotonic() >= end:
                 return False
@@ -190,32 +217,78 @@ class Tiers:
             self._poll()
 
     def _numpy_tier(self) -> ModuleType:
-        if self._numpy is None:
-            self._numpy = self._numpy_module()
-        return self._numpy
+        with self._numpy_lock:
+            if self._numpy is None:
+                self._numpy = self._numpy_module()
+            return self._numpy
 
     def _load_cpu(self) -> ModuleType:
-        if self._cpu is None:
-            self._cpu = load_module(self.cpu_path, self.cpu_name)
-        return self._cpu
+        with self._cpu_lock:  # not self._lock: calls go on while Numba is imported
+            if self._cpu is None:
+                self._cpu = load_module(self.cpu_path, self.cpu_name)
+            return self._cpu
+    def _numpy_tier(self) -> ModuleType:
+        with self._numpy_lock:
+            if self._numpy is None:
+                self._numpy = self._numpy_module()
+            return self._numpy
+
+    def _load_cpu(self) -> ModuleType:
+        with self._cpu_lock:  # not self._lock: calls go on while Numba is imported
+            if self._cpu is None:
+                self._cpu = load_module(self.cpu_path, self.cpu_name)
+            return self._cpu
+
+    def _load_ready(self) -> None:
+        """The preload thread of a warm cache: import the CPU module (and so Numba) and
+        load the kernels of each entry with a ``ready/`` marker from Numba's cache, by the
+        background compile's dummy call (:func:`gradc.runtime.warm.compile_entry`); switch
+        each entry when its kernels are loaded. Calls run on the NumPy tier meanwhile, so
+        a warm process gets its first result without waiting for Numba's import and cache
+        load (about 0.5 s). A failure leaves the entries on NumPy with a TierWarning."""
+        failed, error = [], None
+        for entry in sorted(self._loading):
+            try:
+                module = self._load_cpu()
+                for fn in calls(entry) if hasattr(module, entry) else ():
+                    compile_entry(module, fn)
+                found = getattr(module, entry, None)
+            except Exception as e:  # noqa: BLE001 - any failure keeps the NumPy tier
+                failed.append(entry)
+                error = error or f"{type(e).__name__}: {e}"
+                found = getattr(self._numpy_tier(), entry, None)
+            with self._lock:
+                self._serving[entry] = found
+                self._loading.discard(entry)
+        if failed:
+            warnings.warn(f"gradc: loading the compiled kernels of {', '.join(failed)} "
+                          f"failed ({error}); they stay on the NumPy tier", TierWarning,
+                          stacklevel=2)
 
     def _poll(self) -> None:
-        """Switch the entries of finished compiles; start queued ones."""
+        """Switch the entries of finished compiles, and those a running compile has
+        marked ready; start queued ones."""
+        marked = ready_entries(self.cpu_path) if self._running else set()
+        for entry in [e for j in self._running if not j.cancelled for e in j.entries
+                      if e in marked and e not in self._serving]:
+            self._serving[entry] = getattr(self._load_cpu(), entry, None)
         for job in [j for j in self._running if j.finished()]:
             self._running.remove(job)
             if job.cancelled:  # by close() or stop_all(): its entries may start again
                 for entry in job.entries:
                     del self._jobs[entry]
                 continue
+            # entries switched when they were marked ready stay switched
+            left = [e for e in job.entries if e not in self._serving]
             if job.proc.returncode == 0:
                 module = self._load_cpu()
             else:
                 module = self._numpy_tier()
-                warnings.warn(f"gradc: the background compile of {', '.join(job.entries)} "
+                warnings.warn(f"gradc: the background compile of {', '.join(left)} "
                               f"failed ({job.last_line()}); it stays on the NumPy tier",
                               TierWarning, stacklevel=4)
             job.log.close()
-            for entry in job.entries:
+            for entry in left:
                 self._serving[entry] = getattr(module, entry, None)
         self._launch()
 

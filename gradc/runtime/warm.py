@@ -5,7 +5,8 @@ CPU module (under the name the parent uses, so that Numba's cache keys agree), c
 each entry once on tiny arrays of the declared dtypes, C-contiguous, with every symbolic
 dim 2 (the argument types of every real call: the generated functions validate and
 convert the same way), so that Numba compiles its kernels and writes them to its on-disk
-cache, then marks the entries ready in the cache folder and exits 0. It holds a lock on
+cache, and marks each entry ready in the cache folder as soon as it is compiled (in the
+order given); it exits 0 when all are. It holds a lock on
 each kernel it compiles (:func:`locked`): another process compiling one of them waits
 its turn. It runs at a lower priority than the process that trains. Any failure is a
 traceback on stderr and exit status 1 (the parent then keeps those entries on the NumPy
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
         for entry in entries:
             for fn in calls(entry):
                 compile_entry(module, fn)
-    mark_ready(path, entries)
+            mark_ready(path, [entry])  # the parent may switch it before the next one
     return 0
 
 

@@ -108,7 +108,7 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar,
     """
     rng = np.random.default_rng([cfg.seed, epoch])
     order = rng.permutation(count(data))
-    fused = cfg.fused and model.supports("train_epoch")
+    fused = training_entry(model, cfg) == "train_epoch"
     size = cfg.batch_size
     if fused:
         size *= max(FUSED_MIN_BATCHES, math.ceil(len(order) / cfg.batch_size / 20))
@@ -162,7 +162,7 @@ def warm_up(model, params: dict, data: dict, cfg: Config, forward: bool = True) 
     :mod:`gradc.runtime.tiers`) only starts the background compiles of these entries."""
     batch = next(batches(data, min(2 * cfg.batch_size, count(data))))
     scratch = {k: v.copy() for k, v in params.items()}
-    if cfg.fused and model.supports("train_epoch"):
+    if training_entry(model, cfg) == "train_epoch":
         model.train_epoch(scratch, cfg.lr, batch_size=cfg.batch_size, seed=0, state={},
                           **batch)
     else:
@@ -172,13 +172,18 @@ def warm_up(model, params: dict, data: dict, cfg: Config, forward: bool = True) 
         model.forward(params, **batch)
 
 
+def training_entry(model, cfg: Config) -> str:
+    """The entry that trains: train_epoch when ``cfg.fused`` and the model has it."""
+    return "train_epoch" if cfg.fused and model.supports("train_epoch") else "train_step"
+
+
 def training_tier(model, cfg: Config) -> str:
     """The tier the training entry runs on now ('numpy' or 'numba' for a tiered CPU
     model, else the target's), for the progress line."""
     tier = getattr(model, "tier", None)
     if tier is None:
         return ""
-    return tier("train_epoch" if cfg.fused and model.supports("train_epoch") else "train_step")
+    return tier(training_entry(model, cfg))
 
 
 def logged_epochs(cfg: Config, first: int, last: int) -> set[int]:
