@@ -227,17 +227,6 @@ class Tiers:
             if self._cpu is None:
                 self._cpu = load_module(self.cpu_path, self.cpu_name)
             return self._cpu
-    def _numpy_tier(self) -> ModuleType:
-        with self._numpy_lock:
-            if self._numpy is None:
-                self._numpy = self._numpy_module()
-            return self._numpy
-
-    def _load_cpu(self) -> ModuleType:
-        with self._cpu_lock:  # not self._lock: calls go on while Numba is imported
-            if self._cpu is None:
-                self._cpu = load_module(self.cpu_path, self.cpu_name)
-            return self._cpu
 
     def _load_ready(self) -> None:
         """The preload thread of a warm cache: import the CPU module (and so Numba) and
