@@ -6,8 +6,8 @@ background compile's call, :func:`gradc.runtime.warm.compile_entry`) and reports
 seconds of that call, then, summed over every kernel the call compiled, Numba's
 ``pipeline_times`` by stage: the untyped passes (bytecode to Numba IR, SSA, inlining),
 type inference, native lowering (Numba IR to LLVM IR, LLVM's optimiser and machine code)
-and the rest of the typed passes. ``kernel lines`` counts the generated lines of the
-entry's kernels. Medians over ``--repeats`` (min-max). Check that the machine is otherwise
+and the rest of the typed passes. ``lines`` counts the generated lines of the entry's
+kernels. Medians over ``--repeats`` (min-max). Check that the machine is otherwise
 idle (``uptime``): another process on the cores inflates every figure.
 """
 
@@ -89,16 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"CPU seconds, median (min-max) of {args.repeats}", flush=True)
-    print(f"{'model':8}{'entry':15}{'kernel lines':>13}{'compile':>18}"
-          + "".join(f"{s:>18}" for s in STAGES) + "  kernels", flush=True)
+    print(f"{'model':8}{'entry':15}{'lines':>6}{'compile':>21}"
+          + "".join(f"{s:>21}" for s in STAGES) + "  kernels", flush=True)
     with tempfile.TemporaryDirectory(prefix="gradc_stages_data_") as tmp:
         table = models(Path(tmp))
         for name in args.models.split(","):
             for entry in args.entries.split(","):
                 runs = [measure(table[name][0], entry) for _ in range(args.repeats)]
-                print(f"{name:8}{entry:15}{runs[0]['lines']:>13}"
-                      f"{_cell([r['cpu'] for r in runs]):>18}"
-                      + "".join(f"{_cell([r['stages'][s] for r in runs]):>18}"
+                print(f"{name:8}{entry:15}{runs[0]['lines']:>6}"
+                      f"{_cell([r['cpu'] for r in runs]):>21}"
+                      + "".join(f"{_cell([r['stages'][s] for r in runs]):>21}"
                                 for s in STAGES)
                       + "  " + ",".join(k.strip("_").rsplit("_", 1)[0]
                                         for k in runs[0]["kernels"]), flush=True)

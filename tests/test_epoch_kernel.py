@@ -35,8 +35,18 @@ def _kernels(source: str) -> dict[str, ast.FunctionDef]:
     return {f.name: f for f in ast.parse(source).body if isinstance(f, ast.FunctionDef)}
 
 
+def test_a_large_step_trains_in_a_host_loop():
+    """A step of many kernels (cnn: 87) gets no compiled epoch loop, which would cost
+    more to compile than the step: train_epoch loops over the minibatches on the host."""
+    small = gradc.compile(ROOT / "examples" / "spiral.grad", optimizer="adam", wait=True)
+    large = gradc.compile(ROOT / "examples" / "cnn.grad", optimizer="adam", wait=True)
+    assert "train_epoch" in small.module._ENTRIES
+    assert "train_epoch" not in large.module._ENTRIES and large.supports("train_epoch")
+    assert not [name for name in _kernels(large.source) if name.startswith("_train_epoch_")]
+
+
 def test_the_epoch_loop_runs_the_step_inline_and_calls_no_kernel():
-    model = gradc.compile(ROOT / "examples" / "cnn.grad", optimizer="adam", wait=True)
+    model = gradc.compile(ROOT / "examples" / "mlp.grad", optimizer="adam", wait=True)
     kernels = _kernels(model.source)
     (epoch,) = [f for name, f in kernels.items() if name.startswith("_train_epoch_")]
     (step,) = [f for name, f in kernels.items() if name.startswith("_train_step_")]
@@ -55,7 +65,7 @@ def test_the_epoch_loop_runs_the_step_inline_and_calls_no_kernel():
     step_args = {a.arg for a in step.args.args}
     assert not {n for n in epoch_stores - step_stores - step_args if not n.startswith("e")}
     assert not {n for n in step_stores | step_args if n.startswith("e")}
-    assert {"x_x", "d_B"} <= epoch_stores & step_args
+    assert "d_B" in epoch_stores & step_args
 
 
 def test_float32_epochs_are_bitwise_the_same_compiled_here_or_loaded_from_the_cache(tmp_path):

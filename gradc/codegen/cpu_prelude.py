@@ -58,15 +58,36 @@ def _write_back(call):
 
 
 def _epoch(params, lr, batch_size, seed, state, inputs):
-    """One shuffled epoch of train_step over the whole data, in one compiled call."""
+    """One shuffled epoch of train_step over the whole data. Where the module has a
+    train_epoch kernel (the CPU target, for a step of few kernels) it is one compiled call;
+    otherwise a loop over the minibatches calling the train_step kernel, with the same
+    shuffle and the same dropout draws (np.random.RandomState(seed) is the stream of the
+    compiled loop's np.random.seed(seed))."""
     lr, (_, arrays, dims, _), n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state,
                                                         inputs)
-    info = _ENTRIES["train_epoch"]
-    ws_dims = tuple(bs if d == SIGNATURE["batch"] else v for d, v in zip(info["dims"], dims))
-    ws = _workspace("train_step", ws_dims)
-    loss = _invoke(info["kernel"], *arrays, lr, state["step"], perm, bs, seed, ws, *dims)
-    state["step"] += -(-n // bs)
-    return float(loss)
+    info, bdim = _ENTRIES["train_step"], SIGNATURE["batch"]
+    ws = _workspace("train_step", tuple(bs if d == bdim else v
+                                        for d, v in zip(info["dims"], dims)))
+    if "train_epoch" in _ENTRIES:
+        loss = _invoke(_ENTRIES["train_epoch"]["kernel"], *arrays, lr, state["step"], perm,
+                       bs, seed, ws, *dims)
+        state["step"] += -(-n // bs)
+        return float(loss)
+    noise = np.random.RandomState(seed)
+    roles = [role for role, _ in info["args"]]
+    total = 0.0
+    for start in range(0, n, bs):
+        m = min(bs, n - start)
+        rows = perm[start:start + m]
+        step = [a[rows] if role == "input" else
+                noise.random_sample((m,) + a.shape[1:]).astype(a.dtype) if role == "noise"
+                else a for role, a in zip(roles, arrays)]
+        t = state["step"] + 1
+        step_dims = tuple(m if d == bdim else v for d, v in zip(info["dims"], dims))
+        loss = _invoke(info["kernel"], *step, lr, *_step_scalars(t), ws, *step_dims)[0]
+        state["step"] = t
+        total += float(loss) * m
+    return total / n
 
 
 def init_params(seed=0):
@@ -86,6 +107,6 @@ def to_host(values):
     return np.asarray(values)
 
 
-#: the hooks of every target whose arrays are NumPy arrays (cpu, numpy), all but ``_epoch``
+#: the hooks of every target whose arrays are NumPy arrays (cpu, numpy)
 NUMPY_ARRAY_HOOKS = (_check, _fresh, _keep, _route, _allocate, _result, _loss, _write_back,
-                     init_params, load_params, to_host)
+                     _epoch, init_params, load_params, to_host)

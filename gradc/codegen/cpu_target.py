@@ -17,6 +17,12 @@ from gradc.codegen.epoch import emit_epoch
 from gradc.codegen.target import Target
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}"
+#: train_epoch gets a compiled loop (:mod:`gradc.codegen.epoch`) when train_step's program
+#: has at most this many kernels; a larger step runs in a host loop (``_epoch``), whose
+#: ~13 us of dispatch per minibatch is small beside such a step, while the compiled loop
+#: would cost more to compile than the step itself (Numba, 2 cores: spiral's 33 kernels
+#: compile as a loop in about the step's 6 s; cnn's 87 in 47 s against the step's 33 s)
+EPOCH_KERNELS_MAX = 48
 MATH_JIT = f"@nb.njit(inline='always', error_model='numpy', fastmath={FASTMATH})"
 
 
@@ -28,7 +34,7 @@ class CpuTarget(Target):
                "forward, loss, loss_and_grad, train_step, train_epoch, jvp, vjp, hvp,",
                "jacobian, as the model has them) work as in gradc's Python API.")
     imports = ("import numba as nb", "import numpy as np")
-    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS + (cpu_prelude._epoch,)
+    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS
     fast_path = True
 
     def constants(self, unit: Unit) -> list[str]:
@@ -42,8 +48,9 @@ class CpuTarget(Target):
         kernels, extra = Builder(), {}
         for name, (prog, _) in unit.programs.items():
             emitter.emit(kernels, prog, unit.kernel_name(name))
-        if "train_step" in unit.programs and unit.signature["batch"] is not None:
-            prog, entry = unit.programs["train_step"]
+        prog, entry = unit.programs.get("train_step", (None, None))
+        if prog is not None and unit.signature["batch"] is not None and \
+                len(prog.kernels) <= EPOCH_KERNELS_MAX:
             epoch = unit.kernel_name("train_epoch")
             emit_epoch(kernels, emitter, entry, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))

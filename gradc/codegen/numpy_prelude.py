@@ -1,39 +1,11 @@
-"""The numpy target's runtime hooks and array helpers, copied verbatim into its modules.
-
-The hooks it shares with the CPU target (arrays are NumPy arrays, params are updated in
-place, results are handed out as they come) are :mod:`gradc.codegen.cpu_prelude`'s; here
-are the ones that differ: ``_epoch``, a Python loop over the minibatches calling the
-train_step kernel, and the vectorised helpers the kernels call (``_sigmoid``, ``_erf``).
-Same rules as every prelude: numpy, math and the module's own names only.
+"""The vectorised helpers the numpy target's kernels call (``_sigmoid``, ``_erf``), copied
+verbatim into its modules where used. Its runtime hooks are the CPU target's
+(:mod:`gradc.codegen.cpu_prelude`: arrays are NumPy arrays, params are updated in place,
+train_epoch is a loop over the minibatches calling the train_step kernel). Same rules as
+every prelude: numpy, math and the module's own names only.
 """
-# ruff: noqa: F821  (SIGNATURE, _ENTRIES and the shared helpers are the generated module's)
 
 import numpy as np
-
-
-def _epoch(params, lr, batch_size, seed, state, inputs):
-    """One shuffled epoch of train_step over the whole data: a loop over the minibatches
-    calling the train_step kernel, with the CPU target's shuffle and dropout draws."""
-    lr, (_, arrays, dims, _), n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state,
-                                                        inputs)
-    info, bdim = _ENTRIES["train_step"], SIGNATURE["batch"]
-    noise = np.random.RandomState(seed)  # the draws of the CPU loop's np.random.seed(seed)
-    roles = [role for role, _ in info["args"]]
-    ws = _workspace("train_step", tuple(bs if d == bdim else v
-                                        for d, v in zip(info["dims"], dims)))
-    total, t = 0.0, state["step"]
-    for start in range(0, n, bs):
-        m = min(bs, n - start)
-        rows = perm[start:start + m]
-        step = [a[rows] if role == "input" else
-                noise.random_sample((m,) + a.shape[1:]).astype(a.dtype) if role == "noise"
-                else a for role, a in zip(roles, arrays)]
-        t += 1
-        step_dims = tuple(m if d == bdim else v for d, v in zip(info["dims"], dims))
-        loss = info["kernel"](*step, lr, *_step_scalars(t), ws, *step_dims)[0]
-        total += float(loss) * m
-    state["step"] = t
-    return total / n
 
 
 def _sigmoid(x):

@@ -4,9 +4,10 @@
 The module imports NumPy alone and compiles nothing, so it starts in milliseconds and runs
 wherever NumPy does; its results agree with the CPU target's to rounding (~1e-16 relative
 in float64: only summation orders differ). Kernels are printed by
-:class:`gradc.codegen.numpy_emit.NumpyEmitter`; the runtime hooks are the CPU target's
-(:mod:`gradc.codegen.cpu_prelude`) but for ``_epoch``, a Python loop over the minibatches
-(:mod:`gradc.codegen.numpy_prelude`, with the array helpers the kernels call).
+:class:`gradc.codegen.numpy_emit.NumpyEmitter`, the array helpers they call are
+:mod:`gradc.codegen.numpy_prelude`'s; the runtime hooks are the CPU target's
+(:mod:`gradc.codegen.cpu_prelude`; with no train_epoch kernel, ``_epoch`` loops over the
+minibatches in Python).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class NumpyTarget(Target):
                "loss_and_grad, train_step, train_epoch, jvp, vjp, hvp, jacobian, as the model",
                "has them) work as in gradc's Python API.")
     imports = ("import numpy as np",)
-    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS + (numpy_prelude._epoch,)
+    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS
     fast_path = False
 
     def constants(self, unit: Unit) -> list[str]:

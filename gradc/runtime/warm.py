@@ -36,14 +36,12 @@ def calls(entry: str) -> tuple[str, ...]:
 
 
 def kernels(entry: str) -> set[str]:
-    """The kernels a background compile of ``entry`` writes to Numba's cache: its own and
-    those of the public functions it calls (jacobian: forward's, jvp's and vjp's). The
-    CPU target's train_epoch is one kernel (train_step's statements inside its loop), so
-    it shares none with train_step."""
+    """The kernels a background compile of ``entry`` may write to Numba's cache: its own
+    and those of the programs of the public functions it calls (jacobian: forward's, jvp's
+    and vjp's; train_epoch: train_step's, which a large step's epoch loop calls)."""
     from gradc.entries import ENTRIES
 
-    return {entry} | {p for fn in calls(entry) if fn != "train_epoch"
-                      for p in ENTRIES[fn].programs}
+    return {entry} | {p for fn in calls(entry) for p in ENTRIES[fn].programs}
 
 
 @contextlib.contextmanager
