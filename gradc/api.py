@@ -253,13 +253,14 @@ def _compile(source: Source, options: dict, wait: bool | None) -> Model:
         ((key, path),) = _module_files(source, [opts])
         return Model(load_module(path, module_name(key)), path, source, opts)
     numpy_opts = dataclasses.replace(opts, target="numpy", parallel=False)
-    cold = read_entry(module_path(cache_key(source.text, source.filename, opts.key()))) is None
-    (key, path), *numpy_file = _module_files(source, [opts, numpy_opts] if cold else [opts])
-    # a warm start runs on NumPy while Numba loads, unless that module would need compiling
-    numpy_cached = cold or read_entry(module_path(
-        cache_key(source.text, source.filename, numpy_opts.key()))) is not None
+    cached = [read_entry(module_path(cache_key(source.text, source.filename, o.key())))
+              is not None for o in (opts, numpy_opts)]
+    # a cold cache gets both modules from one compiler run; a warm one runs on NumPy while
+    # Numba loads only when the numpy module is cached too (else it would need the compiler)
+    (key, path), *numpy_file = _module_files(
+        source, [opts] if cached == [True, False] else [opts, numpy_opts])
 
     def numpy_module():
         ((numpy_key, numpy_path),) = numpy_file or _module_files(source, [numpy_opts])
         return load_module(numpy_path, module_name(numpy_key))
-    return Model(None, path, source, opts, Tiers(path, key, numpy_module, numpy_cached))
+    return Model(None, path, source, opts, Tiers(path, key, numpy_module, bool(numpy_file)))

@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        words = [a for a in argv if not a.startswith("-")]
-        named = words[0] if words and words[0] == argv[0] and \
-            words[0] in command_modules() else None
-        parser = build_parser(named)
+        parser = build_parser(argv[0] if argv and argv[0] in command_modules() else None)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help, --version (0) or a usage error (2)

@@ -255,10 +255,12 @@ class Tiers:
                           stacklevel=2)
 
     def _poll(self) -> None:
-        """Switch the entries of finished compiles, and those a running compile has
-        marked ready; start queued ones."""
-        marked = ready_entries(self.cpu_path) if self._running else set()
-        for entry in [e for j in self._running if not j.cancelled for e in j.entries
+        """Switch the entries of finished compiles, and those a running compile of several
+        entries has marked ready (a single entry switches when its process exits, just
+        after its marker: no folder listing per call for it); start queued ones."""
+        merged = [j for j in self._running if len(j.entries) > 1 and not j.cancelled]
+        marked = ready_entries(self.cpu_path) if merged else set()  # (a folder listing)
+        for entry in [e for j in merged for e in j.entries
                       if e in marked and e not in self._serving]:
             self._serving[entry] = getattr(self._load_cpu(), entry, None)
         for job in [j for j in self._running if j.finished()]:
