@@ -349,52 +349,40 @@ class CpuEmitter(Indexing):
 
     def _patches(self, b: Builder, k) -> None:
         """im2col (Patches) and col2im (Unpatches) share one loop nest, in the columns'
-        memory order. Each window's rows and columns are clipped to the image by the
-        ranges of ``kh`` and ``kw`` instead of a test per element (with padding, the
-        columns start zeroed), and a single channel gets no loop: Numba's compile time
-        grows with the loops and branches of a function (cnn train_step: 23 -> 19 CPU-s).
-        col2im adds the same elements in the same order as a test per element would."""
+        memory order. Without padding every tap is inside the image (the output size keeps
+        each window in), so only a padded window tests its taps; a single channel gets no
+        loop: Numba's compile time grows with the loops and branches of a function."""
         back = isinstance(k, Unpatches)
         img, cols = (k.out, k.src) if back else (k.src, k.out)
         n, c, h, w = (self.size(d) for d in img.shape)
         oh, ow = (self.size(d) for d in cols.shape[1:3])
         kk, st, pd = k.k, k.stride, k.pad
-        if back or pd:
+        if back:
             self._zero(b, k.out)
         chan = "c_" if c != "1" else "0"
-        with b.block(f"for n_ in range({n}):"), b.block(f"for oh in range({oh}):"):
-            kh = self._window(b, "h", "oh", h, kk, st, pd)
-            with b.block(f"for ow in range({ow}):"):
-                kw = self._window(b, "w", "ow", w, kk, st, pd)
-                loops = ([f"for c_ in range({c}):"] if chan == "c_" else []) + \
-                    [f"for kh in range({kh}):", f"for kw in range({kw}):"]
-                with ExitStack() as nest:
-                    for line in loops:
-                        nest.enter_context(b.block(line))
-                    self._tap(b, back, img, cols, chan, kk, st, pd)
-
-    @staticmethod
-    def _tap(b: Builder, back: bool, img: Buffer, cols: Buffer, chan: str, kk: int,
-             st: int, pd: int) -> None:
-        """The innermost statement of im2col/col2im: one tap of one window."""
-        col = f"{cols.name}[n_, oh, ow, ({chan} * {kk} + kh) * {kk} + kw]" \
-            if chan == "c_" else f"{cols.name}[n_, oh, ow, kh * {kk} + kw]"
+        loops = [f"for n_ in range({n}):", f"for oh in range({oh}):",
+                 f"for ow in range({ow}):"] + \
+            ([f"for c_ in range({c}):"] if chan == "c_" else []) + \
+            [f"for kh in range({kk}):"]
         shift = f" - {pd}" if pd else ""
-        at = f"{img.name}[n_, {chan}, {_scaled('oh', st)} + kh{shift}, " \
-            f"{_scaled('ow', st)} + kw{shift}]"
-        b.line(f"{at} += {col}" if back else f"{col} = {at}")
-
-    @staticmethod
-    def _window(b: Builder, axis: str, out: str, size: str, kk: int, st: int, pd: int) -> str:
-        """The range of one window axis that falls inside the image (``size`` long) at
-        output position ``out``: all ``kk`` taps without padding (the output size keeps
-        every window inside), else printed bounds ``k<axis>0_``..``k<axis>1_``."""
-        if not pd:
-            return str(kk)
-        at = _scaled(out, st)
-        b.line(f"k{axis}0_ = max(0, {pd} - {at})")
-        b.line(f"k{axis}1_ = min({kk}, {size} + {pd} - {at})")
-        return f"k{axis}0_, k{axis}1_"
+        hh, ww = f"{_scaled('oh', st)} + kh{shift}", f"{_scaled('ow', st)} + kw{shift}"
+        tap = f"({chan} * {kk} + kh) * {kk} + kw" if chan == "c_" else f"kh * {kk} + kw"
+        col, at = f"{cols.name}[n_, oh, ow, {tap}]", f"{img.name}[n_, {chan}, hh, ww]"
+        inside = f"0 <= hh < {h} and 0 <= ww < {w}"
+        with ExitStack() as nest:
+            for line in loops:
+                nest.enter_context(b.block(line))
+            b.line(f"hh = {hh}")
+            nest.enter_context(b.block(f"for kw in range({kk}):"))
+            b.line(f"ww = {ww}")
+            if back and pd:
+                with b.block(f"if {inside}:"):
+                    b.line(f"{at} += {col}")
+            elif back:
+                b.line(f"{at} += {col}")
+            else:
+                b.line(f"{col} = {at} if {inside} else {self._init('sum')}" if pd else
+                       f"{col} = {at}")
 
     def _recur(self, b: Builder, k: Recur) -> None:
         """The time loop of a recurrence: one BLAS call and one fused loop per step."""
