@@ -94,6 +94,7 @@ class CpuEmitter(Indexing):
     def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
         self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
         self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
+        self.views_used: set[tuple[str, int]] = set()  # (dtype, rank) of their _ws_view calls
 
     # ------------------------------------------------------------------ helpers
     def scalar_ref(self, buf: Buffer) -> str:
@@ -171,26 +172,40 @@ class CpuEmitter(Indexing):
     def _declare(self, b: Builder, kern) -> None:
         for out in kernel_outputs(kern):
             if out.kind == "ws":
-                off = self.offsets[sympy.sympify(out.offset)]
-                n = self.size(numel(out.shape))
-                view = f"ws[{off}:{off} + {n}]"
-                b.line(f"{out.name} = {view}.reshape({self.shape(out.shape)})"
-                       if out.rank > 1 else f"{out.name} = {view}")
+                self._view(b, out.name, out, out.shape)
             elif out.kind == "fresh":
                 b.line(f"{out.name} = np.empty({self.shape(out.shape)}, {NP[out.dtype]})")
+
+    def _view(self, b: Builder, name: str, base: Buffer, shape) -> None:
+        """Print ``name = `` ``base`` seen with ``shape``. Whatever lies in the workspace
+        (``base`` or the buffer it views) is sliced from ``ws`` at its offset, through
+        :func:`gradc.codegen.cpu_views._ws_view` from rank 2 on: a ``.reshape`` costs
+        Numba about 40 ms of lowering per use, a call of that function about 10 ms."""
+        root = base
+        while root.kind == "view":
+            root = root.base
+        if root.kind != "ws":
+            b.line(f"{name} = {base.name}.reshape({self.shape(shape)})")
+            return
+        assert root.dtype == self.dtype, (root.name, root.dtype)
+        off = self.offsets[sympy.sympify(root.offset)]
+        if len(shape) > 1:
+            self.views_used.add((self.dtype, len(shape)))
+            b.line(f"{name} = _ws_view(ws, {off}, {self.shape(shape)})")
+        else:
+            b.line(f"{name} = ws[{off}:{off} + {self.size(numel(shape))}]")
 
     def _kernel(self, b: Builder, kern) -> None:
         if kern.span is not None and self.comment:
             b.line(f"# {self.comment(kern.span)}")
         if isinstance(kern, View):
-            base = kern.out.base
-            b.line(f"{kern.out.name} = {base.name}.reshape({self.shape(kern.out.shape)})")
+            self._view(b, kern.out.name, kern.out.base, kern.out.shape)
             return
         self._declare(b, kern)
         if isinstance(kern, (Loop, Reduce)):
             views, kern = collapse(kern)
             for v in views:
-                b.line(f"{v.name} = {v.base.name}.reshape({self.shape(v.shape)})")
+                self._view(b, v.name, v.base, v.shape)
         {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
          Unpick: self._unpick, Scatter: self._scatter, Take: self._take, Put: self._take,
          Patches: self._patches, Unpatches: self._patches,
@@ -281,8 +296,7 @@ class CpuEmitter(Indexing):
             return
         nb_ = self.size(numel(k.out.shape[:-2]))
         for buf in (k.a, k.b, k.out):
-            b.line(f"{buf.name}_3 = {buf.name}.reshape(({nb_}, {self.size(buf.shape[-2])}, "
-                   f"{self.size(buf.shape[-1])}))")
+            self._view(b, f"{buf.name}_3", buf, (numel(k.out.shape[:-2]), *buf.shape[-2:]))
         with b.block(f"for ib in range({nb_}):"):
             b.line(f"np.dot({op(k.a, k.ta, '_3[ib]')}, {op(k.b, k.tb, '_3[ib]')}, "
                    f"{k.out.name}_3[ib])")

@@ -9,7 +9,7 @@ the runtime hooks are :mod:`gradc.codegen.cpu_prelude`.
 
 from __future__ import annotations
 
-from gradc.codegen import cpu_prelude, mathlib
+from gradc.codegen import cpu_prelude, cpu_views, mathlib
 from gradc.codegen.assemble import Unit, dim_var
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu import CpuEmitter
@@ -55,6 +55,12 @@ class CpuTarget(Target):
             emit_epoch(kernels, emitter, entry, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
+        if emitter.views_used:
+            b.lines.extend(cpu_views.source(emitter.views_used,
+                                            f"cache={bool(unit.options.cache)}, nogil=True, "
+                                            "boundscheck=False").split("\n"))
+            b.line()
+            b.line()
         if emitter.math_used:
             b.line("# Vectorisable math (gradc.codegen.mathlib): error bounds tested against "
                    "NumPy.")
