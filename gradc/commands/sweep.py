@@ -7,14 +7,7 @@ docs/scale-out.md; the work is :func:`gradc.dask.sweep`.
 
 from __future__ import annotations
 
-from gradc.commands.train import (
-    DEFAULT_BATCH,
-    DEFAULT_EPOCHS,
-    DEFAULT_LR,
-    DEFAULT_OPTIMIZER,
-    DEFAULT_VAL_SPLIT,
-)
-from gradc.options import OPTIMIZERS, TARGETS
+from gradc.commands.train import add_training_options
 
 
 def register(subparsers) -> None:
@@ -34,20 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--cluster", metavar="ADDRESS|local:N",
                    help="a Dask scheduler address or local:N (default: local, one worker "
                         "process per CPU, at most one per trial)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="N",
-                   help=f"epochs per trial unless the grid sets them (default {DEFAULT_EPOCHS})")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
-                   help=f"unless the grid sets it (default {DEFAULT_BATCH})")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, metavar="F",
-                   help=f"unless the grid sets it (default {DEFAULT_LR:g})")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
-                   help=f"unless the grid sets it (default {DEFAULT_OPTIMIZER})")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed of params, split and shuffles unless the grid sets it")
-    p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT, metavar="F",
-                   help=f"fraction held out for validation (default {DEFAULT_VAL_SPLIT})")
-    p.add_argument("--target", choices=TARGETS, default="cpu",
-                   help="code target (default cpu)")
+    add_training_options(p, unless=" unless the grid sets it")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="give up when no trial finishes for S seconds (default 600)")
     p.add_argument("--out", default="sweep", metavar="DIR",

@@ -62,26 +62,11 @@ def register(subparsers) -> None:
     p.add_argument("model", metavar="MODEL.grad", help="the model file")
     p.add_argument("--data", required=True, metavar="DATA.npz",
                    help="the training data: one array per model input, same names")
-    p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT, metavar="F",
-                   help=f"fraction of the samples held out for validation "
-                        f"(default {DEFAULT_VAL_SPLIT}; 0: none)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="N",
-                   help=f"epochs to train (default {DEFAULT_EPOCHS})")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
-                   help=f"samples per step (default {DEFAULT_BATCH})")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, metavar="F",
-                   help=f"learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
-                   help=f"the optimizer (default {DEFAULT_OPTIMIZER})")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed of the initial params, the validation split and the "
-                        "shuffles (default 0)")
+    add_training_options(p)
     p.add_argument("--out", default="out", metavar="DIR",
                    help="where to write params, history and pictures (default ./out)")
     p.add_argument("--resume", metavar="params.npz",
                    help="continue from these params instead of fresh ones")
-    p.add_argument("--target", choices=TARGETS, default="cpu",
-                   help="code target (default cpu)")
     p.add_argument("--log-every", type=int, default=0, metavar="N",
                    help="print a summary line every N epochs (default: about ten lines)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -126,6 +111,28 @@ def _note(text: str) -> None:
 
 def percent(acc) -> str:
     return "" if acc is None else f", accuracy {100 * acc:.1f}%"
+
+
+def add_training_options(p, unless: str = "") -> None:
+    """The options ``gradc train`` and ``gradc sweep`` share: --val-split, --epochs,
+    --batch-size, --lr, --optimizer, --seed and --target; ``unless`` ends the help of
+    those a sweep's grid may set (" unless the grid sets it")."""
+    p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT, metavar="F",
+                   help=f"fraction of the samples held out for validation "
+                        f"(default {DEFAULT_VAL_SPLIT}; 0: none)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="N",
+                   help=f"epochs to train{unless} (default {DEFAULT_EPOCHS})")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
+                   help=f"samples per step{unless} (default {DEFAULT_BATCH})")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, metavar="F",
+                   help=f"learning rate{unless} (default {DEFAULT_LR:g})")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
+                   help=f"the optimizer{unless} (default {DEFAULT_OPTIMIZER})")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help=f"seed of the initial params, the validation split and the "
+                        f"shuffles{unless} (default 0)")
+    p.add_argument("--target", choices=TARGETS, default="cpu",
+                   help="code target (default cpu)")
 
 
 def run(args) -> int:
