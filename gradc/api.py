@@ -253,12 +253,13 @@ def _compile(source: Source, options: dict, wait: bool | None) -> Model:
         ((key, path),) = _module_files(source, [opts])
         return Model(load_module(path, module_name(key)), path, source, opts)
     numpy_opts = dataclasses.replace(opts, target="numpy", parallel=False)
-    cached = [read_entry(module_path(cache_key(source.text, source.filename, o.key())))
-              is not None for o in (opts, numpy_opts)]
+    cpu_cached, numpy_cached = (
+        read_entry(module_path(cache_key(source.text, source.filename, o.key()))) is not None
+        for o in (opts, numpy_opts))
     # a cold cache gets both modules from one compiler run; a warm one runs on NumPy while
     # Numba loads only when the numpy module is cached too (else it would need the compiler)
     (key, path), *numpy_file = _module_files(
-        source, [opts] if cached == [True, False] else [opts, numpy_opts])
+        source, [opts] if cpu_cached and not numpy_cached else [opts, numpy_opts])
 
     def numpy_module():
         ((numpy_key, numpy_path),) = numpy_file or _module_files(source, [numpy_opts])

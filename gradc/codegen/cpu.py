@@ -389,14 +389,13 @@ class CpuEmitter(Indexing):
             b.line(f"hh = {hh}")
             nest.enter_context(b.block(f"for kw in range({kk}):"))
             b.line(f"ww = {ww}")
-            if back and pd:
+            if not pd:  # every tap is inside the image
+                b.line(f"{at} += {col}" if back else f"{col} = {at}")
+            elif back:
                 with b.block(f"if {inside}:"):
                     b.line(f"{at} += {col}")
-            elif back:
-                b.line(f"{at} += {col}")
             else:
-                b.line(f"{col} = {at} if {inside} else {self._init('sum')}" if pd else
-                       f"{col} = {at}")
+                b.line(f"{col} = {at} if {inside} else {self._init('sum')}")
 
     def _recur(self, b: Builder, k: Recur) -> None:
         """The time loop of a recurrence: one BLAS call and one fused loop per step."""

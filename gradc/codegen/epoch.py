@@ -21,6 +21,8 @@ minibatch as ``<name>``), the batch dim's full size ``e_<dim>``.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu import NP, CpuEmitter, int_expr
 from gradc.passes.kernels import Program
@@ -98,10 +100,8 @@ def emit_epoch(b: Builder, emitter: CpuEmitter, entry: Entry, prog: Program, fna
 def _copy_row(b: Builder, name: str, rank: int) -> None:
     """``eb_<name>[e_i] = e_<name>[e_row]``, element by element."""
     axes = [f"e_j{k}" for k in range(1, rank)]
-    ctxs = [b.block(f"for {j} in range(e_{name}.shape[{k}]):") for k, j in enumerate(axes, 1)]
-    for ctx in ctxs:
-        ctx.__enter__()
-    at = "".join(f", {j}" for j in axes)
-    b.line(f"eb_{name}[e_i{at}] = e_{name}[e_row{at}]")
-    for ctx in reversed(ctxs):
-        ctx.__exit__(None, None, None)
+    with ExitStack() as nest:
+        for k, j in enumerate(axes, 1):
+            nest.enter_context(b.block(f"for {j} in range(e_{name}.shape[{k}]):"))
+        at = "".join(f", {j}" for j in axes)
+        b.line(f"eb_{name}[e_i{at}] = e_{name}[e_row{at}]")
