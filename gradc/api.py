@@ -140,6 +140,13 @@ class Model:
         self._require_device()
         return self.module.init_params(seed)
 
+    def init_state(self, params: dict | None = None) -> dict:
+        """A fresh state: step count and noise counter 0, optimizer slots zero, running
+        statistics at their inits (on the device for target cuda); what an empty
+        ``state`` dict is filled with on first use. ``params`` is not needed."""
+        self._require_device()
+        return self.module.init_state()
+
     def save_params(self, params: dict, path) -> None:
         """Write params to an .npz file (one array per param name)."""
         self.module.save_params(params, path)

@@ -103,7 +103,7 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
         "Forward mode: return (outputs, output tangents) for tangents of params and wrt "
         "inputs (missing: zero).",
         "outputs", ("jvp",),
-        ("call = _prepare('jvp', params, inputs, tangents, state)",
+        ("call = _prepare('jvp', params, inputs, ('tangents', tangents), state)",
          "r = _run(call)", "n = len(SIGNATURE['outputs'])",
          "return _named('outputs', r[:n], call), _named('outputs', r[n:], call)")),
     PublicEntry(
@@ -111,7 +111,8 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
         "Reverse mode: return the gradients of params and wrt inputs for cotangents of the "
         "outputs (missing: zero).",
         "outputs", ("vjp",),
-        ("call = _prepare('vjp', params, inputs, cotangents, state)",
+        ("call = _prepare('vjp', params, inputs, ('cotangents', cotangents), "
+         "state)",
          "r = _run(call)", f"return {_GRADS}")),
     PublicEntry(
         "hvp", "vector, *, seed=None, state=None",
@@ -119,7 +120,7 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
         "vector, a dict with the keys of the gradients (missing: zero); forward over "
         "reverse mode.",
         "loss", ("hvp",),
-        ("call = _prepare('hvp', params, inputs, vector, state, seed)",
+        ("call = _prepare('hvp', params, inputs, ('vector', vector), state, seed)",
          "r = _run(call)", f"return {_GRADS}")),
     PublicEntry(
         "jacobian", "*, of, wrt, state=None",

@@ -195,6 +195,24 @@ def test_tangents_and_cotangents_are_validated():
            arg="logits")
 
 
+@pytest.mark.parametrize("fn,arg", [("jvp", "tangents"), ("vjp", "cotangents"),
+                                    ("hvp", "vector")])
+def test_a_bad_direction_dict_names_its_argument(fn, arg):
+    """jvp's tangents, vjp's cotangents and hvp's vector are named as the caller wrote
+    them (hvp said 'tangent'): an unknown key, a wrong shape, not a dict."""
+    params, ins = good()
+    call = functools.partial(getattr(model(), fn), params, **(
+        ins if fn == "hvp" else {"x": ins["x"], "s": ins["s"]}))
+    known = "logits" if fn == "vjp" else "W, b"
+    with pytest.raises(ValueError, match=rf"^unknown key 'q' in {arg} \(known: {known}\)$"):
+        call({"q": np.zeros(3, np.float32)})
+    key = "logits" if fn == "vjp" else "W"
+    with pytest.raises(ValueError, match=rf"^{arg}\['{key}'\]: expected shape"):
+        call({key: np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match=rf"^{arg}: expected a dict of arrays, got list$"):
+        call([])
+
+
 def test_no_silent_copy_train_step_updates_the_callers_arrays():
     params, ins = good()
     W = params["W"]

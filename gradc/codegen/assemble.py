@@ -35,7 +35,9 @@ SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._un
           prelude._fetch, prelude._zeros, prelude._prepare, prelude._writeable,
           prelude._workspace, prelude._interrupted, prelude._invoke, prelude._run,
           prelude._named, prelude._rate, prelude._epoch_plan, prelude._check_seed,
-          prelude._jacobian, prelude._init_params_host, prelude.init_state,
+          prelude._jacobian, prelude._init_params_host, prelude._state_key,
+          prelude._state_reads, prelude._use_state, prelude._state_arrays,
+          prelude._state_keys, prelude.init_state,
           prelude.save_params, prelude._load_params_host, prelude._Public)
 
 
@@ -147,6 +149,8 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
         b.lines.extend(inspect.getsource(fn).rstrip("\n").split("\n"))
         b.line()
         b.line()
+    b.line("_STATE_KEYS = _state_keys()  # every key of a complete state")
+    b.line()
     _entries_table(b, unit, extra)
     for entry in ENTRIES.values():
         if available(sig, entry) and all(p in unit.programs for p in entry.programs):

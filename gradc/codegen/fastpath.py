@@ -52,7 +52,8 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
     if entry.name == "train_step" or any(
             n.op == "input" and n.attrs.get("role", "").startswith(("state", "buffer"))
             for n in arrays):
-        cond += " and type(state.get('step')) is int"
+        # a complete state of the right layout (anything else: _prepare's checks)
+        cond += " and type(state.get('step')) is int and state.keys() == _STATE_KEYS"
     if extra:
         cond += f" and ({extra})"
     with b.block(f"if {cond}:"):

@@ -91,15 +91,16 @@ def _scalar_array(value, name, dtype, shape):
     return value
 
 
-def _unknown(names, known, what):
-    """Raise ValueError for the first of ``names`` not in ``known``."""
+def _unknown(names, known, what, where=""):
+    """Raise ValueError for the first of ``names`` not in ``known``: "unknown {what}
+    'NAME'{where}", with a did-you-mean and the known names."""
     for name in names:
         if not isinstance(name, str) or name not in known:  # a None, int or list name too
             by_case = {k.lower(): k for k in known}  # X= for x: the case-insensitive match
             close = [by_case[str(name).lower()]] if str(name).lower() in by_case else \
                 difflib.get_close_matches(str(name), list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ValueError(f"unknown {what} '{name}'{hint} (known: "
+            raise ValueError(f"unknown {what} '{name}'{where}{hint} (known: "
                              f"{', '.join(known) or 'none'})")
 
 
@@ -119,14 +120,25 @@ def _zeros(kind, name, dims):
 def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
     """Validate everything program ``entry`` takes, in call order (its ``args`` roles).
 
-    Returns the call ``(entry, arrays, dims tuple, route)``. Missing tangents/cotangents
-    are zeros; optimizer state and buffers come from ``state`` (created on first use);
-    noise is drawn from ``seed`` (else from a counter in ``state``)."""
+    ``extra``: ``(argument name, dict)`` of the tangents, cotangents or vector; missing
+    entries are zeros. Optimizer state and buffers come from ``state`` (see
+    :func:`_use_state`); noise is drawn from ``seed`` (else from the counter in ``state``).
+    Returns the call ``(entry, arrays, dims tuple, route)``."""
     info = _ENTRIES[entry]
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
     _unknown(params, SIGNATURE["params"], "param")
     _unknown(inputs, SIGNATURE["inputs"], "input")
+    reads = _state_reads(entry, seed)
+    if reads:
+        _use_state(state, reads)
+    if extra is not None:
+        if not isinstance(extra[1], dict):
+            raise ValueError(f"{extra[0]}: expected a dict of arrays, got "
+                             f"{type(extra[1]).__name__}")
+        kind = "cotangents" if any(role == "cotangent" for role, _ in info["args"]) \
+            else "tangents"
+        _unknown(extra[1], SIGNATURE[kind], "key", f" in {extra[0]}")
     dims, arrays, rng = {}, [], None
     for role, name in info["args"]:
         if role == "param":
@@ -134,39 +146,64 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
         elif role == "input":
             arrays.append(_fetch(inputs, name, "inputs", dims))
         elif role in ("tangent", "cotangent"):
-            if not isinstance(extra, dict):
-                raise ValueError(f"{role}s: expected a dict of arrays, got "
-                                 f"{type(extra).__name__}")
-            _unknown(extra, SIGNATURE[role + "s"], role)
-            value = extra.get(name)
+            value = extra[1].get(name)
             value = _zeros(role + "s", name, dims) if value is None else value
             dtype, shape = SIGNATURE[role + "s"][name]
-            arrays.append(_check(value, f"{role} '{name}'", dtype, shape, dims))
+            arrays.append(_check(value, f"{extra[0]}['{name}']", dtype, shape, dims))
         elif role == "noise":
             if rng is None:
                 if seed is None:
-                    seed = state["rng"] = state.get("rng", 0) + 1
+                    seed = state["rng"] = state["rng"] + 1
                 rng = np.random.default_rng(seed)
             dtype, shape = SIGNATURE["noise"][name]
             arrays.append(_fresh(rng.random(
                 [dims[d] if isinstance(d, str) else d for d in shape], dtype=_NP[dtype])))
         else:
-            if "step" not in state:
-                state.update(init_state(params))
-            kind = "buffers" if role == "buffer" else "params"
-            key = f"buffer:{name}" if role == "buffer" else f"{role[6:]}:{name}"
-            dtype, shape = SIGNATURE[kind][name]
-            arrays.append(_check(state.get(key), f"state '{key}'", dtype, shape, {}))
+            key = _state_key(role, name)
+            dtype, shape = SIGNATURE["buffers" if role == "buffer" else "params"][name]
+            arrays.append(_check(state[key], f"state '{key}'", dtype, shape, {}))
             _keep(state, key, arrays[-1], shape)
     if entry == "train_step":
         _writeable(params)
-        if "step" not in state:
-            state.update(init_state(params))
-        elif isinstance(state["step"], bool) or not isinstance(state["step"], (int, np.integer)):
+        if isinstance(state["step"], bool) or not isinstance(state["step"], (int, np.integer)):
             raise ValueError(f"state['step']: expected the step count (an int), got "
                              f"{state['step']!r}")
     return (entry, arrays, tuple(dims[d] for d in info["dims"]),
-            _route(info, arrays, params, inputs, extra))
+            _route(info, arrays, params, inputs, None if extra is None else extra[1]))
+
+
+def _state_key(role, name):
+    """The state key of an argument of ``role`` 'buffer' (``buffer:NAME``) or
+    'state:SLOT' (``SLOT:NAME``)."""
+    return f"buffer:{name}" if role == "buffer" else f"{role[6:]}:{name}"
+
+
+def _state_reads(entry, seed):
+    """The state keys a call of program ``entry`` reads: the step count (train_step), the
+    noise counter (noise drawn without a seed), its optimizer slots and buffers."""
+    args = _ENTRIES[entry]["args"]
+    reads = ["step"] if entry == "train_step" else []
+    if seed is None and any(role == "noise" for role, _ in args):
+        reads.append("rng")
+    return reads + [_state_key(role, name) for role, name in args
+                    if role == "buffer" or role.startswith("state:")]
+
+
+def _use_state(state, reads):
+    """Make ``state`` ready for a call that reads the keys ``reads``. An empty dict is
+    filled with a fresh :func:`init_state` (the first use); any other must already hold
+    every key the call reads and no key a state cannot have: ValueError otherwise, and
+    the caller's entries are never replaced or reset."""
+    if not state:
+        state.update(init_state())
+        return
+    _unknown(state, _STATE_KEYS, "key", " in state")
+    missing = [key for key in reads if key not in state]
+    if missing:
+        raise ValueError(f"state: missing {', '.join(repr(k) for k in missing)}, which "
+                         "this call reads; pass a complete state (init_state(), "
+                         "Model.init_state()) with your entries changed, or an empty "
+                         "dict to have a fresh one made")
 
 
 def _writeable(params):
@@ -294,16 +331,32 @@ def _init_params_host(seed=0):
     return out
 
 
-def init_state(params):
-    """Return a fresh state for ``params``: optimizer state (zeros, step 0), batchnorm
-    running statistics and the noise seed counter."""
-    state = {"step": 0, "rng": 0}
+def _state_arrays():
+    """The arrays of a complete state: key -> (dtype, shape, np.zeros or np.ones), each
+    optimizer slot of each param (``m:W1``, ...), then each buffer (``buffer:NAME``)."""
+    out = {}
     for slot in SIGNATURE["optimizer"]["states"]:
         for name, (dtype, shape) in SIGNATURE["params"].items():
-            state[f"{slot}:{name}"] = _fresh(np.zeros(shape, _NP[dtype]))
+            out[f"{slot}:{name}"] = (dtype, shape, np.zeros)
     for name, (dtype, shape) in SIGNATURE["buffers"].items():
         fill = np.ones if SIGNATURE["buffer_inits"][name][0] == "ones" else np.zeros
-        state[f"buffer:{name}"] = _fresh(fill(shape, _NP[dtype]))
+        out[f"buffer:{name}"] = (dtype, shape, fill)
+    return out
+
+
+def _state_keys():
+    """Every key of a complete state, in order (a set-like view): the step count, the
+    noise counter, the arrays."""
+    return dict.fromkeys(("step", "rng", *_state_arrays())).keys()
+
+
+def init_state(params=None):
+    """Return a fresh state: the step count and the noise seed counter (0), optimizer
+    slots (zeros) and batchnorm running statistics (their inits). ``params`` is not
+    needed (accepted for older callers)."""
+    state = {"step": 0, "rng": 0}
+    for key, (dtype, shape, fill) in _state_arrays().items():
+        state[key] = _fresh(fill(shape, _NP[dtype]))
     return state
 
 
