@@ -54,6 +54,16 @@ class PublicEntry:
 
 _OUTS = "_named('outputs', r, call)"
 _GRADS = "_named('tangents', r, call)"
+#: the fast path's condition of an entry with a training mode: the eval-mode program runs
+_EVAL_MODE = "not training or '{}_train' not in _ENTRIES"
+
+
+def _in_mode(program: str) -> str:
+    """The body line that prepares ``program`` in eval mode, or its train-mode twin
+    ``program_train`` with training=True (models with batchnorm or dropout have one)."""
+    return (f"call = _prepare('{program}_train' if training and '{program}_train' in "
+            f"_ENTRIES else '{program}', params, inputs, None, state, seed)")
+
 
 ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
     PublicEntry(
@@ -61,23 +71,21 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
         "Return the outputs: a dict name -> array. training=True runs batchnorm on batch "
         "statistics and dropout with a mask drawn from seed.",
         "outputs", ("forward",),
-        ("entry = 'forward_train' if training and 'forward_train' in _ENTRIES "
-         "else 'forward'",
-         "call = _prepare(entry, params, inputs, None, state, seed)",
-         "r = _run(call)", f"return {_OUTS}"),
-        ("forward", "not training or 'forward_train' not in _ENTRIES",
-         "_named('outputs', r, _FAST)")),
+        (_in_mode("forward"), "r = _run(call)", f"return {_OUTS}"),
+        ("forward", _EVAL_MODE.format("forward"), "_named('outputs', r, _FAST)")),
     PublicEntry(
-        "loss", "*, seed=None, state=None",
-        "Return the loss alone, as a float (no gradients).",
+        "loss", "*, training=False, seed=None, state=None",
+        "Return the loss alone, as a float (no gradients). Eval mode, as forward: "
+        "training=True runs batchnorm on batch statistics and dropout with a mask drawn "
+        "from seed.",
         "loss", ("loss",),
-        ("call = _prepare('loss', params, inputs, None, state, seed)",
-         "return _loss(_run(call)[0])"),
-        ("loss", "", "_loss(r[0])")),
+        (_in_mode("loss"), "return _loss(_run(call)[0])"),
+        ("loss", _EVAL_MODE.format("loss"), "_loss(r[0])")),
     PublicEntry(
         "loss_and_grad", "*, seed=None, state=None",
         "Return (loss, gradients): a float and a dict with the keys of params (and the "
-        "wrt inputs).",
+        "wrt inputs). Training mode: batchnorm on batch statistics, dropout masks drawn "
+        "from seed.",
         "loss", ("loss_and_grad",),
         ("call = _prepare('loss_and_grad', params, inputs, None, state, seed)",
          "r = _run(call)", "return _loss(r[0]), _named('tangents', r[1:], call)"),

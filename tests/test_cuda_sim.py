@@ -4,7 +4,7 @@ Each group of models runs in a subprocess (this file as a script) with
 ``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported, so no other test module sees the
 simulator; groups run side by side on the available cores. Both targets run ``forward``,
 ``loss``, ``loss_and_grad``, ``hvp``, ``train_step`` (and jvp/vjp, train_epoch, training-mode
-forward, device inputs, user errors where a group says so) and must agree: 1e-5 relative in float32,
+forward and loss, device inputs, user errors where a group says so) and must agree: 1e-5 relative in float32,
 1e-10 in float64 (norm-wise, per array).
 
 Speed: the simulator runs each CUDA thread as a Python thread, so the generated module
@@ -239,6 +239,9 @@ def compare(chk: Checker, cpu, gpu, inputs: dict, label: str, params=None, steps
     chk.close(f"{label} loss", lg, lc)
     chk.dicts(f"{label} grads", gg, gc)
     chk.close(f"{label} loss entry", *both("loss", seed=5, **inputs))
+    if sig["buffers"] or sig["noise"]:
+        chk.close(f"{label} loss entry(training)", *both("loss", training=True, seed=5,
+                                                         **inputs))
     vec = {k: np.asarray(rng.standard_normal(np.shape(pc.get(k, inputs.get(k)))),
                          np.asarray(pc.get(k, inputs.get(k))).dtype) for k in sig["tangents"]}
     chk.dicts(f"{label} hvp", *both("hvp", vector=vec, seed=5, **inputs))

@@ -208,8 +208,9 @@ def test_hvp_with_batchnorm_and_dropout_is_seeded():
     assert all(np.array_equal(again[k], hv[k]) for k in hv)        # the same mask
     other = m.hvp(params, v, seed=SEED + 1, **inputs)
     assert not all(np.array_equal(other[k], hv[k]) for k in hv)    # another mask
-    assert m.loss(params, seed=SEED, **inputs) == m.loss_and_grad(params, seed=SEED,
-                                                                  **inputs)[0]
+    # loss is eval mode unless training=True, which is loss_and_grad's (and hvp's) mode
+    assert m.loss(params, training=True, seed=SEED, **inputs) == m.loss_and_grad(
+        params, seed=SEED, **inputs)[0] != m.loss(params, seed=SEED, **inputs)
 
 
 # ---------------------------------------------------------------------- 2. jacobian

@@ -2,8 +2,8 @@
 
 Agreement (the pattern of ``tests/test_cuda_sim.py``, whose helpers it imports): every
 example (in float64, shapes shrunk as for the simulator), the optimizers, the layer models
-and every op-spec group are compiled for both targets, which run ``forward`` (and the
-training-mode forward), ``jvp``, ``vjp``, ``loss``, ``loss_and_grad``, ``hvp``,
+and every op-spec group are compiled for both targets, which run ``forward`` and ``loss``
+(and their training mode), ``jvp``, ``vjp``, ``loss_and_grad``, ``hvp``,
 ``train_step`` and ``train_epoch`` (with dropout noise where a model has it) and must
 agree to 1e-12 relative in float64 (norm-wise, per array; 1e-5 in float32). Out-of-range
 labels and indices raise the CPU target's ValueError, word for word.
@@ -203,6 +203,8 @@ def compare(chk: Checker, cpu, npm, inputs: dict, label: str, params=None, steps
     if not sig["loss"]:
         return
     chk.close(f"{label} loss", *both("loss", seed=5, **inputs))
+    if sig["buffers"] or sig["noise"]:
+        chk.close(f"{label} loss(training)", *both("loss", training=True, seed=5, **inputs))
     (ln, gn), (lc, gc) = both("loss_and_grad", seed=5, **inputs)
     chk.close(f"{label} loss_and_grad loss", ln, lc)
     chk.dicts(f"{label} grads", gn, gc)

@@ -1,8 +1,9 @@
-"""The ``state`` dict a call is given (issue 20, items 3 and 5): an empty one is filled on
-first use; any other must hold every key the call reads (ValueError naming the missing
-ones, or an unknown one with a did-you-mean) and is never reset: only a training step's
-documented in-place updates change it. ``Model.init_state()`` makes a complete one, and
-``save_params``/``load_params`` carry the running statistics with the params.
+"""The ``state`` dict a call is given and the mode a call runs in (issue 20, items 3, 4
+and 5): an empty state is filled on first use; any other must hold every key the call
+reads (ValueError naming the missing ones, or an unknown one with a did-you-mean) and is
+never reset: only a training step's documented in-place updates change it.
+``Model.init_state()`` makes a complete one, and ``save_params``/``load_params`` carry the
+running statistics with the params. ``loss`` runs in eval mode, as ``forward`` does.
 
 A tiny float64 model with batchnorm and dropout, on the numpy target (no Numba compile)
 unless a test is about the CPU target's fast path; the expected values are computed here
@@ -66,12 +67,13 @@ def test_a_state_of_the_statistics_alone_is_used_as_given():
     np.testing.assert_array_equal(state[VAR], var)
 
 
-@pytest.mark.parametrize("call", ["forward", "vjp", "train_step"])
+@pytest.mark.parametrize("call", ["forward", "loss", "vjp", "train_step"])
 def test_a_state_missing_keys_is_a_value_error_naming_them(call):
     m, d = model(), data()
     p = m.init_params(1)
     state = {MEAN: np.zeros(4)}
     run = {"forward": lambda: m.forward(p, x=d["x"], state=state),
+           "loss": lambda: m.loss(p, state=state, **d),
            "vjp": lambda: m.vjp(p, {}, x=d["x"], state=state),
            "train_step": lambda: m.train_step(p, 0.1, state=state, **d)}[call]
     with pytest.raises(ValueError, match=r"state: missing .*'buffer:bn\.running_var'") as e:
@@ -141,3 +143,24 @@ def test_the_cpu_fast_path_checks_the_state_too():
             m.train_step(p, 0.1, state=bad, **d)
         with pytest.raises(ValueError, match=match):
             m.forward(p, x=d["x"], state=bad)
+
+
+def cross_entropy(logits, y) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+
+
+def test_loss_runs_in_eval_mode_like_forward():
+    """loss: dropout off and batchnorm on the running statistics, so three calls give one
+    value, the cross-entropy of the eval-mode logits; training=True is the train graph
+    (batch statistics, the dropout mask of seed), the loss loss_and_grad returns."""
+    m, d = model(), data(8, seed=5)
+    p, state = m.init_params(2), m.init_state()
+    state[MEAN][:], state[VAR][:] = 0.3, 2.0
+    values = [m.loss(p, state=state, **d) for _ in range(3)]
+    want = cross_entropy(eval_logits(p, d["x"], state[MEAN], state[VAR]), d["y"])
+    assert values == [values[0]] * 3 and values[0] == pytest.approx(want, rel=1e-12)
+    assert state["rng"] == 0                                  # eval mode draws no masks
+    train = m.loss(p, training=True, seed=9, state=state, **d)
+    assert train == m.loss_and_grad(p, seed=9, state=state, **d)[0] != values[0]
+    assert m.loss(p, training=True, seed=9, state=state, **d) == train

@@ -283,3 +283,50 @@ def test_quiet_prints_only_the_summary(spiral_data, tmp_path):
     assert epoch_lines, loud.stdout  # the per-epoch lines --quiet must drop
     assert not [line for line in r.stdout.splitlines() if line.startswith("epoch")], r.stdout
     assert r.stdout.strip() and len(r.stdout.splitlines()) < len(loud.stdout.splitlines())
+
+
+DROPOUT = """model dropout_cli
+input  x : f64[B, 3]
+input  y : i64[B]
+layer  fc1 = dense(3 -> 16)
+layer  drop = dropout(0.5)
+layer  fc2 = dense(16 -> 3)
+output scores = x |> fc1 >> relu >> drop >> fc2
+loss   = cross_entropy(scores, y)
+"""
+
+
+def test_evaluation_is_in_eval_mode_and_the_summary_is_the_last_epoch(tmp_path):
+    """A dropout model: the epoch lines, history.csv and the final summary give the loss
+    of eval mode (dropout off), computed here from the saved params in NumPy, and the
+    summary is the last epoch's row (they disagreed while evaluation drew masks)."""
+    from gradc import compile as compile_model
+    from gradc.training.data import split
+
+    (tmp_path / "m.grad").write_text(DROPOUT, encoding="utf-8")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((80, 3))
+    data = {"x": x, "y": (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)}
+    np.savez(tmp_path / "d.npz", **data)
+    r = gradc("train", tmp_path / "m.grad", "--data", tmp_path / "d.npz", "--epochs", 3,
+              "--target", "numpy", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    params = compile_model(tmp_path / "m.grad", target="numpy").load_params(
+        tmp_path / "out" / "params.npz")
+    train, val = split(data, 0.1, 0)
+
+    def eval_loss(d):
+        h = np.maximum(d["x"] @ params["fc1.W"] + params["fc1.b"], 0.0)
+        z = h @ params["fc2.W"] + params["fc2.b"]
+        z = z - z.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), d["y"]])
+
+    last = read_history(tmp_path / "out" / "history.csv")[-1]
+    printed = {m[1]: float(m[2]) for m in re.finditer(r"^(train|val)\s+loss (\S+),",
+                                                       r.stdout, re.M)}
+    epoch_line = [ln for ln in r.stdout.splitlines() if ln.startswith("epoch")][-1]
+    for name, d in (("train", train), ("val", val)):
+        want = eval_loss(d)
+        assert float(last[f"{name}_loss"]) == pytest.approx(want, rel=1e-5), name
+        assert printed[name] == pytest.approx(want, rel=5e-4), (name, r.stdout)
+        assert f"{name} loss {float(last[f'{name}_loss']):.4g}" in epoch_line

@@ -33,8 +33,7 @@ from gradc.training.interrupt import (
     caused_by_interrupt,
     forget_unhandled_interrupt,
 )
-from gradc.training.loop import (Config, evaluate, fit, training_entry, training_tier,
-                                 warm_up)
+from gradc.training.loop import Config, fit, training_entry, training_tier, warm_up
 
 # Defaults chosen so that the README's spiral example reaches > 95% training accuracy in
 # 200 epochs for every seed tried (Adam at 1e-2 in minibatches of 32).
@@ -279,20 +278,14 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
         steps = sum(row.seconds for row in history.rows[-done:])
         print(f"trained {done} epochs in {seconds:.2f} s "
               f"({done * n_train / max(steps, 1e-9):,.0f} samples/s in the steps)")
-    if interrupted or sigint.requested:
-        if len(history):    # the params are those of the last row: no need to evaluate
-            row = history.rows[-1]
-            print(f"train loss {row.train_loss:.4g}{percent(row.train_acc)} "
-                  f"({n_train} samples, epoch {row.epoch})")
-            if row.val_loss is not None:
-                print(f"val   loss {row.val_loss:.4g}{percent(row.val_acc)} "
-                      f"({n_val} samples, epoch {row.epoch})")
-    else:
-        train_loss, train_acc = evaluate(model, params, r.train, r.task)
-        print(f"train loss {train_loss:.4g}{percent(train_acc)} ({n_train} samples)")
-        if r.val:
-            val_loss, val_acc = evaluate(model, params, r.val, r.task)
-            print(f"val   loss {val_loss:.4g}{percent(val_acc)} ({n_val} samples)")
+    if len(history):    # the params are those of the last row, evaluated in eval mode
+        row = history.rows[-1]
+        at = f", epoch {row.epoch}" if interrupted or sigint.requested else ""
+        print(f"train loss {row.train_loss:.4g}{percent(row.train_acc)} ({n_train} "
+              f"samples{at})")
+        if row.val_loss is not None:
+            print(f"val   loss {row.val_loss:.4g}{percent(row.val_acc)} ({n_val} "
+                  f"samples{at})")
     print("wrote " + " ".join(str(p) for p in written), flush=True)
     if sigint.requested and not interrupted:
         _note("gradc train: interrupted (Ctrl-C) after the last epoch; everything is saved")

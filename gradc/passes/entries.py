@@ -30,8 +30,8 @@ class Graphs:
     """A model's graphs and the options that shape its programs.
 
     train: the train-mode graph; eval: the eval-mode one for models with batchnorm or
-    dropout (forward, jvp and vjp run in eval mode), else None; wrt: inputs differentiated
-    besides the params; opt: the optimizer of train_step.
+    dropout (forward, loss, jvp and vjp run in eval mode), else None; wrt: inputs
+    differentiated besides the params; opt: the optimizer of train_step.
     """
 
     train: Graph
@@ -41,8 +41,14 @@ class Graphs:
 
     @property
     def outputs_graph(self) -> Graph:
-        """The graph the output programs (forward, jvp, vjp) run on."""
+        """The graph of eval mode, which forward, loss, jvp and vjp run on."""
         return self.eval or self.train
+
+    @property
+    def train_twin(self) -> Graph | None:
+        """The train graph where it differs from eval mode's (batchnorm, dropout): what
+        forward_train and loss_train run on; else None."""
+        return self.train if self.eval is not None else None
 
     def diff(self, g: Graph) -> list[Node]:
         """The differentiated leaves of ``g``: params, then the ``wrt`` inputs."""
@@ -109,16 +115,30 @@ def _gradients(g: Graph, gs: Graphs) -> list[Node]:
 
 
 # ---------------------------------------------------------------------- the programs
+def _outputs_of(name: str, g: Graph | None) -> Entry | None:
+    """Program ``name``: the outputs of ``g`` (None without ``g`` or outputs)."""
+    return _entry(name, g, list(g.outputs.values())) if g is not None and g.outputs else None
+
+
+def _loss_of(name: str, g: Graph | None) -> Entry | None:
+    """Program ``name``: the loss of ``g`` alone (None without ``g`` or a loss)."""
+    return _entry(name, g, [g.loss]) if g is not None and g.loss is not None else None
+
+
 def _forward(gs: Graphs) -> Entry | None:
-    g = gs.outputs_graph
-    return _entry("forward", g, list(g.outputs.values())) if g.outputs else None
+    return _outputs_of("forward", gs.outputs_graph)
 
 
 def _forward_train(gs: Graphs) -> Entry | None:
-    g = gs.train
-    if gs.eval is None or not g.outputs:
-        return None
-    return _entry("forward_train", g, list(g.outputs.values()))
+    return _outputs_of("forward_train", gs.train_twin)
+
+
+def _loss(gs: Graphs) -> Entry | None:
+    return _loss_of("loss", gs.outputs_graph)
+
+
+def _loss_train(gs: Graphs) -> Entry | None:
+    return _loss_of("loss_train", gs.train_twin)
 
 
 def _jvp(gs: Graphs) -> Entry | None:
@@ -137,11 +157,6 @@ def _vjp(gs: Graphs) -> Entry | None:
     cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
     grads = vjp(g, list(zip(g.outputs.values(), cots)), gs.diff(g))
     return _entry("vjp", g, grads, cots, primal=list(g.outputs.values()) + gs.diff(g))
-
-
-def _loss(gs: Graphs) -> Entry | None:
-    g = gs.train
-    return _entry("loss", g, [g.loss]) if g.loss is not None else None
 
 
 def _loss_and_grad(gs: Graphs) -> Entry | None:
@@ -209,7 +224,8 @@ def optimizer_stores(g: Graph, opt: Optimizer, p: Node, grad: Node, states: dict
 #: every kernel program, by name, in the order the module lists them
 PROGRAMS: dict[str, Callable[[Graphs], Entry | None]] = {
     "forward": _forward, "forward_train": _forward_train, "jvp": _jvp, "vjp": _vjp,
-    "loss": _loss, "loss_and_grad": _loss_and_grad, "train_step": _train_step, "hvp": _hvp,
+    "loss": _loss, "loss_train": _loss_train, "loss_and_grad": _loss_and_grad,
+    "train_step": _train_step, "hvp": _hvp,
 }
 
 

@@ -138,8 +138,10 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar,
 def evaluate(model, params: dict, data: dict, task: Task, stop=None,
              epoch: int = 0) -> tuple[float, float | None]:
     """The loss (sample-weighted mean over chunks) and, for classifiers, the accuracy:
-    the argmax over the last axis of the first output against the labels. With ``stop``,
-    raises ``Interrupted(epoch)`` when it becomes true (checked after each chunk)."""
+    the argmax over the last axis of the first output against the labels; both in eval
+    mode (``loss`` and ``forward`` without ``training``: no dropout, batchnorm on its
+    running statistics). With ``stop``, raises ``Interrupted(epoch)`` when it becomes true
+    (checked after each chunk)."""
     total, correct, n_all, n_labels = 0.0, 0, 0, 0
     for chunk in batches(data, EVAL_BATCH):
         if stop is not None and stop():
