@@ -33,7 +33,8 @@ from importlib import metadata
 from pathlib import Path
 
 #: the parts of gradc whose code decides what a generated module contains.
-COMPILER = ("frontend", "ir", "autodiff", "passes", "codegen", "options.py", "pipeline.py")
+COMPILER = ("frontend", "ir", "autodiff", "passes", "codegen", "entries.py", "options.py",
+            "pipeline.py")
 #: the layout of an entry (bumped when it changes: entries of older layouts are not found)
 LAYOUT = 2
 
