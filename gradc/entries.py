@@ -101,11 +101,13 @@ ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [
          "_write_back(call)", "return _loss(r[0])"),
         ("train_step", "type(lr) is float", "_loss(r[0])")),
     PublicEntry(
-        "train_epoch", "lr, *, batch_size=32, seed=0, state=None",
-        "One shuffled epoch of train_step over the whole data in one call; return the mean "
-        "loss (each batch weighted by its size).",
+        "train_epoch", "lr, *, batch_size=32, seed=0, order=None, state=None",
+        "One epoch of train_step in one call: minibatches of batch_size rows taken in "
+        "order (row indices into the inputs; default: the shuffle of seed), the last one "
+        "smaller; seed also draws the dropout masks. Return the mean loss (each batch "
+        "weighted by its size).",
         "batch", ("train_step",),
-        ("return _epoch(params, lr, batch_size, seed, state, inputs)",)),
+        ("return _epoch(params, lr, batch_size, seed, order, state, inputs)",)),
     PublicEntry(
         "jvp", "tangents, *, state=None",
         "Forward mode: return (outputs, output tangents) for tangents of params and wrt "

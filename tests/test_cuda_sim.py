@@ -253,6 +253,10 @@ def compare(chk: Checker, cpu, gpu, inputs: dict, label: str, params=None, steps
     if epoch:
         chk.close(f"{label} train_epoch", *both("train_epoch", lr=0.05, batch_size=2, seed=0,
                                                 **inputs))
+        n = len(next(iter(inputs.values())))       # an order with a repeat, a row left out
+        chk.close(f"{label} train_epoch(order)", *both(
+            "train_epoch", lr=0.05, batch_size=2, seed=1,
+            order=np.array([n - 1, 0, n - 1, 1, 0]), **inputs))
         chk.dicts(f"{label} params after train_epoch", pg, pc)
 
 

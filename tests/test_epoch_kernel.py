@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import gradc
+from test_train_cli import DROPOUT as ORDERED  # a tiny f64 model with dropout
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = r"""
@@ -84,3 +86,62 @@ def test_float32_epochs_are_bitwise_the_same_compiled_here_or_loaded_from_the_ca
     for k in compiled.files:
         assert compiled[k].dtype == np.float32
         np.testing.assert_array_equal(compiled[k], loaded[k])
+
+
+def _ordered_data(n: int = 9) -> dict:
+    rng = np.random.default_rng(11)
+    return {"x": rng.standard_normal((n, 3)), "y": rng.integers(0, 3, n)}
+
+
+def test_train_epoch_takes_the_order_it_is_given():
+    """order= (repeats and left-out rows allowed): minibatches of batch_size taken in that
+    order, the last one smaller, the epoch as long as the order. Without dropout, the
+    compiled loop (cpu) and the host loop (numpy) equal train_step over those
+    minibatches; with dropout, the two loops (which draw the same masks from seed) equal
+    each other."""
+    data = _ordered_data()
+    order = np.array([4, 0, 8, 8, 2, 7, 1])
+    no_drop = ORDERED.replace(" >> drop", "").replace("layer  drop = dropout(0.5)\n", "")
+    for target in ("numpy", "cpu"):
+        model = gradc.compile_string(no_drop, name="ordered", target=target,
+                                     optimizer="adam")
+        assert not model.signature["noise"]
+        params, state = model.init_params(0), {}
+        loss = model.train_epoch(params, 0.05, batch_size=3, seed=1, order=order,
+                                 state=state, **data)
+        stepped, step_state, total = model.init_params(0), {}, 0.0
+        for rows in (order[:3], order[3:6], order[6:]):
+            total += len(rows) * model.train_step(stepped, 0.05, state=step_state,
+                                                  **{k: v[rows] for k, v in data.items()})
+        assert loss == pytest.approx(total / len(order), rel=1e-12), target
+        assert state["step"] == step_state["step"] == 3
+        for k in params:
+            np.testing.assert_allclose(params[k], stepped[k], rtol=1e-12, atol=1e-15)
+    runs = {}
+    for target in ("numpy", "cpu"):     # with dropout: both loops draw the same masks
+        model = gradc.compile_string(ORDERED, name="ordered", target=target)
+        params = model.init_params(0)
+        runs[target] = model.train_epoch(params, 0.05, batch_size=3, seed=4, order=order,
+                                         state={}, **data), params
+    assert runs["cpu"][0] == pytest.approx(runs["numpy"][0], rel=1e-12)
+    for k in runs["cpu"][1]:
+        np.testing.assert_allclose(runs["cpu"][1][k], runs["numpy"][1][k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("order,message", [
+    (np.array([[0, 1]]), r"order: expected a non-empty 1-D integer array of row indices, "
+                         r"got ndarray of shape \[1, 2\] and dtype int64"),
+    (np.array([0.0, 1.0]), r"got ndarray of shape \[2\] and dtype float64"),
+    (np.array([], np.int64), r"got ndarray of shape \[0\]"),
+    ([True, False], r"dtype bool"),
+    (np.array([0, 9]), r"order: row indices must lie in \[0, 9\) \(the inputs have 9 "
+                       r"rows\), got 9"),
+    ([3, -1], r"got -1"),
+])
+def test_a_bad_order_is_a_value_error_naming_it(order, message):
+    model = gradc.compile_string(ORDERED, name="ordered", target="numpy")
+    params = model.init_params(0)
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match=message):
+        model.train_epoch(params, 0.1, order=order, state={}, **_ordered_data())
+    assert all(np.array_equal(params[k], before[k]) for k in params)

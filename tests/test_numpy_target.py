@@ -219,6 +219,10 @@ def compare(chk: Checker, cpu, npm, inputs: dict, label: str, params=None, steps
         for seed in (0, 1):
             chk.close(f"{label} train_epoch {seed}", *both(
                 "train_epoch", lr=0.05, batch_size=2, seed=seed, **inputs))
+        n = len(next(iter(inputs.values())))       # an order with a repeat, a row left out
+        chk.close(f"{label} train_epoch(order)", *both(
+            "train_epoch", lr=0.05, batch_size=2, seed=2,
+            order=np.array([n - 1, 0, n - 1, 1, 0]), **inputs))
         chk.dicts(f"{label} params after train_epoch", pn, pc)
         chk.close(f"{label} step count", sn["step"], sc["step"])
 

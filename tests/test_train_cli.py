@@ -247,30 +247,38 @@ def test_history_round_trip(tmp_path):
     assert back.rows[1].val_acc == pytest.approx(0.7)
 
 
-def test_fused_epoch_trains_like_train_step_loop(spiral_data):
-    """With train_epoch (fused, its own shuffle inside each chunk) and with per-batch
-    train_step the loop trains alike: same data per epoch, similar losses."""
-    import gradc
-    from gradc.training.data import analyse, take
-    from gradc.training.loop import Config, _NullBar, evaluate, run_epoch
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_every_epoch_is_the_documented_order(spiral_data, target, monkeypatch):
+    """gradc train's epoch: default_rng([seed, epoch]).permutation(n) cut into minibatches
+    of --batch-size, whether the loop calls train_epoch (compiled on cpu, the host loop of
+    the numpy target, i.e. the NumPy tier; several calls an epoch here) or train_step:
+    both equal a train_step loop over that order written here, to 1e-10 in float64 (the
+    fused epoch used to shuffle each chunk again)."""
+    import gradc as gradc_api
+    from gradc.training import loop
 
-    model = gradc.compile(SPIRAL, optimizer="adam")   # the CLI's module: compiled already
-    assert model.supports("train_epoch")
+    monkeypatch.setattr(loop, "FUSED_MIN_BATCHES", 2)  # 5 train_epoch calls per epoch
+    model = gradc_api.compile(SPIRAL, optimizer="adam", dtype="f64", target=target)
     with np.load(spiral_data) as d:
-        data = take({"x": d["x"], "y": d["y"]}, slice(None))
-    task = analyse(model.signature)
-    final = {}
+        data = {"x": d["x"].astype(np.float64), "y": d["y"]}
+    want, state = model.init_params(0), {}
+    for epoch in (1, 2, 3):
+        order = np.random.default_rng([7, epoch]).permutation(300)
+        for start in range(0, 300, 32):
+            rows = order[start:start + 32]
+            model.train_step(want, 0.01, state=state, x=data["x"][rows], y=data["y"][rows])
     for fused in (True, False):
         model.reset_optimizer()
         params = model.init_params(0)
-        cfg = Config(epochs=1, batch_size=32, lr=0.01, seed=0, progress=False, fused=fused)
-        first = run_epoch(model, params, data, cfg, 1, _NullBar())
-        for epoch in range(2, 6):
-            run_epoch(model, params, data, cfg, epoch, _NullBar())
-        final[fused] = evaluate(model, params, data, task)[0]
-        assert final[fused] < 0.8 * first
-        assert model.state["step"] == 5 * 10   # 300 samples: 10 minibatches per epoch
-    assert final[True] == pytest.approx(final[False], rel=0.15)
+        cfg = loop.Config(epochs=3, batch_size=32, lr=0.01, seed=7, progress=False,
+                          fused=fused)
+        assert loop.training_entry(model, cfg) == ("train_epoch" if fused else "train_step")
+        for epoch in (1, 2, 3):
+            loop.run_epoch(model, params, data, cfg, epoch, loop._NullBar())
+        assert model.state["step"] == state["step"] == 3 * 10
+        for k in want:
+            np.testing.assert_allclose(params[k], want[k], rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{target} fused={fused} {k}")
 
 
 def test_quiet_prints_only_the_summary(spiral_data, tmp_path):

@@ -57,19 +57,19 @@ def _write_back(call):
     """Params were updated in place: nothing to copy."""
 
 
-def _epoch(params, lr, batch_size, seed, state, inputs):
-    """One shuffled epoch of train_step over the whole data. Where the module has a
-    train_epoch kernel (the CPU target, for a step of few kernels) it is one compiled call;
-    otherwise a loop over the minibatches calling the train_step kernel, with the same
-    shuffle and the same dropout draws (np.random.RandomState(seed) is the stream of the
-    compiled loop's np.random.seed(seed))."""
-    lr, (_, arrays, dims, _), n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state,
-                                                        inputs)
-    info, bdim = _ENTRIES["train_step"], SIGNATURE["batch"]
+def _epoch(params, lr, batch_size, seed, order, state, inputs):
+    """One epoch of train_step: the minibatches of the rows of :func:`_epoch_plan`. Where
+    the module has a train_epoch kernel (the CPU target, for a step of few kernels) it is
+    one compiled call; otherwise a loop over the minibatches calling the train_step
+    kernel, with the same rows and the same dropout draws (np.random.RandomState(seed) is
+    the stream of the compiled loop's np.random.seed(seed))."""
+    lr, (_, arrays, dims, _), rows, bs = _epoch_plan(params, lr, batch_size, seed, order,
+                                                     state, inputs)
+    info, bdim, n = _ENTRIES["train_step"], SIGNATURE["batch"], len(rows)
     ws = _workspace("train_step", tuple(bs if d == bdim else v
                                         for d, v in zip(info["dims"], dims)))
     if "train_epoch" in _ENTRIES:
-        loss = _invoke(_ENTRIES["train_epoch"]["kernel"], *arrays, lr, state["step"], perm,
+        loss = _invoke(_ENTRIES["train_epoch"]["kernel"], *arrays, lr, state["step"], rows,
                        bs, seed, ws, *dims)
         state["step"] += -(-n // bs)
         return float(loss)
@@ -78,8 +78,8 @@ def _epoch(params, lr, batch_size, seed, state, inputs):
     total = 0.0
     for start in range(0, n, bs):
         m = min(bs, n - start)
-        rows = perm[start:start + m]
-        step = [a[rows] if role == "input" else
+        batch = rows[start:start + m]
+        step = [a[batch] if role == "input" else
                 noise.random_sample((m,) + a.shape[1:]).astype(a.dtype) if role == "noise"
                 else a for role, a in zip(roles, arrays)]
         t = state["step"] + 1

@@ -127,19 +127,21 @@ def load_params(path, device=True):
     return {k: cuda.to_device(v) for k, v in params.items()} if device else params
 
 
-def _epoch(params, lr, batch_size, seed, state, inputs):
-    """One shuffled epoch of train_step: the data goes to the device once, each
-    minibatch is gathered there, and the loss is summed there (one wait at the end)."""
-    lr, call, n, bs, perm = _epoch_plan(params, lr, batch_size, seed, state, inputs)
+def _epoch(params, lr, batch_size, seed, order, state, inputs):
+    """One epoch of train_step over the rows of :func:`_epoch_plan`: the data goes to the
+    device once, each minibatch is gathered there, and the loss is summed there (one
+    wait at the end)."""
+    lr, call, rows, bs = _epoch_plan(params, lr, batch_size, seed, order, state, inputs)
     _, arrays, dims, _ = call
-    info, bdim = _ENTRIES["train_step"], SIGNATURE["batch"]
-    perm = cuda.to_device(perm)
+    info, bdim, n = _ENTRIES["train_step"], SIGNATURE["batch"], len(rows)
+    rows_dev = cuda.to_device(rows)
     noise = np.random.RandomState(seed)  # the CPU target's epoch draws the same masks
     roles = [role for role, _ in info["args"]]
     batched = {}
     for k, role in enumerate(roles):
         if role == "input":
-            flat = arrays[k].reshape((n, arrays[k].size // n))
+            samples = arrays[k].shape[0]
+            flat = arrays[k].reshape((samples, arrays[k].size // samples))
             batched[k] = (flat, cuda.device_array((bs, flat.shape[1]), arrays[k].dtype))
     acc = cuda.to_device(np.zeros(1, _FT))
     for start in range(0, n, bs):
@@ -147,7 +149,7 @@ def _epoch(params, lr, batch_size, seed, state, inputs):
         step_dims = tuple(m if d == bdim else v for d, v in zip(info["dims"], dims))
         step = list(arrays)
         for k, (flat, buf) in batched.items():
-            _k_gather_rows[_grid(m * flat.shape[1]), _TPB](buf, flat, perm, start, m)
+            _k_gather_rows[_grid(m * flat.shape[1]), _TPB](buf, flat, rows_dev, start, m)
             step[k] = buf[:m].reshape((m,) + tuple(arrays[k].shape[1:]))
         for k, role in enumerate(roles):
             if role == "noise":

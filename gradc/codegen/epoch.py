@@ -1,8 +1,10 @@
-"""``train_epoch``: a whole shuffled epoch of ``train_step`` in one compiled call.
+"""``train_epoch``: a whole epoch of ``train_step`` in one compiled call.
 
-The compiled loop copies each minibatch's rows into preallocated contiguous buffers,
-element by element, and runs train_step's own statements on them (printed by
-:meth:`gradc.codegen.cpu.CpuEmitter.body`, inside the loop). One workspace, planned for
+The epoch is given as its rows in order (int64 indices into the data: the caller's
+``order`` or the shuffle of ``seed``, see ``prelude._epoch_plan``); its length is the
+epoch's size. The compiled loop copies each minibatch's rows into preallocated
+contiguous buffers, element by element, and runs train_step's own statements on them
+(printed by :meth:`gradc.codegen.cpu.CpuEmitter.body`, inside the loop). One workspace, planned for
 the full batch size, serves the smaller last batch too, since every workspace offset
 grows with the batch dim.
 
@@ -46,9 +48,10 @@ def emit_epoch(b: Builder, emitter: CpuEmitter, entry: Entry, prog: Program, fna
     scalars (name, expression in ``e_t``), given to the step after the learning rate.
 
     Its parameters: the step's arrays (inputs and dropout noise at their full size),
-    ``h_lr_in``, the step count before the epoch, the shuffle, the batch size, the seed of
-    the dropout draws, the workspace and the dims (the batch dim at its full size); it
-    returns the mean loss, each minibatch weighted by its size."""
+    ``h_lr_in``, the step count before the epoch, the epoch's rows in order (``e_perm``,
+    int64 indices into the inputs), the batch size, the seed of the dropout draws, the
+    workspace and the dims (the batch dim at its full size); it returns the mean loss,
+    each minibatch weighted by its size."""
     dim_var = emitter.dim_var
     bdim = batch_dim(entry)
     arrays = [a for a in prog.args if a.kind == "arg"]

@@ -261,15 +261,35 @@ def _rate(lr):
     return float(lr)
 
 
-def _epoch_plan(params, lr, batch_size, seed, state, inputs):
+def _epoch_plan(params, lr, batch_size, seed, order, state, inputs):
     """What every target's train_epoch starts with: (lr as a float, the prepared
-    train_step call, the number of samples n, the batch size, the shuffle of range(n))."""
+    train_step call, the rows of the epoch in order, the batch size). The rows are
+    ``order`` (see :func:`_epoch_rows`), or ``default_rng(seed).permutation(n)`` of the
+    n samples; the epoch is their minibatches of ``batch_size``, the last one smaller."""
     lr = _rate(lr)
     call = _prepare("train_step", params, inputs, None, state, seed)
     n = call[2][_ENTRIES["train_step"]["dims"].index(SIGNATURE["batch"])]
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    return lr, call, n, min(batch_size, n), np.random.default_rng(seed).permutation(n)
+    rows = np.random.default_rng(seed).permutation(n) if order is None else \
+        _epoch_rows(order, n)
+    return lr, call, rows, min(batch_size, len(rows))
+
+
+def _epoch_rows(order, n):
+    """``order`` as the rows of an epoch, an int64 array: it must be a non-empty 1-D
+    integer array (or sequence) of indices into the ``n`` samples; ValueError naming
+    ``order`` otherwise."""
+    rows = np.asarray(order)
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or not rows.size:
+        raise ValueError(f"order: expected a non-empty 1-D integer array of row indices, "
+                         f"got {type(order).__name__} of shape {list(rows.shape)} and "
+                         f"dtype {rows.dtype}")
+    low, high = rows.min(), rows.max()
+    if low < 0 or high >= n:
+        raise ValueError(f"order: row indices must lie in [0, {n}) (the inputs have {n} "
+                         f"rows), got {low if low < 0 else high}")
+    return np.ascontiguousarray(rows, np.int64)
 
 
 def _check_seed(seed):

@@ -1,13 +1,14 @@
 """The training loop of ``gradc train``: epochs of shuffled minibatch steps, evaluation,
 progress bar and the per-epoch log.
 
-One epoch is :func:`run_epoch`: a fresh permutation drawn from ``(seed, epoch)`` (so a
-resumed run continues the same sequence of shuffles), then the minibatch steps. When the
-generated module has ``train_epoch`` (a whole epoch in one compiled call) the permuted data
-goes to it in chunks of whole minibatches (so the bar still moves on large data sets);
-otherwise ``model.train_step`` runs on each minibatch. Both give the same kind of epoch:
-every sample once, in a uniformly random order, minibatches of ``batch_size`` with a
-smaller last one.
+One epoch is :func:`run_epoch`: the permutation
+``numpy.random.default_rng([seed, epoch]).permutation(n)`` of the n training samples (so a
+resumed run continues the same sequence) cut into minibatches of ``batch_size``, the last
+one smaller, one optimizer step each. When the generated module has ``train_epoch`` (a
+whole epoch in one compiled call) it gets the full training arrays and the permutation in
+slices of whole minibatches as ``order=`` (so the bar still moves on large data sets, and
+the data is never copied); otherwise ``model.train_step`` runs on each minibatch. Both
+take the same minibatches in the same order (and so do ``gradc.dask.fit`` and sweeps).
 
 Stopping (Ctrl-C): :func:`fit` takes a ``stop`` callable, polled after every compiled call
 (each ``train_epoch`` chunk, ``train_step`` and evaluation chunk) and before each epoch.
@@ -107,22 +108,8 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar,
             are then part-way through the epoch, :func:`fit` rolls them back.
     """
     rng = np.random.default_rng([cfg.seed, epoch])
-    order = rng.permutation(count(data))
-    fused = training_entry(model, cfg) == "train_epoch"
-    size = cfg.batch_size
-    if fused:
-        size *= max(FUSED_MIN_BATCHES, math.ceil(len(order) / cfg.batch_size / 20))
-
-    def step(part: dict) -> float:
-        if fused:
-            return model.train_epoch(params, cfg.lr, batch_size=cfg.batch_size,
-                                     seed=int(rng.integers(2**31)), **part)
-        return model.train_step(params, cfg.lr, **part)
-
     total, seen = 0.0, 0
-    for part in batches(data, size, order):
-        n = count(part)
-        loss = step(part)
+    for n, loss in _steps(model, params, data, cfg, rng, rng.permutation(count(data))):
         if stop():
             raise Interrupted(epoch, partial=True)
         if not math.isfinite(loss):
@@ -133,6 +120,34 @@ def run_epoch(model, params: dict, data: dict, cfg: Config, epoch: int, bar,
         bar.set_postfix(loss=f"{total / seen:.4g}", refresh=False)
         bar.update(n)
     return total / seen
+
+
+def _steps(model, params: dict, data: dict, cfg: Config, rng, order):
+    """Take the optimizer steps of the minibatches of ``order`` (rows of ``data``);
+    yield ``(samples, mean loss)`` after each compiled call: ``train_epoch`` on the full
+    arrays with a slice of whole minibatches as its ``order`` (its dropout seed drawn from
+    ``rng``), or ``train_step`` on one minibatch."""
+    if training_entry(model, cfg) == "train_epoch":
+        size = cfg.batch_size * max(FUSED_MIN_BATCHES,
+                                    math.ceil(len(order) / cfg.batch_size / 20))
+        arrays = _resident(model, data)
+        for rows in np.split(order, range(size, len(order), size)):
+            yield len(rows), model.train_epoch(params, cfg.lr, batch_size=cfg.batch_size,
+                                               seed=int(rng.integers(2**31)), order=rows,
+                                               **arrays)
+    else:
+        for part in batches(data, cfg.batch_size, order):
+            yield count(part), model.train_step(params, cfg.lr, **part)
+
+
+def _resident(model, data: dict) -> dict:
+    """``data`` where ``train_epoch`` reads it: for target cuda copied to the device once
+    an epoch (NumPy arrays would be copied again by every call), else as it is."""
+    if model.options.target != "cuda":
+        return data
+    from numba import cuda
+
+    return {k: cuda.to_device(a) for k, a in data.items()}
 
 
 def evaluate(model, params: dict, data: dict, task: Task, stop=None,
