@@ -147,14 +147,16 @@ class Model:
         self._require_device()
         return self.module.init_state()
 
-    def save_params(self, params: dict, path) -> None:
-        """Write params to an .npz file (one array per param name)."""
-        self.module.save_params(params, path)
+    def save_params(self, params: dict, path, *, state: dict | None = None) -> None:
+        """Write params to an .npz file (one array per param name) with the running
+        statistics of ``state`` (default: the model's own) as ``buffer:NAME`` arrays."""
+        self.module.save_params(params, path, state=self.state if state is None else state)
 
-    def load_params(self, path) -> dict:
-        """Read params from an .npz file, checking names, shapes and dtypes."""
+    def load_params(self, path, *, state: dict | None = None) -> dict:
+        """Read params from an .npz file, checking names, shapes and dtypes; the running
+        statistics saved with them go into ``state`` (default: the model's own)."""
         self._require_device()
-        return self.module.load_params(path)
+        return self.module.load_params(path, state=self.state if state is None else state)
 
     def reset_optimizer(self) -> None:
         """Forget the optimizer state (momentum, Adam moments, step count)."""

@@ -318,3 +318,30 @@ def test_cli_bad_input_exits_2_with_the_reason(files, client, tmp_path):
     r = gradc_cli("train", files / "tiny.grad", "--data", files / "data.npz", "--cluster",
                   f"tcp://127.0.0.1:{free_port()}", "--out", tmp_path / "o")
     assert r.returncode == 2 and "no Dask scheduler answers" in r.stderr, r.stderr
+
+
+def test_sweep_saves_the_best_trials_running_statistics(client, tmp_path):
+    """best_params.npz of a batchnorm model holds the best trial's running statistics
+    (those of its worker's model, not the driver's untouched inits): a single-process
+    fit with the same setting gives the same params and statistics."""
+    from gradc.dask.sweep import sweep
+
+    bn = gradc.compile_string(TINY.replace("h      = tanh(x @ W1 + b1)",
+                                           "layer  bn = batchnorm(8)\n"
+                                           "h      = tanh(bn(x @ W1 + b1))"),
+                              name="bn_sweep", target="numpy", optimizer="adam")
+    train, val = split(arrays(), VAL, SEED)
+    params = bn.init_params(SEED)
+    single_fit(bn, params, train, val, analyse(bn.signature),
+               Config(2, BATCH, LR, SEED, progress=False, quiet=True), History())
+    want = dict(bn.state)
+    bn.reset_optimizer()
+    result = sweep(bn, client, arrays(), {"lr": [LR]}, epochs=2, batch_size=BATCH,
+                   seed=SEED, val_split=VAL, out=tmp_path)
+    assert result.best == 0 and not bn.state
+    fresh = gradc.compile_string(bn.model_source.text, name="bn_sweep", target="numpy",
+                                 optimizer="adam")
+    assert max_diff(fresh.load_params(tmp_path / "best_params.npz"), params) < 1e-10
+    for key in ("buffer:bn.running_mean", "buffer:bn.running_var"):
+        assert np.abs(fresh.state[key] - want[key]).max() < 1e-10
+        assert not np.array_equal(fresh.state[key], bn.init_state()[key])

@@ -164,3 +164,65 @@ def test_loss_runs_in_eval_mode_like_forward():
     train = m.loss(p, training=True, seed=9, state=state, **d)
     assert train == m.loss_and_grad(p, seed=9, state=state, **d)[0] != values[0]
     assert m.loss(p, training=True, seed=9, state=state, **d) == train
+
+
+def trained(m) -> tuple[dict, dict]:
+    """Params and state after a few training steps (statistics away from their inits)."""
+    p, state = m.init_params(6), m.init_state()
+    for seed in range(4):
+        m.train_step(p, 0.05, seed=seed, state=state, **data(8, seed=seed))
+    return p, state
+
+
+def test_saved_params_carry_the_statistics_and_predict_alike(tmp_path):
+    """save_params writes the running statistics beside the params (buffer:NAME) and
+    load_params in a fresh Model puts them into its state: its eval loss and outputs are
+    the trained model's (main kept the statistics in optimizer.npz only)."""
+    m, d = model(), data(8, seed=9)
+    p, state = trained(m)
+    m.save_params(p, tmp_path / "p.npz", state=state)
+    with np.load(tmp_path / "p.npz") as f:
+        assert set(f.files) == set(p) | {MEAN, VAR}
+        np.testing.assert_array_equal(f[MEAN], state[MEAN])
+    fresh = gradc.compile_string(SRC, name="st", target="numpy", optimizer="momentum")
+    assert fresh is not m and not fresh.state
+    loaded = fresh.load_params(tmp_path / "p.npz")
+    assert set(loaded) == set(p)
+    assert fresh.state.keys() == m.init_state().keys()           # complete, ready to train
+    np.testing.assert_array_equal(fresh.state[VAR], state[VAR])
+    want = cross_entropy(eval_logits(p, d["x"], state[MEAN], state[VAR]), d["y"])
+    assert fresh.loss(loaded, **d) == m.loss(p, state=state, **d) == pytest.approx(
+        want, rel=1e-12)
+    other: dict = {}                     # the module's functions, with a state given
+    fresh.module.load_params(tmp_path / "p.npz", state=other)
+    np.testing.assert_array_equal(other[MEAN], state[MEAN])
+
+
+def test_a_file_without_statistics_warns_once_and_keeps_the_state(tmp_path):
+    m = model()
+    p, state = trained(m)
+    np.savez(tmp_path / "old.npz", **p)                  # what gradc train wrote before
+    kept = dict(state)
+    with pytest.warns(UserWarning, match=r"old\.npz holds no running statistics") as got:
+        m.load_params(tmp_path / "old.npz", state=state)
+    assert len(got) == 1
+    assert state.keys() == kept.keys() and all(state[k] is kept[k] for k in kept)
+
+
+def test_a_params_file_that_does_not_fit_is_a_value_error(tmp_path):
+    m = model()
+    p, state = trained(m)
+    cases = {"half": ({**p, MEAN: state[MEAN]}, r"missing array 'buffer:bn\.running_var'"),
+             "typo": ({**p, "bn.running_mean": state[MEAN]},
+                      r"unknown array 'bn\.running_mean' in .*typo\.npz; did you mean "
+                      r"'buffer:bn\.running_mean'"),
+             "no_param": ({k: v for k, v in p.items() if k != "fc.W"},
+                          r"missing array 'fc\.W' \(shape \[3, 4\], f64\)"),
+             "shape": ({**p, MEAN: np.zeros(3), VAR: state[VAR]},
+                       r"buffer:bn\.running_mean: expected shape \[4\], got \[3\]")}
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        given = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        with pytest.raises(ValueError, match=message):
+            m.load_params(tmp_path / f"{name}.npz", state=state)
+        assert all(np.array_equal(state[k], given[k]) for k in given), name

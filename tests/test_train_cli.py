@@ -338,3 +338,43 @@ def test_evaluation_is_in_eval_mode_and_the_summary_is_the_last_epoch(tmp_path):
         assert float(last[f"{name}_loss"]) == pytest.approx(want, rel=1e-5), name
         assert printed[name] == pytest.approx(want, rel=5e-4), (name, r.stdout)
         assert f"{name} loss {float(last[f'{name}_loss']):.4g}" in epoch_line
+
+
+BATCHNORM = DROPOUT.replace("dropout_cli", "batchnorm_cli").replace(
+    "layer  drop = dropout(0.5)", "layer  bn = batchnorm(16)").replace(" >> drop", " >> bn")
+
+
+def test_batchnorm_statistics_are_saved_with_the_params_and_resumed(tmp_path):
+    """params.npz holds the running statistics (optimizer.npz the optimizer's slots, step
+    and noise counter only), and 2 epochs then --resume for 1 more give what 3 epochs in
+    one run give: params, statistics and moments (the resumed optimizer used to start
+    fresh, and the statistics from their inits)."""
+    (tmp_path / "bn.grad").write_text(BATCHNORM, encoding="utf-8")
+    rng = np.random.default_rng(5)
+    x = 1.5 + 2.0 * rng.standard_normal((70, 3))
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 1.5).astype(np.int64))
+    common = ("train", tmp_path / "bn.grad", "--data", tmp_path / "d.npz", "--target",
+              "numpy", "--optimizer", "adam", "--batch-size", 16, "--quiet")
+    runs = {"whole": ("--epochs", 3), "first": ("--epochs", 2),
+            "resumed": ("--epochs", 1, "--resume", tmp_path / "first" / "params.npz")}
+    for name, extra in runs.items():
+        r = gradc(*common, *extra, "--out", tmp_path / name)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed adam state at step 8" in r.stderr, r.stderr   # 63 rows: 4 steps an epoch
+    files = {}
+    for name in ("whole", "resumed"):
+        with np.load(tmp_path / name / "params.npz") as p, \
+                np.load(tmp_path / name / "optimizer.npz") as o:
+            files[name] = {**{k: p[k] for k in p.files}, **{k: o[k] for k in o.files}}
+    whole, resumed = files["whole"], files["resumed"]
+    assert {"buffer:bn.running_mean", "buffer:bn.running_var", "fc1.W"} <= set(whole)
+    assert set(whole) == set(resumed)
+    assert not any(k.startswith("buffer:") for k in np.load(tmp_path / "whole" /
+                                                            "optimizer.npz").files)
+    assert int(resumed["__step__"]) == 12
+    for k in whole:
+        if whole[k].dtype.kind == "f":
+            np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-12, atol=1e-15,
+                                       err_msg=k)
+        else:
+            assert np.array_equal(resumed[k], whole[k]), k

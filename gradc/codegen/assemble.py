@@ -38,7 +38,7 @@ SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._un
           prelude._check_seed,
           prelude._jacobian, prelude._init_params_host, prelude._state_key,
           prelude._state_reads, prelude._use_state, prelude._state_arrays,
-          prelude._state_keys, prelude.init_state,
+          prelude._state_keys, prelude.init_state, prelude._buffer_keys,
           prelude.save_params, prelude._load_params_host, prelude._Public)
 
 
@@ -130,7 +130,7 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
     b.line(f"Built with {safe_comment(versions)}.")
     b.line('"""')
     for line in ("import difflib", "import functools", "import importlib", "import math",
-                 "import threading", "", *target.imports, ""):
+                 "import threading", "import warnings", "", *target.imports, ""):
         b.line(line)
     b.line(f"SIGNATURE = {sig!r}")
     b.line(f"WARNINGS = {list(warnings)!r}")

@@ -95,9 +95,10 @@ def init_params(seed=0):
     return _init_params_host(seed)
 
 
-def load_params(path):
-    """Read params saved by ``save_params``; names, shapes and dtypes must match."""
-    return _load_params_host(path)
+def load_params(path, *, state=None):
+    """Read params saved by ``save_params``; names, shapes and dtypes must match. The
+    running statistics saved with them go into ``state`` (the module's own by default)."""
+    return _load_params_host(path, state)
 
 
 def to_host(values):

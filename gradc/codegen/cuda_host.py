@@ -120,10 +120,11 @@ def to_host(values):
     return np.array(values)
 
 
-def load_params(path, device=True):
+def load_params(path, device=True, *, state=None):
     """Read params saved by ``save_params`` (names, shapes and dtypes must match), as
-    device arrays (NumPy with ``device=False``)."""
-    params = _load_params_host(path)
+    device arrays (NumPy with ``device=False``). The running statistics saved with them
+    go into ``state`` (the module's own by default), on the device."""
+    params = _load_params_host(path, state)
     return {k: cuda.to_device(v) for k, v in params.items()} if device else params
 
 

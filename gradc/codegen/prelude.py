@@ -15,7 +15,8 @@ Contracts:
 - A Ctrl-C that lands inside Numba's dispatcher reaches the caller as KeyboardInterrupt,
   not as the SystemError Numba wraps it in.
 - They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``,
-  ``functools``, ``importlib`` (to find gradc when a function is pickled) and the
+  ``functools``, ``importlib`` (to find gradc when a function is pickled), ``warnings``
+  (a params file without the running statistics) and the
   module's tables (``SIGNATURE``, ``_ENTRIES``, ``_NP``): the module runs without gradc.
 """
 # ruff: noqa: F821  (SIGNATURE, _ENTRIES and the target hooks are the generated module's)
@@ -25,6 +26,7 @@ import functools
 import importlib
 import math
 import threading
+import warnings
 
 import numpy as np
 
@@ -380,28 +382,63 @@ def init_state(params=None):
     return state
 
 
-def save_params(params, path):
-    """Write ``params`` to ``path`` as .npz, one array per param name."""
+def _buffer_keys():
+    """The state keys of the running statistics (``buffer:NAME``), in SIGNATURE order."""
+    return [f"buffer:{name}" for name in SIGNATURE["buffers"]]
+
+
+def save_params(params, path, *, state=None):
+    """Write ``params`` to ``path`` as .npz, one array per param name, with the running
+    statistics of ``state`` (the module's own by default) as ``buffer:NAME`` arrays, as
+    PyTorch's state_dict carries buffers: a batchnorm model loaded from the file predicts
+    as it did. (An empty state is filled on first use: the statistics' inits.)"""
+    state = _DEFAULT_STATE if state is None else state
+    if type(state) is not dict:
+        raise ValueError(f"state: expected a dict, got {type(state).__name__}")
     _unknown(params, SIGNATURE["params"], "param")
     for name in SIGNATURE["params"]:
         _fetch(params, name, "params", {})
-    np.savez(path, **{name: to_host(params[name]).reshape(SIGNATURE["params"][name][1])
-                      for name in SIGNATURE["params"]})
+    arrays = {name: to_host(params[name]).reshape(shape)
+              for name, (_, shape) in SIGNATURE["params"].items()}
+    if _buffer_keys():
+        _use_state(state, _buffer_keys())
+    for key, name in zip(_buffer_keys(), SIGNATURE["buffers"]):
+        arrays[key] = to_host(state[key]).reshape(SIGNATURE["buffers"][name][1])
+        _check_shape(arrays[key], f"state '{key}'", *SIGNATURE["buffers"][name], {})
+    np.savez(path, **arrays)
 
 
-def _load_params_host(path):
+def _load_params_host(path, state):
     """Params saved by ``save_params`` as NumPy arrays; names, shapes and dtypes must
-    match."""
+    match. The running statistics of the file are written into ``state`` (the module's
+    own for None; an empty one is first filled with a fresh init_state()); a file without
+    them (saved by an older gradc) leaves the state as it is, with a warning."""
+    state = _DEFAULT_STATE if state is None else state
+    if type(state) is not dict:
+        raise ValueError(f"state: expected a dict, got {type(state).__name__}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            params = {name: np.array(data[name], order="C") for name in data.files}
+            arrays = {name: np.array(data[name], order="C") for name in data.files}
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"{path}: not a params file ({e})") from None
-    _unknown(params, SIGNATURE["params"], "param")
-    for name in SIGNATURE["params"]:
-        dtype, shape = SIGNATURE["params"][name]
-        _check_shape(params[name], name, dtype, shape, {})
-    return params
+    _unknown(arrays, [*SIGNATURE["params"], *_buffer_keys()], "array", f" in {path}")
+    buffers = [key for key in _buffer_keys() if key in arrays]
+    specs = dict(SIGNATURE["params"])
+    if buffers:  # all of them, or the file is not one save_params wrote for this model
+        specs.update(zip(_buffer_keys(), SIGNATURE["buffers"].values()))
+    for name, (dtype, shape) in specs.items():
+        if name not in arrays:
+            raise ValueError(f"{path}: missing array '{name}' (shape {_fmt(shape)}, {dtype})")
+        _check_shape(arrays[name], name, dtype, shape, {})
+    if _buffer_keys() and not buffers:
+        warnings.warn(f"{path} holds no running statistics ({', '.join(_buffer_keys())}): "
+                      "the state keeps its own; save with this gradc's save_params (or "
+                      "gradc train) to keep them with the params", stacklevel=3)
+    if buffers and not state:
+        state.update(init_state())
+    for key in buffers:
+        state[key] = _fresh(arrays[key])
+    return {name: arrays[name] for name in SIGNATURE["params"]}
 
 
 class _Public(functools.partial):

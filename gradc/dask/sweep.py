@@ -14,7 +14,8 @@ previous one is an error.
 
 Outputs (with ``out``): ``results.csv`` (one row per trial), ``sweep.png`` (validation
 loss and accuracy per epoch of every setting; training loss without a validation set) and
-``best_params.npz``, the params of the setting with the lowest final validation loss.
+``best_params.npz``, the params of the setting with the lowest final validation loss (and
+that trial's running statistics, for a model with batchnorm, as ``gradc train`` saves them).
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def settings_of(grid: dict, defaults: dict) -> list[dict]:
 @dataclass
 class SweepResult:
     """The trials (dicts: the settings, final losses/accuracies, seconds, worker, error,
-    history rows), the index of the best one (None if all failed), its params, the wall
-    seconds of the whole sweep, the grid and the files written."""
+    history rows), the index of the best one (None if all failed), its params and its
+    model's state (running statistics, optimizer slots), the wall seconds of the whole
+    sweep, the grid and the files written."""
 
     trials: list[dict]
     best: int | None
@@ -80,6 +82,7 @@ class SweepResult:
     seconds: float
     grid: dict = field(default_factory=dict)
     written: list = field(default_factory=list)
+    best_state: dict | None = None
 
 
 def _read_data(path: str, signature: dict) -> dict:
@@ -91,9 +94,10 @@ def _read_data(path: str, signature: dict) -> dict:
     return data
 
 
-def run_trial(model, data: dict, settings: dict, val_split: float) -> tuple[dict, dict | None]:
-    """One training (a task): ``(summary, params)``; a GradcError becomes the summary's
-    ``error`` (params None)."""
+def run_trial(model, data: dict, settings: dict,
+              val_split: float) -> tuple[dict, dict | None, dict | None]:
+    """One training (a task): ``(summary, params, state)``; a GradcError becomes the
+    summary's ``error`` (params and state None)."""
     from distributed import get_worker
 
     from gradc.training.data import analyse, count, split
@@ -112,14 +116,14 @@ def run_trial(model, data: dict, settings: dict, val_split: float) -> tuple[dict
         history = fit(own, params, train, val, analyse(own.signature), cfg, History())
     except GradcError as e:
         summary.update(error=str(e), seconds=time.perf_counter() - t0)
-        return summary, None
+        return summary, None, None
     last = history.rows[-1]
     summary.update(train_loss=last.train_loss, train_acc=last.train_acc,
                    val_loss=last.val_loss, val_acc=last.val_acc,
                    seconds=time.perf_counter() - t0,
                    history=[(r.epoch, r.train_loss, r.val_loss, r.train_acc, r.val_acc)
                             for r in history.rows])
-    return summary, params
+    return summary, params, own.state
 
 
 def _models(model, grid: dict) -> dict:
@@ -190,9 +194,9 @@ def sweep(model, client, data, grid: dict, *, epochs: int = 20, batch_size: int 
                 on_trial(summary)
     seconds = time.perf_counter() - t0
     best = _best(trials)
-    best_params = None if best is None else client.submit(
-        operator.itemgetter(1), runs[best], pure=False).result(timeout=timeout)
-    result = SweepResult(trials, best, best_params, seconds, grid)
+    best_params, best_state = (None, None) if best is None else client.submit(
+        operator.itemgetter(1, 2), runs[best], pure=False).result(timeout=timeout)
+    result = SweepResult(trials, best, best_params, seconds, grid, best_state=best_state)
     if out is not None:
         result.written = write_outputs(result, model, Path(out))
     return result
@@ -232,7 +236,7 @@ def write_outputs(result: SweepResult, model, out: Path) -> list[Path]:
                     f"{', '.join(result.grid)}")
     if result.best_params is not None:
         written.append(out / "best_params.npz")
-        checkpoint.save_params(model, result.best_params, written[-1])
+        checkpoint.save_params(model, result.best_params, written[-1], result.best_state)
     return written
 
 

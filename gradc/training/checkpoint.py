@@ -1,13 +1,18 @@
-"""Saving and restoring what ``--resume`` needs: params, optimizer state and history.
+"""Saving and restoring what ``--resume`` needs: params, running statistics, optimizer
+state and history.
 
-``params.npz`` is :meth:`gradc.api.Model.save_params`' layout (one array per param name).
-``optimizer.npz`` beside it holds the optimizer's name, its step count and its per-param
-state arrays (``m:W1``, ``v:W1``, ... as in ``model.state``), so that a resumed Adam or
-momentum run continues with its moments instead of restarting them.
+``params.npz`` is :meth:`gradc.api.Model.save_params`' layout: one array per param name,
+and batchnorm's running statistics (``buffer:NAME``), which ``model.load_params`` puts
+back into ``model.state``. ``optimizer.npz`` beside it holds the optimizer's name, its step
+count, the dropout noise counter and its per-param slots (``m:W1``, ``v:W1``, ... as in
+``model.state``), so that a resumed Adam or momentum run continues with its moments
+instead of restarting them.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,37 +24,56 @@ OPTIMIZER_FILE = "optimizer.npz"
 
 
 def load_params(model, path) -> dict:
-    """Read params for ``--resume``; a mismatch with the model is a GradcError."""
+    """Read params for ``--resume`` (the running statistics saved with them go into
+    ``model.state``; a file without them is a note on stderr); a mismatch with the model
+    is a GradcError."""
     path = Path(path)
     if not path.is_file():
         raise GradcError(f"{path}: error: no such params file (--resume)")
     try:
-        return model.load_params(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            params = model.load_params(path)
     except ValueError as e:
         raise GradcError(f"{path}: error: cannot resume from it: {e}") from None
+    for w in caught:    # a file without running statistics: one line, not a warning's two
+        print(f"gradc train: note: {w.message}", file=sys.stderr, flush=True)
+    return params
 
 
-def save_params(model, params: dict, path) -> None:
-    """Write ``params.npz`` with ``model.save_params``, through a temporary file renamed
-    over ``path`` (an interrupted or failed write leaves the old file, never half of one)."""
+def save_params(model, params: dict, path, state: dict | None = None) -> None:
+    """Write ``params.npz`` with ``model.save_params`` (the running statistics of
+    ``state``, default ``model.state``, with them), through a temporary file renamed over
+    ``path`` (an interrupted or failed write leaves the old file, never half of one)."""
     with replacing(path) as tmp:
-        model.save_params(params, tmp)
+        model.save_params(params, tmp, state=state)
+
+
+def _slots(model, state: dict) -> dict:
+    """The optimizer's arrays of ``state`` (``SLOT:PARAM`` keys), as NumPy arrays."""
+    slots = model.signature["optimizer"]["states"]
+    return {k: model.to_host(v) for k, v in state.items() if k.split(":")[0] in slots}
 
 
 def save_optimizer(model, path) -> None:
-    """Write ``model.state`` to ``path`` (atomically, as :func:`save_params`). Before the
-    first optimizer step the state is empty: the file then holds the optimizer's name and
-    step 0 only, and resuming from it starts the optimizer fresh."""
+    """Write the optimizer's part of ``model.state`` to ``path`` (atomically, as
+    :func:`save_params`): its name, step count, the noise counter and its slots (the
+    running statistics go into ``params.npz``). Before the first optimizer step the state
+    is empty: the file then holds the optimizer's name and step 0 only, and resuming from
+    it starts the optimizer fresh."""
     state = model.state
     name = model.signature["optimizer"]["name"]
-    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     with replacing(path) as tmp:
         np.savez(tmp, __optimizer__=np.array(name),
-                 __step__=np.array(int(state.get("step", 0))), **arrays)
+                 __step__=np.array(int(state.get("step", 0))),
+                 __rng__=np.array(int(state.get("rng", 0))), **_slots(model, state))
 
 
 def load_optimizer(model, params: dict, path) -> str:
-    """Restore ``model.state`` from ``path`` if it fits the model's optimizer and params.
+    """Restore the optimizer's part of ``model.state`` (slots, step count, noise counter)
+    from ``path`` if it fits the model's optimizer and params; the rest of the state (the
+    running statistics ``load_params`` put there) stays. An empty state is first filled
+    with ``model.init_state()``.
 
     Returns:
         a one-line note for the user: what was restored, or why not (then the optimizer
@@ -63,8 +87,9 @@ def load_optimizer(model, params: dict, path) -> str:
         with np.load(path, allow_pickle=False) as data:
             saved = str(data["__optimizer__"])
             step = int(data["__step__"])
+            rng = int(data["__rng__"]) if "__rng__" in data.files else None
             arrays = {k: np.array(data[k], order="C") for k in data.files
-                      if not k.startswith("__")}
+                      if not k.startswith(("__", "buffer:"))}  # buffers: an older layout
     except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as e:
         return f"{path}: unreadable optimizer state ({e}): the optimizer starts fresh"
     if saved != name:
@@ -76,7 +101,10 @@ def load_optimizer(model, params: dict, path) -> str:
     if set(arrays) != set(want) or any(arrays[k].shape != want[k].shape or
                                        arrays[k].dtype != want[k].dtype for k in want):
         return f"{path} does not match the model's params: the optimizer starts fresh"
-    model.state.clear()
+    if not model.state:
+        model.state.update(model.init_state())
     model.state.update(arrays)
     model.state["step"] = step
+    if rng is not None:
+        model.state["rng"] = rng
     return f"resumed {name} state at step {step} from {path}"
