@@ -16,7 +16,7 @@ import inspect
 import re
 from dataclasses import dataclass
 
-from gradc.codegen import prelude
+from gradc.codegen import prelude, state_prelude
 from gradc.codegen.builder import DTYPES, Builder
 from gradc.codegen.cpu import int_expr
 from gradc.entries import ENTRIES, PublicEntry, available
@@ -35,11 +35,11 @@ SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._un
           prelude._fetch, prelude._zeros, prelude._prepare, prelude._writeable,
           prelude._workspace, prelude._interrupted, prelude._invoke, prelude._run,
           prelude._named, prelude._rate, prelude._epoch_plan, prelude._epoch_rows,
-          prelude._check_seed,
-          prelude._jacobian, prelude._init_params_host, prelude._state_key,
-          prelude._state_reads, prelude._use_state, prelude._state_arrays,
-          prelude._state_keys, prelude.init_state, prelude._buffer_keys,
-          prelude.save_params, prelude._load_params_host, prelude._Public)
+          prelude._check_seed, prelude._jacobian, prelude._init_params_host,
+          state_prelude._state_key, state_prelude._state_reads, state_prelude._use_state,
+          state_prelude._state_arrays, state_prelude._state_keys, state_prelude.init_state,
+          state_prelude._buffer_keys, state_prelude.save_params,
+          state_prelude._load_params_host, prelude._Public)
 
 
 def mangle(name: str) -> str:
