@@ -2,9 +2,11 @@
 
 Subcommands are the plugin modules of :mod:`gradc.commands` (see its docstring for the
 interface). Exit codes: 0 success, 1 check failed, 2 user error (bad arguments, unreadable
-file, errors in the model), 3 internal error. A user error prints its message (``FILE:LINE:COL:
-error: ...`` with a caret) to stderr, never a traceback; an internal error prints one line
-and a request to report it, and the traceback only when ``GRADC_DEBUG=1``.
+file, errors in the model), 3 internal error, 130 Ctrl-C. A user error prints its message
+(``FILE:LINE:COL: error: ...`` with a caret) to stderr, never a traceback; an internal error
+prints one line and a request to report it, and the traceback only when ``GRADC_DEBUG=1``.
+An exit with 130 first ends the process's background compiles
+(:func:`gradc.runtime.tiers.stop_all`): Ctrl-C stops everything the command started.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import traceback
 
 from gradc import __version__
-from gradc.commands import EXIT_INTERNAL, EXIT_OK, EXIT_USER
+from gradc.commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER
 from gradc.errors import GradcError
 
 #: commands listed first in ``--help``, in this order; others follow alphabetically.
@@ -71,8 +73,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code.
+    After a Ctrl-C (exit code 130) no background compile of this process is left."""
+    code = _run(sys.argv[1:] if argv is None else list(argv))
+    tiers = sys.modules.get("gradc.runtime.tiers")  # not imported: no compile started
+    if code == EXIT_INTERRUPTED and tiers is not None:
+        tiers.stop_all()
+    return code
+
+
+def _run(argv: list[str]) -> int:
+    """Parse ``argv``, run the command, turn every exception into its exit code."""
     try:
         parser = build_parser(argv[0] if argv and argv[0] in command_modules() else None)
         try:
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     except KeyboardInterrupt:
         print("gradc: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `gradc show m.grad | head`
         _silence_stdout()
         return EXIT_OK

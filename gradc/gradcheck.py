@@ -16,6 +16,14 @@ The error of one comparison is ``|fd - an| / max(|fd|, |an|, floor)`` (norms for
 test scaled to the function's size where it is (a gradient that should be 0 is then accepted
 when it is 0 up to rounding). A check passes when its worst error over the directions is at
 most ``tol``; NaN or inf anywhere fails it. Compile models in f64 for a meaningful check.
+
+A model with dropout draws its masks from a noise input: every ``loss_and_grad`` call of
+one check (the analytic gradient and each finite-difference evaluation) passes the same
+``seed``, so f is one deterministic function of the variables, the same mask throughout
+(without it each call would draw the next mask and the differences would compare two
+different functions). The finite differences use ``loss_and_grad``'s loss, which is the
+train-mode loss (dropout on, batchnorm on batch statistics) that its gradient is of;
+``forward``, ``vjp`` and ``jvp`` run in eval mode and take no noise.
 """
 
 from __future__ import annotations
@@ -64,9 +72,11 @@ def _outputs_dot(outs: dict, cots: dict) -> float:
 class _Model:
     """The calls a check makes, with one variable replaced by a shifted copy."""
 
-    def __init__(self, model, inputs: dict, params: dict):
+    def __init__(self, model, inputs: dict, params: dict, seed: int):
         sig = model.signature
         self.model, self.inputs, self.params = model, dict(inputs), dict(params)
+        # one dropout mask for the whole check (passed only where there is noise to draw)
+        self.noise = {"seed": seed} if sig.get("noise") else {}
         self.has_loss = bool(sig.get("loss"))
         self.has_outputs = bool(sig.get("outputs"))
         self.variables = {k: (self.params if k in params else self.inputs)[k]
@@ -80,8 +90,12 @@ class _Model:
         where[name] = np.array(base + delta, dtype=base.dtype, order="C")
         return params, inputs
 
+    def loss_and_grad(self, params, inputs) -> tuple:
+        """The train-mode loss and its gradients, dropout masks drawn from the check's seed."""
+        return self.model.loss_and_grad(params, **self.noise, **inputs)
+
     def loss(self, params, inputs) -> float:
-        return float(self.model.loss_and_grad(params, **inputs)[0])
+        return float(self.loss_and_grad(params, inputs)[0])
 
     def outputs(self, params, inputs) -> dict:
         return self.model.forward(params, **inputs)
@@ -99,13 +113,14 @@ def check_model(model, inputs: dict, params: dict, directions: int = 3, eps: flo
         directions: random directions per variable.
         eps: relative finite-difference step.
         tol: the largest accepted error.
-        seed: seeds the directions and cotangents.
+        seed: seeds the directions and cotangents, and draws the one dropout mask that
+            every ``loss_and_grad`` call of the check uses.
 
     Returns:
         One :class:`CheckResult` per (entry, variable): loss_and_grad results first, then
         vjp, then jvp; entries the model lacks (no loss, no outputs) are left out.
     """
-    m = _Model(model, inputs, params)
+    m = _Model(model, inputs, params, seed)
     rng = np.random.default_rng(seed)
     ref = _reference(m, rng)
     errs: dict[tuple[str, str], list[float]] = {}
@@ -131,7 +146,7 @@ def _reference(m: _Model, rng) -> dict:
     """What every direction compares against: gradients, outputs, cotangents, scales."""
     ref: dict = {"grads": {}, "outs": {}, "cots": {}, "vjp": {}, "loss": 0.0}
     if m.has_loss:
-        loss, ref["grads"] = m.model.loss_and_grad(m.params, **m.inputs)
+        loss, ref["grads"] = m.loss_and_grad(m.params, m.inputs)
         ref["loss"] = float(loss)
     if m.has_outputs:
         ref["outs"] = outs = m.outputs(m.params, m.inputs)

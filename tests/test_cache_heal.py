@@ -7,6 +7,8 @@ right numbers."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -16,7 +18,11 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc.runtime.cache import CacheWarning, cache_key, module_path
+from gradc.runtime import cache as cache_module
+from gradc.runtime import loader, tiers
+from gradc.runtime.cache import CacheWarning, cache_key, module_path, ready_entries
+from gradc.runtime.loader import MODULE_PREFIX
+from gradc.runtime.tiers import TierWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = """model tiny
@@ -98,7 +104,13 @@ def test_the_key_and_a_numpy_model_need_no_numba(cache):
 
 
 def _damage(path: Path, kind: str) -> None:
-    """Damage the file at ``path`` as a crash, a full disk or a stray tool would."""
+    """Damage the file at ``path`` as a crash, a full disk or a stray tool would; a folder
+    is replaced by a file ('file') or removed ('gone')."""
+    if path.is_dir():
+        shutil.rmtree(path)
+        if kind == "file":
+            path.write_bytes(b"not a folder")
+        return
     data = path.read_bytes()
     path.unlink()
     if kind == "truncated":
@@ -107,7 +119,7 @@ def _damage(path: Path, kind: str) -> None:
         path.write_bytes(b"")
     elif kind == "garbled":
         path.write_bytes(np.random.default_rng(0).bytes(len(data)))
-    else:  # a folder in its place
+    elif kind == "folder":  # a folder in its place
         path.mkdir()
 
 
@@ -141,58 +153,164 @@ def test_a_module_that_lost_its_digest_is_rebuilt(cache, expected):
     assert _loss(again) == pytest.approx(expected, rel=1e-12)
 
 
+# --------------------------------------------------- every file of a warm cache, damaged
+
+def _forget_all() -> None:
+    """Drop every generated module from this process, as a new process would start."""
+    for name in [n for n in sys.modules if n.startswith(MODULE_PREFIX)]:
+        del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_compiles():
+    """End the background compiles a test started."""
+    yield
+    tiers.stop_all()
+
+
 @pytest.fixture(scope="module")
-def numba_cached(tmp_path_factory) -> Path:
-    """A cache folder whose CPU module has the forward kernel in Numba's cache."""
-    folder = tmp_path_factory.mktemp("numba_cached")
-    old = os.environ.get("GRADC_CACHE_DIR")
-    os.environ["GRADC_CACHE_DIR"] = str(folder)
-    try:
-        model = gradc.compile_string(MODEL, "tiny", wait=True)
-        _scores(model)
-        _forget(model)
-    finally:
-        os.environ["GRADC_CACHE_DIR"] = old
+def warm_cache(tmp_path_factory) -> Path:
+    """A cache as a tiered run leaves it, every kind of file there: the CPU module and its
+    digest, the numpy module, Python's bytecode of both, Numba's files of the forward and
+    loss kernels and of _ws_view, the ready markers of forward and loss."""
+    folder = tmp_path_factory.mktemp("warm")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADC_CACHE_DIR", str(folder))
+        mp.setattr(sys, "dont_write_bytecode", False)  # (the suite's environment sets it)
+        model = gradc.compile_string(MODEL, "tiny", wait=False)
+        _scores(model), _loss(model)
+        assert model.wait_for_kernels(timeout=240)
+        _scores(model), _loss(model)  # imports the CPU module: its bytecode is written
+    tiers.stop_all()
+    _forget_all()
     return folder
 
 
-@pytest.mark.parametrize("suffix", [".nbi", ".nbc"])
-@pytest.mark.parametrize("kind", ["truncated", "empty", "garbled"])
-def test_a_damaged_numba_cache_file_is_rebuilt(numba_cached, tmp_path, monkeypatch, suffix,
-                                                kind, reference):
-    import shutil
-    shutil.copytree(numba_cached, tmp_path / "c")  # copy2 keeps the stamps Numba checks
+def _cpu_folder(root: Path) -> Path:
+    return module_path(cache_key(MODEL, "tiny.grad", gradc.api.Options.make().key()),
+                       root).parent
+
+
+#: what of the CPU module's entry a case damages: a glob in its folder
+FILES = {"module": "gradc_*.py", "digest": "gradc_*.sha256",
+         "bytecode": "__pycache__/gradc_*.pyc",
+         "kernel .nbi": "__pycache__/*._forward_*.nbi",
+         "kernel .nbc": "__pycache__/*._forward_*.nbc",
+         "_ws_view .nbi": "__pycache__/*._ws_view-*.nbi",
+         "_ws_view .nbc": "__pycache__/*._ws_view-*.nbc",
+         "ready markers": "ready", "Numba's files (stale markers)": "__pycache__"}
+#: (file, damage, the warning it gives or None)
+DAMAGES = [("module", "garbled", "cached module .* is damaged"),
+           ("digest", "garbled", "does not match its digest"),
+           ("bytecode", "truncated", "cached bytecode .* is damaged"),
+           ("kernel .nbi", "empty", "cannot load the Numba cache of _forward_"),
+           ("kernel .nbc", "garbled", "cannot load the Numba cache of _forward_"),
+           ("_ws_view .nbi", "truncated", "cannot load the Numba cache of _ws_view"),
+           ("_ws_view .nbc", "garbled", "cannot load the Numba cache of _ws_view"),
+           ("ready markers", "file", None),
+           ("Numba's files (stale markers)", "gone", None)]
+
+
+def _start(wait: bool, reference) -> None:
+    """Compile the model as a new process would, run forward and loss (on Numba, once a
+    tiered start has switched) and check the numbers."""
+    model = gradc.compile_string(MODEL, "tiny", wait=wait)
+    for _ in range(2):  # a tiered start: its NumPy tier, then its Numba kernels
+        np.testing.assert_allclose(_scores(model), _scores(reference), rtol=1e-12)
+        assert _loss(model) == pytest.approx(_loss(reference), rel=1e-12)
+        assert model.wait_for_kernels(timeout=240)
+    assert model.tier("forward") == model.tier("loss") == "numba"
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["blocking", "tiered"])
+@pytest.mark.parametrize("file, damage, warning", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_a_damaged_cache_file_is_rebuilt(warm_cache, tmp_path, monkeypatch, wait, file,
+                                         damage, warning, reference):
+    """Each kind of file of a warm entry damaged: the next start warns (once the file is
+    one it reads) and gives the right numbers on Numba; the start after it is clean
+    (issue 20, item 8: a damaged _ws_view file made every start fail, or stay on NumPy)."""
+    shutil.copytree(warm_cache, tmp_path / "c")  # copy2 keeps the stamps Numba checks
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path / "c"))
-    (found,) = (tmp_path / "c").glob(f"*/__pycache__/*_forward_*{suffix}")
-    _damage(found, kind)
-    model = gradc.compile_string(MODEL, "tiny", wait=True)
-    with pytest.warns(CacheWarning, match="cannot load the Numba cache of _forward_"):
-        np.testing.assert_allclose(_scores(model), _scores(reference), rtol=1e-12)
-    _forget(model)
-    model = gradc.compile_string(MODEL, "tiny", wait=True)
-    kernel = model.module._ENTRIES["forward"]["kernel"]
+    (found,) = _cpu_folder(tmp_path / "c").glob(FILES[file])
+    _damage(found, damage)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _start(wait, reference)
+    said = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert [w for w in caught if issubclass(w.category, TierWarning)] == []
+    if warning is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and re.search(warning, said[0]), said
+    if not wait:  # the next run is warm: both entries are marked ready again
+        assert ready_entries(next(_cpu_folder(tmp_path / "c").glob("gradc_*.py"))) == \
+            {"forward", "loss"}
+    _forget_all()
+    tiers.stop_all()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", CacheWarning)  # cached anew: loads cleanly
-        np.testing.assert_allclose(_scores(model), _scores(reference), rtol=1e-12)
-    assert sum(kernel.stats.cache_hits.values()) == 1
-    _forget(model)
+        warnings.simplefilter("error", CacheWarning)  # healed: no warning any more
+        _start(wait, reference)
+    _forget_all()
 
 
-@pytest.mark.parametrize("where", ["under a file", "unwritable"])
+# ------------------------------------------------- a cache Numba or gradc cannot write
+
+@pytest.mark.parametrize("wait", [True, False], ids=["blocking", "tiered"])
+@pytest.mark.parametrize("where", ["under a file", "unwritable", "no home directory"])
 def test_an_unusable_cache_folder_gives_way_to_a_temporary_one(tmp_path, monkeypatch, where,
-                                                               expected):
+                                                               wait, reference):
+    """The module goes to a temporary folder for the process, with one warning, and runs
+    on Numba with the right numbers."""
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     if where == "under a file":
         (tmp_path / "file").write_text("not a folder")
-        folder = tmp_path / "file" / "cache"
-    else:
-        folder = Path("/proc/gradc_cache")  # nobody, not even root, can write there
-        if not Path("/proc").is_dir():
-            pytest.skip("no /proc")
-    monkeypatch.setenv("GRADC_CACHE_DIR", str(folder))
-    with pytest.warns(CacheWarning, match="cannot write to the cache folder"):
-        model = gradc.compile_string(MODEL, "tiny", target="numpy")
-    assert not model.path.is_relative_to(folder) and model.path.is_file()
-    assert _loss(model) == pytest.approx(expected, rel=1e-12)
+        monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    elif where == "unwritable":  # nobody, not even root, can write there
+        monkeypatch.setenv("GRADC_CACHE_DIR", "/proc/gradc_cache")
+    else:  # no HOME, and no home directory for the user (issue 20, item 8: a traceback)
+        monkeypatch.delenv("GRADC_CACHE_DIR")
+        monkeypatch.delenv("HOME", raising=False)
+
+        def homeless():
+            raise RuntimeError("Could not determine home directory.")
+        monkeypatch.setattr(Path, "home", homeless)
+        cache_module._homeless_root.cache_clear()  # (it warns once per process)
+    _forget_all()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _start(wait, reference)
+    # one message (each module stored says it, at one place: Python shows it once)
+    said = {str(w.message) for w in caught if issubclass(w.category, CacheWarning)}
+    assert len(said) == 1 and "for this process" in said.pop()
+    _forget_all()
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["blocking", "tiered"])
+def test_a_folder_numba_cannot_write_compiles_in_memory(tmp_path, monkeypatch, wait,
+                                                        reference):
+    """No folder where Numba may write its cache (what a read-only cache folder is to
+    Numba, made here so that root sees it too: its __pycache__ is a file, and HOME, for
+    Numba's user-wide cache, is under a file): one warning, the functions compile in
+    memory (issue 20, item 8: RuntimeError: cannot cache function '_ws_view')."""
+    from numba.core import config
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("HOME", str(tmp_path / "file" / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(loader, "_UNCACHED", set())  # as in a new process
+    folder = _cpu_folder(tmp_path / "c")
+    folder.mkdir(parents=True)
+    (folder / "__pycache__").write_text("not a folder")
+    _forget_all()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _start(wait, reference)
+    said = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(said) == 1 and "its functions compile in memory" in said[0], said
+    _forget_all()
 
 
 def test_four_processes_compile_one_model_at_once(cache, reference):

@@ -47,6 +47,27 @@ def tiny(tmp_path_factory) -> Path:
     return path
 
 
+# dropout between two dense layers, then batchnorm in train mode (batch statistics)
+DROPOUT_BN = """\
+model dropbn
+input x : f32[B, 3]
+input y : i64[B]
+layer fc1 = dense(3 -> 5)
+layer dr = dropout(0.3)
+layer bn = batchnorm(5)
+layer fc2 = dense(5 -> 4)
+output logits = x |> fc1 >> dr >> bn >> tanh >> fc2
+loss = cross_entropy(logits, y)
+"""
+
+
+@pytest.fixture(scope="session")
+def dropout_bn(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "dropbn.grad"
+    path.write_text(DROPOUT_BN, encoding="utf-8")
+    return path
+
+
 def gradc_process(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gradc", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
@@ -227,19 +248,46 @@ def test_check_on_the_sigmoid_neuron_example(capsys):
     assert code == 0, out
 
 
-def test_check_fails_on_wrong_gradients(capsys, monkeypatch):
+@pytest.mark.parametrize("model, wrong_name, checks", [
+    ("scalar", "y", 9), ("dropout_bn", "bn.beta", 21)])
+def test_check_fails_on_wrong_gradients(capsys, monkeypatch, request, model, wrong_name,
+                                        checks):
+    # a gradient 1% off fails its one row, with dropout and batchnorm too
+    path = SCALAR if model == "scalar" else request.getfixturevalue(model)
     real = gradc.api.Model.loss_and_grad
 
     def wrong(self, params, **inputs):
         loss, grads = real(self, params, **inputs)
-        return loss, {k: (v * 1.01 if k == "y" else v) for k, v in grads.items()}
+        return loss, {k: (v * 1.01 if k == wrong_name else v) for k, v in grads.items()}
 
     monkeypatch.setattr(gradc.api.Model, "loss_and_grad", wrong)
-    code, out, _ = run_main(capsys, "check", SCALAR)
+    code, out, _ = run_main(capsys, "check", path)
     assert code == 1
     failed = [line for line in out.splitlines() if line.endswith("FAIL")]
-    assert [line.split()[:2] for line in failed] == [["loss_and_grad", "y"]]
-    assert "FAILED: 1 of 9 checks" in out
+    assert [line.split()[:2] for line in failed] == [["loss_and_grad", wrong_name]]
+    assert f"FAILED: 1 of {checks} checks" in out
+
+
+def test_check_passes_on_a_dropout_batchnorm_model(capsys, dropout_bn):
+    # every loss_and_grad of the check draws the same mask (issue 20, item 6: each call
+    # drew the next one, and every loss_and_grad row failed with error 1.00e+00)
+    code, out, _ = run_main(capsys, "check", dropout_bn)
+    assert code == 0, out
+    assert "ok: all 21 checks" in out and "FAIL" not in out
+
+
+def test_check_model_uses_one_mask_per_check():
+    # check_model itself, on the numpy target (no Numba), at random points and seeds
+    model = gradc.compile_string(DROPOUT_BN, dtype="f64", wrt=["x"], target="numpy")
+    seeds = np.random.default_rng(20).integers(0, 2**31, size=3)
+    print("seeds", seeds)
+    for seed in map(int, seeds):
+        rng = np.random.default_rng(seed)
+        inputs = {"x": rng.standard_normal((6, 3)), "y": rng.integers(0, 4, 6)}
+        params = {k: v + 0.1 * rng.standard_normal(v.shape)
+                  for k, v in model.init_params(seed).items()}
+        results = check_model(model, inputs, params, directions=2, seed=seed)
+        assert len(results) == 21 and all(r.ok for r in results), (seed, results)
 
 
 def test_check_label_ranges_come_from_the_scores(tiny):

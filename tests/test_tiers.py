@@ -2,13 +2,19 @@
 runs on the NumPy tier at once, each entry switches to its Numba kernels when its
 background compile is done, the numbers agree across the switch, a failed compile leaves
 the entry on NumPy with a warning, a warm cache starts on Numba, and ``gradc train`` shows
-the tier. Background compiles are ended after every test (no process outlives it)."""
+the tier, and what becomes of background compiles when the process ends: Ctrl-C ends them
+at once, a normal exit lets them finish (niced, within a time limit). Background compiles
+are ended after every test (no process outlives it)."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -16,7 +22,7 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc.runtime import tiers
+from gradc.runtime import tiers, warm
 from gradc.runtime.tiers import TierWarning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,9 +133,6 @@ def test_a_warm_process_gets_its_first_result_without_the_compiler(switched):
     """A new process on a warm cache answers at once (no compiler, and Numba is not
     even imported during its first call), then runs the compiled kernels: the same loss
     to rounding."""
-    import os
-    import subprocess
-
     model, _, _, _, folder = switched
     expected = model.loss(model.init_params(0), x=X, y=Y)
     env = {**os.environ, "GRADC_CACHE_DIR": str(folder), "GRADC_TIERED": "1"}
@@ -291,3 +294,122 @@ def test_entries_waiting_for_a_worker_compile_in_one_process(cache, monkeypatch)
                                rtol=1e-12)
     np.testing.assert_allclose(model.loss_and_grad(params, x=X, y=Y)[1]["W"],
                                expected["grad"], rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------- background compiles at the process's end
+
+def _warm_processes(cache: Path) -> list[int]:
+    """The pids of the background compiles of modules under ``cache`` (their command
+    lines name the module's file)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:  # it ended meanwhile
+            continue
+        if b"gradc.runtime.warm" in cmd and str(cache).encode() in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+def _gone_within(cache: Path, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while _warm_processes(cache):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _tiered_env(cache: Path) -> dict:
+    return {**os.environ, "GRADC_CACHE_DIR": str(cache), "GRADC_TIERED": "1",
+            "PYTHONPATH": str(ROOT)}
+
+
+def test_ctrl_c_in_gradc_train_ends_every_background_compile(cache, tmp_path):
+    """gradc train on a cold cache, tiered, SIGINT once training runs: exit 130 and no
+    compile of it left a second later (issue 20, item 7: they ran on for seconds)."""
+    from gradc import datasets
+
+    x, y = datasets.spiral(points=100)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradc", "train", str(ROOT / "examples" / "spiral.grad"),
+         "--data", str(tmp_path / "d.npz"), "--epochs", "100000", "--no-progress",
+         "--out", str(tmp_path / "out")], env=_tiered_env(cache), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("epoch"):
+                break
+        compiling = _warm_processes(cache)
+        proc.send_signal(signal.SIGINT)
+        output = "".join(lines) + proc.stdout.read()
+        assert proc.wait(timeout=120) == 130, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert compiling, output  # (else there was nothing to stop)
+    assert _gone_within(cache, 1.0), _warm_processes(cache)
+    assert "Traceback" not in output
+
+
+EXITING = r"""
+import sys, numpy as np, gradc
+model = gradc.compile_string(sys.argv[1], "tiny", wait=False)
+model.loss(model.init_params(0), x=np.ones((8, 3)), y=np.zeros(8, np.int64))
+if sys.argv[2] == "ctrl-c":
+    raise KeyboardInterrupt  # uncaught, as a Ctrl-C in a script
+"""
+
+
+def test_an_uncaught_keyboard_interrupt_ends_the_compiles_at_exit(cache):
+    """A script that ends on Ctrl-C leaves no compile running and nothing compiled."""
+    out = subprocess.run([sys.executable, "-c", EXITING, MODEL, "ctrl-c"],
+                         env=_tiered_env(cache), capture_output=True, text=True, timeout=300)
+    assert out.returncode in (-signal.SIGINT, 130) and "KeyboardInterrupt" in out.stderr
+    assert _gone_within(cache, 0.5), _warm_processes(cache)
+    time.sleep(1.0)
+    assert not list(cache.rglob("ready/*"))  # killed, not finished
+
+
+def test_a_normal_exit_lets_the_compile_finish_niced(cache):
+    """A script that ends normally leaves its compile running at a lower priority, and
+    the compile finishes: the next process starts warm."""
+    out = subprocess.run([sys.executable, "-c", EXITING, MODEL, "normal"],
+                         env=_tiered_env(cache), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    niceness = []
+    for pid in _warm_processes(cache):
+        try:  # field 19 of /proc/PID/stat, counted after the command's closing ')'
+            niceness.append(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+                                .split()[16]))
+        except (OSError, IndexError):
+            pass  # it ended meanwhile
+    assert _gone_within(cache, 120)
+    assert [p.name for p in cache.rglob("ready/*")] == ["loss"]
+    assert niceness and all(n >= os.nice(0) + warm.NICE for n in niceness), niceness
+
+
+BOUNDED = r"""
+import sys, time
+from gradc.runtime import warm
+warm.bound(int(sys.argv[1]), limit=0.5, every=0.05)
+time.sleep(3.0)
+"""
+
+
+def test_a_compile_ends_itself_after_its_time_limit_once_its_parent_exited():
+    """warm.bound: while the parent lives nothing happens; once it is gone (here: a pid
+    that is not the parent) the process ends after the limit with EXIT_BOUND."""
+    alive = subprocess.run([sys.executable, "-c", BOUNDED, str(os.getpid())],
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert alive.returncode == 0
+    start = time.monotonic()
+    gone = subprocess.run([sys.executable, "-c", BOUNDED, "-1"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert gone.returncode == warm.EXIT_BOUND
+    assert time.monotonic() - start < 2.5  # ended by the bound, not by the sleep

@@ -11,7 +11,9 @@ would otherwise compile one specialisation per call site (Numba types each const
 own literal type).
 
 Contract: plain Numba nopython code; :func:`source` is pasted into the generated module,
-decorated with ``@nb.njit(<signatures>, ...)``.
+decorated with ``@nb.njit(<signatures>, ...)``. Its cache files heal like the kernels'
+(:func:`gradc.runtime.loader.guard_numba`, installed before the module runs, since the
+decorator reads them); the module itself stays standalone.
 """
 
 from __future__ import annotations

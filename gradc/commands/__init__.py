@@ -5,7 +5,7 @@ A command module in this package defines
 * ``register(subparsers) -> None``: adds its subparser (with ``help=`` and a description)
   and calls ``set_defaults(run=run)``;
 * ``run(args) -> int``: does the work and returns the exit code (:data:`EXIT_OK`,
-  :data:`EXIT_CHECK_FAILED`).
+  :data:`EXIT_CHECK_FAILED`, :data:`EXIT_INTERRUPTED` after a Ctrl-C it handled).
 
 :func:`gradc.cli.main` discovers the modules with :func:`pkgutil.iter_modules`, so adding a
 command is adding a module. A command reports a user mistake by raising
@@ -25,6 +25,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USER = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
 def read_source(path: str | Path) -> Source:

@@ -6,7 +6,8 @@ not sit on a kink such as ``relu(0)``), float inputs are standard normal and int
 are random labels below the size of the axis they index (the class count of the scores for
 ``cross_entropy``/``hinge``, the rows of ``take``/``embedding``). Symbolic dims are bound to
 ``--batch`` (or ``--dim NAME=N``). Then :func:`gradc.gradcheck.check_model` compares
-``loss_and_grad``, ``vjp`` and ``jvp`` with central differences. Exit code 1 on a mismatch.
+``loss_and_grad``, ``vjp`` and ``jvp`` with central differences (dropout masks drawn from
+``--seed``, the same in every call). Exit code 1 on a mismatch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
                     "then compare loss_and_grad, vjp and jvp with central finite "
                     "differences in random directions. Exit code 1 when a check fails.")
     p.add_argument("model", metavar="MODEL.grad", help="the model file")
-    p.add_argument("--seed", type=int, default=0, help="seed of params, inputs, directions")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of params, inputs, directions and dropout masks")
     p.add_argument("--batch", type=_positive, default=4, help="value of every symbolic dim "
                    "(default 4)")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",

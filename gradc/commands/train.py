@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradc.commands import EXIT_OK, load_model
+from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, load_model
 from gradc.errors import GradcError
 from gradc.options import OPTIMIZERS, TARGETS
 from gradc.training import checkpoint, plots
@@ -42,7 +42,6 @@ DEFAULT_LR = 1e-2
 DEFAULT_BATCH = 32
 DEFAULT_EPOCHS = 20
 DEFAULT_VAL_SPLIT = 0.1
-EXIT_INTERRUPTED = 130
 
 
 def register(subparsers) -> None:

@@ -7,16 +7,20 @@ compiler's own sources, so any change gives a new module (and Numba's own on-dis
 kept beside it, stays valid). Nothing here imports Numba.
 
 An entry is the folder ``ROOT/KEY[:24]/`` holding ``gradc_KEY[:16].py`` (the module),
-``gradc_KEY[:16].sha256`` (its digest, written before it), Numba's ``__pycache__`` and
-``ready/ENTRY`` markers (the entries whose kernels a background compile put in Numba's
-cache, see :mod:`gradc.runtime.tiers`). Modules are written atomically and never rewritten
-while whole: rewriting would change the file's timestamp and invalidate Numba's cache.
+``gradc_KEY[:16].sha256`` (its digest, written before it), ``__pycache__`` (Python's
+bytecode of the module, and Numba's ``.nbi``/``.nbc`` files of its kernels and
+``_ws_view``), ``ready/ENTRY`` markers (the entries whose kernels a background compile put
+in Numba's cache, see :mod:`gradc.runtime.tiers`) and ``.lock_KERNEL`` files (whose
+content does not matter). Modules are written atomically and never rewritten while
+whole: rewriting would change the file's timestamp and invalidate Numba's cache.
 
 The cache heals itself: :func:`read_entry` returns the module text only when it matches its
 digest; a damaged entry (truncated, empty, garbled, a folder in the module's place) is
-discarded with a one-line :class:`CacheWarning` and rebuilt by the caller. A cache folder
-that cannot be written (under a regular file, read-only) gives way to a temporary folder,
-with a warning (:func:`store_entry`).
+discarded with a one-line :class:`CacheWarning` and rebuilt by the caller
+(:mod:`gradc.runtime.loader` does the same for the files in ``__pycache__``). A cache
+folder that cannot be written (under a regular file, read-only) gives way to a temporary
+folder, with a warning (:func:`store_entry`), and so does a missing home directory
+(:func:`cache_dir`).
 """
 
 from __future__ import annotations
@@ -81,12 +85,27 @@ def versions() -> str:
 
 
 def cache_dir() -> Path:
-    """``$GRADC_CACHE_DIR``, else ``$XDG_CACHE_HOME/gradc``, else ``~/.cache/gradc``."""
+    """``$GRADC_CACHE_DIR``, else ``$XDG_CACHE_HOME/gradc``, else ``~/.cache/gradc``; with
+    none of them (no HOME and no home directory for the user) this process's temporary
+    folder, with one :class:`CacheWarning`."""
     env = os.environ.get("GRADC_CACHE_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # "Could not determine home directory"
+            return _homeless_root()
     return Path(base) / "gradc"
+
+
+@lru_cache(maxsize=1)
+def _homeless_root() -> Path:
+    root = temporary_root()
+    warn(f"gradc: no cache folder (HOME is not set and the user has no home directory; "
+         f"set GRADC_CACHE_DIR); using {root} for this process")
+    return root
 
 
 def base_name(filename: str) -> str:
@@ -138,16 +157,20 @@ def read_entry(path: Path) -> str | None:
 
 def _discard(path: Path, reason: str) -> None:
     warn(f"gradc: the cached module {path} is damaged ({reason}); rebuilding it")
+    for each in (path, _digest_path(path), path.parent / "ready"):
+        delete(each)  # (what cannot be deleted: store_entry moves to a temporary folder)
+    return None
+
+
+def delete(path: Path) -> None:
+    """Remove the file, or the folder, at ``path`` if there is one and it can be removed."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-        _digest_path(path).unlink(missing_ok=True)
-        shutil.rmtree(path.parent / "ready", ignore_errors=True)
     except OSError:
-        pass  # an unwritable cache: store_entry moves to a temporary folder
-    return None
+        pass
 
 
 def store_entry(path: Path, text: str) -> Path:
@@ -184,11 +207,15 @@ def ready_entries(path: Path) -> set[str]:
 
 def mark_ready(path: Path, entries) -> None:
     """Record that ``entries`` of the module at ``path`` are in Numba's cache (nothing
-    when the folder cannot be written: the next process compiles them again)."""
+    when the folder cannot be written: the next process compiles them again). A file in
+    the place of the ``ready`` folder is replaced by the folder."""
+    folder = path.parent / "ready"
     try:
-        (path.parent / "ready").mkdir(exist_ok=True)
+        if not folder.is_dir():
+            delete(folder)
+            folder.mkdir(exist_ok=True)
         for name in entries:
-            (path.parent / "ready" / name).touch()
+            (folder / name).touch()
     except OSError:
         pass
 

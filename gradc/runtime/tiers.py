@@ -23,9 +23,14 @@ A compile that fails (non-zero exit: killed, out of memory, a Numba error) leave
 entries on NumPy for good, with a one-line :class:`TierWarning` naming the entries and
 the last line the process wrote: the numbers stay right, only slower.
 
-Compiles still running or queued when the process exits are left to finish (queued ones
-start at exit; at low priority, in their own session), so that the next run finds the
-kernels cached; :meth:`Tiers.close` and :func:`stop_all` cancel them at once.
+Compiles still running or queued when the process exits normally are left to finish
+(queued ones start at exit; at low priority, in their own session), so that the next run
+finds the kernels cached, for at most :data:`gradc.runtime.warm.ORPHAN_LIMIT_S` seconds
+after the exit. Ctrl-C ends them at once: a process that ends on an uncaught
+KeyboardInterrupt kills them at exit, and the command line calls :func:`stop_all` when it
+exits with 130 (it catches the KeyboardInterrupt). :meth:`Tiers.close` and
+:func:`stop_all` cancel them at once; a cancelled compile's process group is killed
+(SIGKILL), so nothing it started outlives it.
 ``GRADC_TIERED=0`` in the environment turns tiered start off by default (``compile(...,
 wait=None)``); the test suite sets it.
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,7 +92,7 @@ class _Job:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gradc.runtime.warm", str(self.path), self.name,
-             *self.entries],
+             str(os.getpid()), *self.entries],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
             start_new_session=True)
         _QUEUED.discard(self)
@@ -100,12 +106,16 @@ class _Job:
         return True
 
     def kill(self) -> None:
-        """Cancel the job (not a failure): end its process now, if it has one, and wait
-        for it (at most 30 s)."""
+        """Cancel the job (not a failure): end its process group now (the process leads
+        its own session), if it has one, and wait for it (at most 30 s)."""
         self.cancelled = True
         _QUEUED.discard(self)
         if self.proc is not None:
-            self.proc.kill()
+            if self.proc.poll() is None:  # not reaped: its group id is still its own
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             self.proc.wait(timeout=30)
             self.log.close()
             _RUNNING.discard(self)
@@ -333,12 +343,24 @@ def stop_all() -> None:
         job.kill()
 
 
+def _interrupted() -> bool:
+    """Whether the process is ending on an uncaught KeyboardInterrupt: the interpreter
+    printed it (setting ``sys.last_value``, and ``sys.last_exc`` from Python 3.12) before
+    the exit hooks run."""
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    return isinstance(last, KeyboardInterrupt)
+
+
 @atexit.register
-def _start_queued() -> None:
-    """At exit, start the compiles still waiting for a worker (the process no longer
-    needs its CPU): with those already running they finish filling Numba's cache for the
-    next run. Two that share a kernel take turns (:func:`gradc.runtime.warm.main` locks
-    each kernel)."""
+def _at_exit() -> None:
+    """At exit, after a Ctrl-C (an uncaught KeyboardInterrupt), end every compile. Else
+    start the compiles still waiting for a worker (the process no longer needs its CPU):
+    with those already running they finish filling Numba's cache for the next run, within
+    :data:`gradc.runtime.warm.ORPHAN_LIMIT_S` seconds of the exit. Two that share a kernel
+    take turns (:func:`gradc.runtime.warm.main` locks each kernel)."""
+    if _interrupted():
+        stop_all()
+        return
     for job in list(_QUEUED):
         try:
             job.start()

@@ -1,6 +1,6 @@
 """The background compile of :mod:`gradc.runtime.tiers`: one process per entry group.
 
-``python -m gradc.runtime.warm MODULE.py MODULE_NAME ENTRY...`` imports the generated
+``python -m gradc.runtime.warm MODULE.py MODULE_NAME PARENT_PID ENTRY...`` imports the generated
 CPU module (under the name the parent uses, so that Numba's cache keys agree), calls
 each entry once on tiny arrays of the declared dtypes, C-contiguous, with every symbolic
 dim 2 (the argument types of every real call: the generated functions validate and
@@ -8,9 +8,16 @@ convert the same way), so that Numba compiles its kernels and writes them to its
 cache, and marks each entry ready in the cache folder as soon as it is compiled (in the
 order given); it exits 0 when all are. It holds a lock on
 each kernel it compiles (:func:`locked`): another process compiling one of them waits
-its turn. It runs at a lower priority than the process that trains. Any failure is a
-traceback on stderr and exit status 1 (the parent then keeps those entries on the NumPy
-tier).
+its turn. It runs at a lower priority than the process that trains (niced by
+:data:`NICE`). Any failure is a traceback on stderr and exit status 1 (the parent then
+keeps those entries on the NumPy tier).
+
+The process that started it (PARENT_PID) may exit first: a normal exit lets the compile
+finish, so that the next run finds the kernels in the cache, but for at most
+:data:`ORPHAN_LIMIT_S` seconds after that exit (:func:`bound`); then it ends itself with
+status :data:`EXIT_BOUND`. Killing it at any point is safe: Numba and gradc write every
+cache file atomically (temp file + rename). A Ctrl-C in the parent ends it at once
+(:mod:`gradc.runtime.tiers` kills its process group).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +37,11 @@ CALLS = {"jacobian": ("forward", "jvp", "vjp")}
 #: the value given for each required argument after ``params``
 ARGUMENTS = {"lr": 0.0, "tangents": {}, "cotangents": {}, "vector": {}}
 DIM = 2  # the size of every symbolic dim in the dummy call
+NICE = 5  # added to the niceness: the process that trains keeps the CPU it needs
+#: how long a compile may go on after the process that started it exited (3 minutes: the
+#: examples' longest compiles, the cnn's entries, take well under one each on 2 cores)
+ORPHAN_LIMIT_S = 180.0
+EXIT_BOUND = 124  # the exit status of a compile that ran past ORPHAN_LIMIT_S
 
 
 def calls(entry: str) -> tuple[str, ...]:
@@ -81,14 +95,37 @@ def compile_entry(module, name: str) -> None:
                           **dummy_inputs(module.SIGNATURE))
 
 
+def bound(parent: int, limit: float = ORPHAN_LIMIT_S, every: float = 0.25) -> threading.Thread:
+    """End this process ``limit`` seconds after the process ``parent`` exits.
+
+    A daemon thread looks every ``every`` seconds whether ``parent`` is still this
+    process's parent (when it exits, the process is handed to another: init or a
+    subreaper), and from then on gives the compile ``limit`` seconds before it ends the
+    process with :data:`EXIT_BOUND` (``os._exit``: no clean-up runs; every cache file is
+    written atomically, so none is left half-written). The thread gets its turn during
+    Numba's long LLVM calls too: llvmlite calls LLVM through ctypes, which releases the
+    GIL."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        time.sleep(limit)
+        os._exit(EXIT_BOUND)
+
+    thread = threading.Thread(target=watch, name="gradc-orphan-bound", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> int:
-    """Compile the entries ``argv[2:]`` of the module at ``argv[0]`` named ``argv[1]``."""
+    """Compile the entries ``argv[3:]`` of the module at ``argv[0]`` named ``argv[1]``,
+    for the process ``argv[2]`` (see :func:`bound`)."""
     from gradc.runtime.cache import mark_ready
     from gradc.runtime.loader import load_module
 
-    path, name, entries = Path(argv[0]), argv[1], argv[2:]
+    path, name, parent, entries = Path(argv[0]), argv[1], int(argv[2]), argv[3:]
+    bound(parent)
     try:
-        os.nice(5)
+        os.nice(NICE)
     except OSError:
         pass
     with locked(path.parent, set().union(*(kernels(e) for e in entries))):
