@@ -258,6 +258,15 @@ def _labels(name: str, scores: Node, labels: Node) -> None:
                                   "without its last axis")
 
 
+def _pick_label(g: Graph, scores: Node, labels: Node, source: Node) -> Node:
+    """``source[..., labels]`` (``source``: the ``scores`` of a loss with integer
+    ``labels``, or a shift of them); records the use in ``g.label_uses``, which the
+    SIGNATURE's ``labels`` field reads."""
+    picked = g.add("pick", (source, labels), labels.shape, scores.dtype)
+    g.label_uses.append((scores, labels, picked))
+    return picked
+
+
 def _float_labels(name: str, scores: Node, labels: Node, call) -> LowerError:
     """The error for float ``labels`` shaped like class labels of ``scores``: name the
     declaration that would make them integers."""
@@ -285,7 +294,7 @@ def _cross_entropy(g, name, args, kwargs, call):
     else:
         _labels(name, z, t)
         sh, log_total = shifted_logits(g, z, z.rank - 1)
-        picked = g.add("pick", (sh, t), t.shape, z.dtype)
+        picked = _pick_label(g, z, t, sh)
         per = build.ew(g, lambda a, b: a - b, build.reshape(g, log_total, t.shape), picked)
     return _reduce_loss(g, per, red, batch)
 
@@ -300,7 +309,7 @@ def _hinge(g, name, args, kwargs, call):
     if y.is_float:
         raise _float_labels(name, s, y, call)
     _labels(name, s, y)
-    picked = build.reshape(g, g.add("pick", (s, y), y.shape, s.dtype), y.shape + (1,))
+    picked = build.reshape(g, _pick_label(g, s, y, s), y.shape + (1,))
     # sum_j max(0, s_j - s_y + margin) counts j = y as exactly `margin`: subtract it.
     per = build.ew(g, lambda a, b: sym.Relu(a - b + margin) - margin / s.shape[-1], s, picked)
     return _reduce_loss(g, per, red, tuple(range(s.rank - 1)))
