@@ -327,6 +327,8 @@ def _load_params_host(path):
     _unknown(params, SIGNATURE["params"], "param")
     for name in SIGNATURE["params"]:
         dtype, shape = SIGNATURE["params"][name]
+        if name not in params:
+            raise ValueError(f"{path}: missing param '{name}' (shape {_fmt(shape)}, {dtype})")
         _check_shape(params[name], name, dtype, shape, {})
     return params
 

@@ -18,15 +18,17 @@ from gradc.training.files import replacing
 OPTIMIZER_FILE = "optimizer.npz"
 
 
-def load_params(model, path) -> dict:
-    """Read params for ``--resume``; a mismatch with the model is a GradcError."""
+def load_params(model, path, option: str = "--resume") -> dict:
+    """Read params for ``option`` (``--resume``, ``--params``); a missing file or a
+    mismatch with the model is a GradcError."""
     path = Path(path)
     if not path.is_file():
-        raise GradcError(f"{path}: error: no such params file (--resume)")
+        raise GradcError(f"{path}: error: no such params file ({option})")
     try:
         return model.load_params(path)
     except ValueError as e:
-        raise GradcError(f"{path}: error: cannot resume from it: {e}") from None
+        raise GradcError(f"{path}: error: these params do not fit the model ({option}): "
+                         f"{e}") from None
 
 
 def save_params(model, params: dict, path) -> None:
