@@ -163,6 +163,7 @@ def test_label_option_measures_against_the_named_input(capsys, tmp_path):
     out_text, rows, out = train(capsys, tmp_path, CHAR_RNN, data, "--epochs", 1,
                                 "--label", "chars")
     assert "16-class classifier on 'chars'" in out_text
+    assert "batch 32, 1 epoch\n" in out_text and "trained 1 epoch in" in out_text
     model = gradc.compile(CHAR_RNN, target="numpy")
     logits = model.forward(model.load_params(out / "params.npz"), chars=data["chars"])["logits"]
     assert float(rows[-1]["train_acc"]) == pytest.approx(accuracy(logits, data["chars"]),
