@@ -23,7 +23,7 @@ from gradc.commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER
 from gradc.errors import GradcError
 
 #: commands listed first in ``--help``, in this order; others follow alphabetically.
-ORDER = ("compile", "check", "show", "graph", "train", "bench")
+ORDER = ("compile", "check", "show", "graph", "train", "predict", "bench")
 ISSUES = "please report it with the model file and the command line"
 
 

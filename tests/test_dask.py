@@ -345,3 +345,28 @@ def test_sweep_saves_the_best_trials_running_statistics(client, tmp_path):
     for key in ("buffer:bn.running_mean", "buffer:bn.running_var"):
         assert np.abs(fresh.state[key] - want[key]).max() < 1e-10
         assert not np.array_equal(fresh.state[key], bn.init_state()[key])
+
+
+def test_cli_label_option_reaches_the_holders(files, client, tmp_path):
+    """--label z on a cluster: the holders measure accuracy against z (the loss takes y);
+    the accuracy in history.csv is the one of forward on the saved params against z."""
+    (tmp_path / "two.grad").write_text(TINY.replace("input  y : i64[B]\n",
+                                                    "input  y : i64[B]\ninput  z : i64[B]\n"),
+                                       encoding="utf-8")
+    data = arrays()
+    z = np.ascontiguousarray((data["x"][:, 2] > 0).astype(np.int64) * 2)
+    np.savez(tmp_path / "two.npz", **data, z=z)
+    out = tmp_path / "out"
+    r = gradc_cli("train", tmp_path / "two.grad", "--data", tmp_path / "two.npz", "--cluster",
+                  client.scheduler.address, "--epochs", 1, "--val-split", 0, "--label", "z",
+                  "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3-class classifier on 'z'" in r.stdout
+    two = gradc.compile(tmp_path / "two.grad", target="numpy")
+    scores = two.forward(two.load_params(out / "params.npz"), x=data["x"])["scores"]
+    with open(out / "history.csv", newline="", encoding="utf-8") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert float(row["train_acc"]) == pytest.approx(np.mean(scores.argmax(1) == z), abs=5e-7)
+    r = gradc_cli("sweep", tmp_path / "two.grad", "--data", tmp_path / "two.npz", "--grid",
+                  "lr=0.1", "--cluster", client.scheduler.address, "--label", "x")
+    assert r.returncode == 2 and "label 'x': input 'x' is f64" in r.stderr, r.stderr

@@ -170,7 +170,8 @@ def test_more_bad_data_in_process(spiral_data, tmp_path):
 
     sig = {"model": "spiral", "loss": True,
            "inputs": {"x": ("f32", ("B", 2)), "y": ("i64", ("B",))},
-           "outputs": {"scores": ("f32", ("B", 3))}}
+           "outputs": {"scores": ("f32", ("B", 3))},
+           "labels": {"input": "y", "output": "scores", "classes": 3}}
     with np.load(spiral_data) as d:
         x, y = d["x"], d["y"]
     truncated = _save(tmp_path / "truncated.npz", x=x, y=y)
@@ -218,11 +219,13 @@ def test_analyse_finds_labels_and_points():
     from gradc.training.data import analyse
 
     sig = {"model": "m", "loss": True, "inputs": {"x": ("f32", ("B", 2)), "y": ("i64", ("B",))},
-           "outputs": {"scores": ("f32", ("B", 3))}}
+           "outputs": {"scores": ("f32", ("B", 3))},
+           "labels": {"input": "y", "output": "scores", "classes": 3}}
     task = analyse(sig)
     assert (task.batch_dim, task.labels, task.classes, task.point_input) == ("B", "y", 3, "x")
     sig["inputs"] = {"x": ("f32", ("B", 4)), "t": ("f32", ("B", 1))}
     sig["outputs"] = {"pred": ("f32", ("B", 1))}
+    sig["labels"] = None
     task = analyse(sig)
     assert not task.classifier and task.point_input is None
 

@@ -94,10 +94,28 @@ def _spec(node: Node) -> tuple:
     return (node.dtype, tuple(int(d) if d.is_Integer else str(d) for d in node.shape))
 
 
+def loss_labels(g: Graph) -> dict | None:
+    """The class labels of the model's loss, for accuracy: the first ``cross_entropy`` or
+    ``hinge`` the loss reaches whose integer labels are a model input gives ``{"input":
+    that input, "output": the output whose value is the loss's scores (the same graph
+    node; None when no output is), "classes": the scores' last axis (an int or a dim
+    name)}``; None when the loss has no such term (or there is no loss)."""
+    if g.loss is None:
+        return None
+    reached = {n.id for n in g.topo([g.loss])}
+    for scores, labels, pick in g.label_uses:
+        if pick.id in reached and g.inputs.get(labels.attrs.get("name")) is labels:
+            output = next((k for k, n in g.outputs.items() if n is scores), None)
+            return {"input": labels.attrs["name"], "output": output,
+                    "classes": _spec(scores)[1][-1]}
+    return None
+
+
 def signature(g: Graph, g_eval: Graph | None, opt: Optimizer, wrt: tuple[str, ...],
               batch: str | None) -> dict:
     """The SIGNATURE table: names, dtypes, shapes (ints and dim names), inits, optimizer,
-    the differentiated leaves (``tangents``) and the batch dim of train_epoch."""
+    the differentiated leaves (``tangents``), the batch dim of train_epoch and the loss's
+    class labels (:func:`loss_labels`)."""
     ge = g_eval or g
     return {
         "model": g.name,
@@ -115,6 +133,7 @@ def signature(g: Graph, g_eval: Graph | None, opt: Optimizer, wrt: tuple[str, ..
         "buffer_inits": dict(ge.buffer_inits),
         "noise": {k: _spec(n) for k, n in g.noise.items()},
         "batch": batch,
+        "labels": loss_labels(g),
     }
 
 

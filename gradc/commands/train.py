@@ -67,9 +67,7 @@ def register(subparsers) -> None:
                    help="continue from these params instead of fresh ones")
     p.add_argument("--log-every", type=int, default=0, metavar="N",
                    help="print a summary line every N epochs (default: about ten lines)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show the progress bar on stderr (default: when stderr is a "
-                        "terminal)")
+    add_progress_option(p)
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-epoch lines; only the final summary")
     p.add_argument("--cluster", metavar="ADDRESS|local:N",
@@ -111,6 +109,11 @@ def percent(acc) -> str:
     return "" if acc is None else f", accuracy {100 * acc:.1f}%"
 
 
+def n_epochs(n: int) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 def add_training_options(p, unless: str = "") -> None:
     """The options ``gradc train`` and ``gradc sweep`` share: --val-split, --epochs,
     --batch-size, --lr, --optimizer, --seed and --target; ``unless`` ends the help of
@@ -129,8 +132,30 @@ def add_training_options(p, unless: str = "") -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help=f"seed of the initial params, the validation split and the "
                         f"shuffles{unless} (default 0)")
+    add_target_option(p)
+    add_label_option(p)
+
+
+def add_target_option(p) -> None:
+    """``--target`` (gradc train, sweep and predict)."""
     p.add_argument("--target", choices=TARGETS, default="cpu",
                    help="code target (default cpu)")
+
+
+def add_progress_option(p) -> None:
+    """``--progress``/``--no-progress`` (gradc train and predict)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the progress bar on stderr (default: when stderr is a "
+                        "terminal)")
+
+
+def add_label_option(p) -> None:
+    """``--label NAME`` (gradc train, sweep and predict): the integer input holding the
+    class labels, instead of the integer argument of the loss's cross_entropy or hinge."""
+    p.add_argument("--label", metavar="NAME",
+                   help="the integer input whose values are the class labels, for accuracy "
+                        "(default: the labels of the loss's cross_entropy or hinge); the "
+                        "scores are then the first output shaped like it plus a class axis")
 
 
 def run(args) -> int:
@@ -203,7 +228,7 @@ def _prepare(args, arrays) -> _Run:
     header and compile the kernels (the warm-up). Nothing is trained yet."""
     start = time.perf_counter()
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
-    task = analyse(model.signature, args.model)
+    task = analyse(model.signature, args.model, args.label)
     data = check_arrays(args.data, arrays, model.signature)
     check_labels(args.data, data, task)
     train, val = split(data, args.val_split, args.seed)
@@ -229,11 +254,9 @@ def _prepare(args, arrays) -> _Run:
 
     n_values = sum(p.size for p in params.values())
     print(f"model {model.name} ({args.model}): {len(params)} params, {n_values:,} values; "
-          f"{args.optimizer}, lr {args.lr:g}, batch {batch_size}, {args.epochs} epochs")
-    kind = f"{task.classes}-class classifier on '{task.labels}'" if task.classifier \
-        else "no accuracy (no integer labels)"
+          f"{args.optimizer}, lr {args.lr:g}, batch {batch_size}, {n_epochs(args.epochs)}")
     print(f"data {args.data}: {count(data)} samples: {n_train} train, {n_val} validation; "
-          f"{kind}", flush=True)
+          f"{task.describe()}", flush=True)
     if not args.quiet and model.tier("loss") != "numpy":
         _note("compiling the kernels (cached after the first run) ...")
     warm_up(model, params, train, cfg, forward=task.classifier)
@@ -275,7 +298,7 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
 
     if done > 0:
         steps = sum(row.seconds for row in history.rows[-done:])
-        print(f"trained {done} epochs in {seconds:.2f} s "
+        print(f"trained {n_epochs(done)} in {seconds:.2f} s "
               f"({done * n_train / max(steps, 1e-9):,.0f} samples/s in the steps)")
     if len(history):    # the params are those of the last row, evaluated in eval mode
         row = history.rows[-1]
@@ -304,7 +327,7 @@ def _pictures(model, params, task, train, val, history, out: Path, args) -> list
         _note("matplotlib is not installed: no pictures (pip install 'gradc[train]')")
         return []
     plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}, "
-                       f"lr {args.lr:g}, batch {args.batch_size}")
+                       f"lr {args.lr:g}, batch {args.batch_size}", note=task.describe())
     written = [out / "loss.png"]
     if task.point_input is not None:
         plots.plot_boundary(model, params, task, train, val, out / "boundary.png",

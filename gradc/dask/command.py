@@ -24,6 +24,7 @@ from gradc.dask.fleet import LostWorkers
 from gradc.errors import GradcError
 from gradc.training import checkpoint, plots
 from gradc.training.files import replacing
+from gradc.training.data import analyse
 from gradc.training.history import History, find_history
 from gradc.training.interrupt import DeferredInterrupt, Interrupted
 
@@ -56,11 +57,13 @@ def write_workers(result, path: Path) -> None:
 
 def train(args) -> int:
     """Run ``gradc train ... --cluster``; return the exit code."""
-    from gradc.commands.train import EXIT_INTERRUPTED, check_options, out_dir, percent
+    from gradc.commands.train import (EXIT_INTERRUPTED, check_options, n_epochs, out_dir,
+                                      percent)
 
     check_options(args)
     check(args.cluster)
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
+    task = analyse(model.signature, args.model, args.label)
     out = out_dir(args.out)
     params, history = _resume(model, args)
     first = history.last_epoch + 1
@@ -70,11 +73,11 @@ def train(args) -> int:
         where = ", ".join(f"{s.address} ({len(s.parts)})" for s in fleet.slots)
         print(f"model {model.name} ({args.model}): {len(params)} params, "
               f"{sum(p.size for p in params.values()):,} values; {args.optimizer}, lr "
-              f"{args.lr:g}, batch {min(args.batch_size, result.n_train)}, {args.epochs} "
-              f"epochs")
+              f"{args.lr:g}, batch {min(args.batch_size, result.n_train)}, "
+              f"{n_epochs(args.epochs)}")
         print(f"data {args.data}: {result.n_train + result.n_val} samples: {result.n_train} "
-              f"train, {result.n_val} validation; {len(fleet.parts)} partitions on "
-              f"{len(fleet.slots)} workers: {where}", flush=True)
+              f"train, {result.n_val} validation; {task.describe()}; {len(fleet.parts)} "
+              f"partitions on {len(fleet.slots)} workers: {where}", flush=True)
         if not args.quiet:
             _say(f"holders ready in {result.start_seconds:.1f} s (data loaded and kernels "
                  f"compiled on the workers)")
@@ -88,7 +91,7 @@ def train(args) -> int:
                          val_split=args.val_split, history=history,
                          progress=progress and not args.quiet, quiet=args.quiet,
                          log_every=args.log_every, on_ready=ready, stop=sigint,
-                         on_epoch=lambda h: h.write(out / "history.csv"))
+                         on_epoch=lambda h: h.write(out / "history.csv"), label=args.label)
         except (Interrupted, LostWorkers) as e:
             stopped, result = e, None
             code = EXIT_INTERRUPTED if isinstance(e, Interrupted) else EXIT_USER
@@ -99,7 +102,8 @@ def train(args) -> int:
     written = [out / "params.npz", out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
     if plots.have_matplotlib():
         plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}"
-                           f", lr {args.lr:g}, batch {args.batch_size}, on a Dask cluster")
+                           f", lr {args.lr:g}, batch {args.batch_size}, on a Dask cluster",
+                           note=task.describe())
         written.append(out / "loss.png")
     if result is not None:
         write_workers(result, out / "workers.csv")
@@ -108,7 +112,7 @@ def train(args) -> int:
             _say(f"gradc train: {line}")
         done = history.last_epoch - first + 1
         steps = sum(r.seconds for r in history.rows[-done:]) if done else 0.0
-        print(f"trained {done} epochs in {seconds:.2f} s "
+        print(f"trained {n_epochs(done)} in {seconds:.2f} s "
               f"({done * result.n_train / max(steps, 1e-9):,.0f} samples/s in the steps)")
         for addr, s in sorted(result.workers.items()):
             print(f"  worker {addr}: {s.rows:,} samples in loss_and_grad, "
@@ -139,14 +143,19 @@ def sweep(args) -> int:
     n = len(settings_of(grid, {}))
     cluster = args.cluster or f"local:{max(1, min(n, os.cpu_count() or 1))}"
     check(cluster)
+    from gradc.commands.train import n_epochs
+
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
+    task = analyse(model.signature, args.model, args.label)
     print(f"model {model.name} ({args.model}): {n} trials of {', '.join(grid)}; "
-          f"{args.epochs} epochs each unless the grid says; cluster {cluster}", flush=True)
+          f"{n_epochs(args.epochs)} each unless the grid says; {task.describe()}; cluster "
+          f"{cluster}", flush=True)
     with open_cluster(cluster) as client:
         result = run_sweep(model, client, args.data, grid, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                            val_split=args.val_split, out=args.out, timeout=args.timeout,
-                           on_trial=lambda t: _say(_trial_line(t, grid, label)))
+                           on_trial=lambda t: _say(_trial_line(t, grid, label)),
+                           label=args.label)
     print(f"{n} trials in {result.seconds:.1f} s ({60 * n / result.seconds:.1f} trials/min)")
     if result.best is None:
         raise GradcError("sweep: every trial failed; see results.csv")

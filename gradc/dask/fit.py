@@ -107,7 +107,7 @@ def fit(model, client, data, params: dict | None = None, *, epochs: int = 1,
         parts: int | None = None, history: History | None = None, timeout: float = 60.0,
         start_timeout: float = 600.0, progress: bool = False, quiet: bool = True,
         log_every: int = 0, on_ready=None, on_epoch=None, on_step=None,
-        stop=None) -> FitResult:
+        stop=None, label: str | None = None) -> FitResult:
     """Train ``model`` on ``data`` spread over the workers of ``client``.
 
     Args:
@@ -128,6 +128,8 @@ def fit(model, client, data, params: dict | None = None, *, epochs: int = 1,
         on_epoch: ``on_epoch(history)`` after each finished epoch.
         on_step: ``on_step(step)`` after each optimizer step (counted from 1 in this call).
         stop: polled after every step; when true the run stops with ``Interrupted``.
+        label: the integer input holding the class labels, for accuracy (default: those
+            of the loss; see :func:`gradc.training.data.label_task`).
 
     Returns:
         a :class:`FitResult`.
@@ -135,19 +137,20 @@ def fit(model, client, data, params: dict | None = None, *, epochs: int = 1,
     Raises:
         ValueError: a bad argument (named) or data that does not fit the model.
         GradcError: a partition that does not fit the model (named), a model that cannot be
-            trained data-parallel, divergence, or :class:`LostWorkers`.
+            trained data-parallel, a ``label`` that is no integer input, divergence, or
+            :class:`LostWorkers`.
         Interrupted: ``stop()`` became true or Ctrl-C; the unfinished epoch is rolled back.
     """
     _check_args(epochs, batch_size, lr, val_split, timeout)
     check_model(model)
-    task = analyse(model.signature)
+    task = analyse(model.signature, label=label)
     params = model.init_params(seed) if params is None else params
     history = History() if history is None else history
     stop = stop or _never
     result = FitResult(params, history)
     t0 = time.perf_counter()
     fleet = Fleet(client, model, plan(data, model.signature, client, parts, start_timeout),
-                  timeout, start_timeout)
+                  timeout, start_timeout, task)
     try:
         result.n_train, result.n_val = fleet.start(params, val_split, seed)
         result.start_seconds = time.perf_counter() - t0

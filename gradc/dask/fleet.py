@@ -51,11 +51,13 @@ def _is_lost(error: BaseException) -> bool:
 
 
 class Fleet:
-    """The holders of one training run (see the module docstring)."""
+    """The holders of one training run (see the module docstring); ``task`` (a
+    :class:`gradc.training.data.Task`, default the model's own) says which input holds
+    the labels and which output the scores."""
 
     def __init__(self, client, model, parts: list[Part], timeout: float = 60.0,
-                 start_timeout: float = 600.0):
-        self.client, self.model, self.parts = client, model, parts
+                 start_timeout: float = 600.0, task=None):
+        self.client, self.model, self.parts, self.task = client, model, parts, task
         self.timeout, self.start_timeout = timeout, start_timeout
         self.slots: list[Slot] = []
         self.dead: set[str] = set()
@@ -103,8 +105,8 @@ class Fleet:
     def _spawn(self, plan: dict[str, list[Part]]) -> list[Slot]:
         """One holder per worker of ``plan`` (address -> parts), created concurrently."""
         futures = [(addr, parts, self.client.submit(
-            Holder, self.model, [(p.index, p.label, p.source) for p in parts], actor=True,
-            workers=[addr], allow_other_workers=False, pure=False,
+            Holder, self.model, [(p.index, p.label, p.source) for p in parts], self.task,
+            actor=True, workers=[addr], allow_other_workers=False, pure=False,
             key=f"gradc-holder-{uuid.uuid4().hex}")) for addr, parts in plan.items()]
         slots = []
         try:

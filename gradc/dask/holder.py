@@ -39,6 +39,8 @@ class Holder:
         model: the :class:`gradc.Model` (arrives pickled).
         parts: ``[(index, label, source)]`` of the partitions to hold (see
             :class:`gradc.dask.sources.Part`; Dask resolves the futures of dask parts).
+        task: the :class:`gradc.training.data.Task` (labels and scores) of the run;
+            default the model's own (:func:`gradc.training.data.analyse`).
 
     A partition that cannot be read or does not fit the model is a :class:`GradcError`
     raised by :meth:`sizes`, the first call, rather than by the constructor: an actor
@@ -46,9 +48,9 @@ class Holder:
     traceback on the worker.
     """
 
-    def __init__(self, model, parts: list):
+    def __init__(self, model, parts: list, task=None):
         self.model = model
-        self.task = analyse(model.signature)
+        self.task = analyse(model.signature) if task is None else task
         self.error: GradcError | None = None
         try:
             self.parts = {index: load(label, source, model.signature, self.task)

@@ -85,22 +85,23 @@ class SweepResult:
     best_state: dict | None = None
 
 
-def _read_data(path: str, signature: dict) -> dict:
+def _read_data(path: str, signature: dict, task) -> dict:
     """The checked arrays of an ``.npz`` (a task: runs on a worker)."""
-    from gradc.training.data import analyse, check_labels, load_data
+    from gradc.training.data import check_labels, load_data
 
     data = load_data(path, signature)
-    check_labels(path, data, analyse(signature))
+    check_labels(path, data, task)
     return data
 
 
-def run_trial(model, data: dict, settings: dict,
-              val_split: float) -> tuple[dict, dict | None, dict | None]:
-    """One training (a task): ``(summary, params, state)``; a GradcError becomes the
-    summary's ``error`` (params and state None)."""
+def run_trial(model, data: dict, settings: dict, val_split: float,
+              task) -> tuple[dict, dict | None, dict | None]:
+    """One training (a task) of the :class:`gradc.training.data.Task` ``task``:
+    ``(summary, params, state)``; a GradcError becomes the summary's ``error`` (params
+    and state None)."""
     from distributed import get_worker
 
-    from gradc.training.data import analyse, count, split
+    from gradc.training.data import count, split
     from gradc.training.history import History
     from gradc.training.loop import Config, fit
 
@@ -113,7 +114,7 @@ def run_trial(model, data: dict, settings: dict,
         cfg = Config(settings["epochs"], min(settings["batch_size"], count(train)),
                      settings["lr"], settings["seed"], progress=False, quiet=True)
         params = own.init_params(settings["seed"])
-        history = fit(own, params, train, val, analyse(own.signature), cfg, History())
+        history = fit(own, params, train, val, task, cfg, History())
     except GradcError as e:
         summary.update(error=str(e), seconds=time.perf_counter() - t0)
         return summary, None, None
@@ -140,7 +141,8 @@ def _models(model, grid: dict) -> dict:
 
 def sweep(model, client, data, grid: dict, *, epochs: int = 20, batch_size: int = 32,
           lr: float = 0.01, seed: int = 0, val_split: float = 0.1, out=None,
-          timeout: float = 600.0, retries: int = 1, on_trial=None) -> SweepResult:
+          timeout: float = 600.0, retries: int = 1, on_trial=None,
+          label: str | None = None) -> SweepResult:
     """Train ``model`` once per setting of ``grid`` on the workers of ``client``.
 
     Args:
@@ -152,11 +154,16 @@ def sweep(model, client, data, grid: dict, *, epochs: int = 20, batch_size: int 
         out: a directory for results.csv, sweep.png and best_params.npz (None: nothing).
         timeout: seconds to wait for the next trial to finish.
         on_trial: ``on_trial(summary)`` as each trial finishes (in finishing order).
+        label: the integer input holding the class labels, for accuracy (default: those
+            of the loss; see :func:`gradc.training.data.label_task`).
 
     Raises:
-        GradcError: bad data (named), or no trial finished within ``timeout``.
+        GradcError: bad data (named), a ``label`` that is no integer input, or no trial
+            finished within ``timeout``.
     """
     from distributed import wait
+
+    from gradc.training.data import analyse
 
     if not grid:
         raise ValueError("grid: expected at least one NAME=[values]")
@@ -166,15 +173,16 @@ def sweep(model, client, data, grid: dict, *, epochs: int = 20, batch_size: int 
     defaults = {"lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed,
                 "optimizer": model.signature["optimizer"]["name"]}
     settings = settings_of(grid, defaults)
+    task = analyse(model.signature, label=label)
     t0 = time.perf_counter()
     shipped = {n: client.scatter(m, broadcast=True, hash=False)
                for n, m in _models(model, grid).items()}
     if isinstance(data, (str, Path)):
-        data_ref = client.submit(_read_data, str(data), model.signature, pure=False)
+        data_ref = client.submit(_read_data, str(data), model.signature, task, pure=False)
     else:
         data_ref = client.scatter(dict(data), broadcast=True, hash=False)
     tag = uuid.uuid4().hex[:8]
-    runs = [client.submit(run_trial, shipped[s["optimizer"]], data_ref, s, val_split,
+    runs = [client.submit(run_trial, shipped[s["optimizer"]], data_ref, s, val_split, task,
                           pure=False, retries=retries, key=f"gradc-trial-{tag}-{i}")
             for i, s in enumerate(settings)]
     summaries = {client.submit(operator.itemgetter(0), r, pure=False): i

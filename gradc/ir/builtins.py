@@ -96,11 +96,16 @@ def _axes(name: str, x: Node, axes, call: ast.Expr) -> tuple[int, ...]:
     return out
 
 
-def _float(name: str, x, call: ast.Expr) -> Node:
-    """Return ``x`` if it is a float tensor; raise a user error otherwise."""
+def _tensor(name: str, x) -> Node:
+    """Return ``x`` if it is a tensor (a lowered value, not a list or tuple literal)."""
     if not isinstance(x, Node):
         raise LowerError(f"{name}(): expected a tensor here, not a literal", x.span)
-    if not x.is_float:
+    return x
+
+
+def _float(name: str, x, call: ast.Expr) -> Node:
+    """Return ``x`` if it is a float tensor; raise a user error otherwise."""
+    if not _tensor(name, x).is_float:
         raise LowerError(f"{name}(): an integer value ({x.dtype}) cannot be differentiated "
                          "or used as data here", call.span)
     return x
@@ -246,25 +251,50 @@ def _bce(g, name, args, kwargs, call):
     return _reduce_loss(g, per, red, tuple(range(per.rank)))
 
 
-def _labels(name: str, scores: Node, labels: Node, call) -> None:
+def _labels(name: str, scores: Node, labels: Node) -> None:
     if scores.rank < 1 or labels.shape != scores.shape[:-1]:
         raise build.ShapeMismatch(f"{name}: integer labels {fmt_shape(labels.shape)} must have "
                                   f"the shape of the scores {fmt_shape(scores.shape)} "
                                   "without its last axis")
 
 
+def _pick_label(g: Graph, scores: Node, labels: Node, source: Node) -> Node:
+    """``source[..., labels]`` (``source``: the ``scores`` of a loss with integer
+    ``labels``, or a shift of them); records the use in ``g.label_uses``, which the
+    SIGNATURE's ``labels`` field reads."""
+    picked = g.add("pick", (source, labels), labels.shape, scores.dtype)
+    g.label_uses.append((scores, labels, picked))
+    return picked
+
+
+def _float_labels(name: str, scores: Node, labels: Node, call) -> LowerError:
+    """The error for float ``labels`` shaped like class labels of ``scores``: name the
+    declaration that would make them integers."""
+    typed = "i64" + (fmt_shape(scores.shape[:-1]) if scores.rank > 1 else "")
+    if labels.op == "input":
+        return LowerError(f"{name}(): labels must be integers: declare "
+                          f"'{labels.attrs['name']} : {typed}'", call.span,
+                          f"'{labels.attrs['name']}' is declared at line {labels.span.line}"
+                          if labels.span else None)
+    return LowerError(f"{name}(): labels must be integers, but this value is {labels.dtype}"
+                      f"{fmt_shape(labels.shape)}", call.span,
+                      f"class labels come from an integer input, e.g. 'input y : {typed}'")
+
+
 def _cross_entropy(g, name, args, kwargs, call):
     check_arity(name, args, 2, call)
     _, red = _loss_kwargs(name, kwargs)
-    z, t = _float(name, args[0], call), args[1]
+    z, t = _float(name, args[0], call), _tensor(name, args[1])
     batch = tuple(range(z.rank - 1))
+    if t.is_float and z.rank and t.shape == z.shape[:-1]:
+        raise _float_labels(name, z, t, call)
     if t.is_float:
         _same_shape(name, z, t)
         per = build.ew(g, lambda a, b: -a * b, log_softmax(g, z, z.rank - 1), t)
     else:
-        _labels(name, z, t, call)
+        _labels(name, z, t)
         sh, log_total = shifted_logits(g, z, z.rank - 1)
-        picked = g.add("pick", (sh, t), t.shape, z.dtype)
+        picked = _pick_label(g, z, t, sh)
         per = build.ew(g, lambda a, b: a - b, build.reshape(g, log_total, t.shape), picked)
     return _reduce_loss(g, per, red, batch)
 
@@ -275,11 +305,11 @@ def _hinge(g, name, args, kwargs, call):
     margin = kw.get("margin", 1.0)
     if margin < 0:
         raise LowerError("hinge(): margin must be >= 0", call.span)
-    s, y = _float(name, args[0], call), args[1]
+    s, y = _float(name, args[0], call), _tensor(name, args[1])
     if y.is_float:
-        raise LowerError("hinge(): labels must be an integer tensor", call.span)
-    _labels(name, s, y, call)
-    picked = build.reshape(g, g.add("pick", (s, y), y.shape, s.dtype), y.shape + (1,))
+        raise _float_labels(name, s, y, call)
+    _labels(name, s, y)
+    picked = build.reshape(g, _pick_label(g, s, y, s), y.shape + (1,))
     # sum_j max(0, s_j - s_y + margin) counts j = y as exactly `margin`: subtract it.
     per = build.ew(g, lambda a, b: sym.Relu(a - b + margin) - margin / s.shape[-1], s, picked)
     return _reduce_loss(g, per, red, tuple(range(s.rank - 1)))

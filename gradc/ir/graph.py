@@ -82,7 +82,9 @@ class Graph:
     the model has such a layer). ``buffers`` are state leaves that are not trained
     (batchnorm's running statistics), updated in train_step by ``buffer_updates``
     ((leaf, new value) pairs); ``noise`` leaves are uniform [0, 1) arrays drawn per call
-    by the caller (dropout masks).
+    by the caller (dropout masks). ``label_uses`` holds, in lowering order, a
+    ``(scores, labels, pick)`` triple for each ``cross_entropy``/``hinge`` with integer
+    labels (``pick`` the node that reads the labels).
     """
 
     name: str
@@ -99,6 +101,7 @@ class Graph:
     buffer_inits: dict[str, tuple] = field(default_factory=dict)
     buffer_updates: list = field(default_factory=list)
     noise: dict[str, Node] = field(default_factory=dict)
+    label_uses: list = field(default_factory=list)
     _table: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ node creation

@@ -112,9 +112,12 @@ def declare(lw, s: ast.LayerDecl) -> Layer:
     if isinstance(v, ast.Name):
         return Layer("compose", s.name, {}, parts=[callable_part(lw, v)], decl=s)
     if not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in LAYERS):
-        known = ", ".join(LAYERS)
+        hint = f"layer kinds: {', '.join(LAYERS)}"
+        if isinstance(v, ast.Call) and isinstance(v.func, ast.Name):
+            raise LowerError(f"unknown layer kind '{v.func.id}'", v.func.span,
+                             did_you_mean(v.func.id, LAYERS) or hint)
         raise LowerError("a layer is a layer call such as dense(3 -> 4) or a composition "
-                         "a >> b", v.span, f"layer kinds: {known}")
+                         "a >> b", v.span, hint)
     kind, spec = v.func.id, LAYERS[v.func.id]
     what = f"{kind}()"
     by_name, kwargs = _keywords(kind, spec, v)

@@ -444,7 +444,8 @@ class _Lowerer:
                 raise LowerError(str(err), call.span) from None
         if name in self.values or name in scope:
             raise LowerError(f"'{name}' is a value, not a function", func.span)
-        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS) + list(self.layers)
+        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS) + list(self.layers) \
+            + list(layers.LAYERS)
         raise LowerError(f"unknown function '{name}'", func.span, did_you_mean(name, known))
 
     def _inline(self, fn: ast.FnDecl, args: list, kwargs, call: ast.Expr, scope: dict):

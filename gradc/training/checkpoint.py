@@ -23,21 +23,22 @@ from gradc.training.files import replacing
 OPTIMIZER_FILE = "optimizer.npz"
 
 
-def load_params(model, path) -> dict:
-    """Read params for ``--resume`` (the running statistics saved with them go into
-    ``model.state``; a file without them is a note on stderr); a mismatch with the model
-    is a GradcError."""
+def load_params(model, path, option: str = "--resume") -> dict:
+    """Read params for ``option`` (``--resume``, ``--params``): the running statistics
+    saved with them go into ``model.state`` (a file without them is a note on stderr); a
+    missing file or a mismatch with the model is a GradcError."""
     path = Path(path)
     if not path.is_file():
-        raise GradcError(f"{path}: error: no such params file (--resume)")
+        raise GradcError(f"{path}: error: no such params file ({option})")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             params = model.load_params(path)
     except ValueError as e:
-        raise GradcError(f"{path}: error: cannot resume from it: {e}") from None
+        raise GradcError(f"{path}: error: these params do not fit the model ({option}): "
+                         f"{e}") from None
     for w in caught:    # a file without running statistics: one line, not a warning's two
-        print(f"gradc train: note: {w.message}", file=sys.stderr, flush=True)
+        print(f"gradc: note: {w.message}", file=sys.stderr, flush=True)
     return params
 
 

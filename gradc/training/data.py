@@ -25,27 +25,49 @@ INT_DTYPES = ("i32", "i64")
 
 @dataclass(frozen=True)
 class Task:
-    """What the data means for a model, read from its signature.
+    """What the data means for a model: which input holds the class labels and which
+    output the class scores (see :func:`label_task`).
 
     Attributes:
-        batch_dim: the symbolic leading dim shared by every input (e.g. ``"B"``).
-        output: the first output's name (None when the model has no output).
-        labels: the integer input used as class labels (None: not a classifier).
-        classes: the class count (the first output's last axis) for a classifier.
+        batch_dim: the symbolic leading dim shared by every input (e.g. ``"B"``); None
+            for a task made by :func:`label_task` alone.
+        output: the output holding the class scores (None: no accuracy).
+        labels: the integer input holding the class labels (None: none).
+        classes: the class count (the scores' last axis); None when it is known only at
+            call time (a dim name) or there are no labels.
         point_input: the float input of shape ``[B, 2]`` when it is the model's only float
             input and the model is a classifier (decision-boundary pictures), else None.
     """
 
-    batch_dim: str
+    batch_dim: str | None
     output: str | None
     labels: str | None
     classes: int | None
-    point_input: str | None
+    point_input: str | None = None
 
     @property
     def classifier(self) -> bool:
-        """True when accuracy is defined: integer labels and a float score output."""
-        return self.labels is not None
+        """True when accuracy is defined: integer labels and their scores as an output."""
+        return self.labels is not None and self.output is not None
+
+    def describe(self) -> str:
+        """What the header line of ``gradc train`` and ``gradc predict`` says about it:
+        ``16-class classifier on 'next'``, or why there is no accuracy."""
+        if self.classifier:
+            kind = "classifier" if self.classes is None else f"{self.classes}-class classifier"
+            return f"{kind} on '{self.labels}'"
+        if self.labels is not None:
+            return (f"no accuracy: the labels are '{self.labels}', but accuracy needs the "
+                    f"scores as an output")
+        return "no accuracy (no integer labels in the loss)"
+
+    def hits(self, outputs: dict, data: dict) -> tuple[int, int]:
+        """(correct, labels) of a classifier on ``data``: how many labels equal the argmax
+        over the last axis of the scores in ``outputs`` (a ``forward`` result), and how
+        many labels there are."""
+        labels = data[self.labels]
+        found = np.argmax(outputs[self.output], axis=-1)
+        return int(np.count_nonzero(found == labels)), labels.size
 
 
 def fmt_shape(shape, dims: dict | None = None) -> str:
@@ -55,44 +77,90 @@ def fmt_shape(shape, dims: dict | None = None) -> str:
                            for d in shape) + "]"
 
 
-def analyse(signature: dict, where: str = "") -> Task:
-    """Return the :class:`Task` of a model from its ``signature``; ``where`` (the model
-    file) prefixes error messages.
+def sample_dim(signature: dict, names, where: str = "", command: str = "gradc train") -> str:
+    """The symbolic leading dim that the inputs ``names`` share: the sample axis.
 
     Raises:
-        GradcError: the model has no loss, no inputs, or inputs without a shared symbolic
-            leading (sample) dim.
+        GradcError: an input without it (``where``, the model file, prefixes the message).
     """
-    name = signature.get("model", "model")
+    inputs, model = signature["inputs"], signature.get("model", "model")
     where = f"{where}: error: " if where else ""
-    if not signature.get("loss"):
-        raise GradcError(f"{where}model '{name}' declares no loss: nothing to train")
-    inputs = signature["inputs"]
-    if not inputs:
-        raise GradcError(f"{where}model '{name}' declares no inputs: no data to train on")
-    leading = {n: (shape[0] if shape else None) for n, (_dt, shape) in inputs.items()}
-    batch = next(iter(leading.values()))
+    leading = {n: (inputs[n][1][0] if inputs[n][1] else None) for n in names}
+    batch = next(iter(leading.values()), None)
     for n, d in leading.items():
         if not isinstance(d, str) or d != batch:
             raise GradcError(
-                f"{where}model '{name}': input '{n}' {fmt_shape(inputs[n][1])} has no "
-                f"batch dim: "
-                f"gradc train needs every input to start with the same symbolic dim "
-                f"(like [B, ...]), the sample axis")
-    outputs = signature.get("outputs", {})
-    out = next(iter(outputs), None)
-    labels = classes = point = None
-    if out is not None and outputs[out][0] in FLOAT_DTYPES and outputs[out][1]:
-        out_shape = tuple(outputs[out][1])
-        ints = [n for n, (dt, shape) in inputs.items()
-                if dt in INT_DTYPES and tuple(shape) == out_shape[:-1]]
-        if ints and isinstance(out_shape[-1], int):
-            labels, classes = ints[0], out_shape[-1]
-    if labels is not None:
+                f"{where}model '{model}': input '{n}' {fmt_shape(inputs[n][1])} has no "
+                f"batch dim: {command} needs every input to start with the same symbolic "
+                f"dim (like [B, ...]), the sample axis")
+    return batch
+
+
+def analyse(signature: dict, where: str = "", label: str | None = None) -> Task:
+    """Return the :class:`Task` of training a model, from its ``signature``: its labels as
+    :func:`label_task` finds them (``label`` overrides), its sample dim and the 2-D point
+    input of a classifier; ``where`` (the model file) prefixes error messages.
+
+    Raises:
+        GradcError: the model has no loss, no inputs, or inputs without a shared symbolic
+            leading (sample) dim; a bad ``label``.
+    """
+    name = signature.get("model", "model")
+    prefix = f"{where}: error: " if where else ""
+    if not signature.get("loss"):
+        raise GradcError(f"{prefix}model '{name}' declares no loss: nothing to train")
+    inputs = signature["inputs"]
+    if not inputs:
+        raise GradcError(f"{prefix}model '{name}' declares no inputs: no data to train on")
+    batch = sample_dim(signature, inputs, where)
+    task = label_task(signature, where, label)
+    point = None
+    if task.classifier and task.classes is not None:
         floats = [n for n, (dt, _s) in inputs.items() if dt in FLOAT_DTYPES]
         if len(floats) == 1 and tuple(inputs[floats[0]][1]) == (batch, 2):
             point = floats[0]
-    return Task(batch, out, labels, classes, point)
+    return Task(batch, task.output, task.labels, task.classes, point)
+
+
+def label_task(signature: dict, where: str = "", label: str | None = None) -> Task:
+    """The labels and scores of a model (a :class:`Task` without a sample dim).
+
+    They are those of its loss (the SIGNATURE's ``labels``: the integer input given to
+    the loss's first ``cross_entropy`` or ``hinge``, and the output whose value is that
+    call's scores); ``label``, the name of an integer input, overrides them: its scores
+    are then the first float output shaped like it plus one class axis.
+
+    Raises:
+        GradcError: ``label`` is not an integer input, or no output fits it.
+    """
+    if label is not None:
+        return _named_labels(signature, label, f"{where}: error: " if where else "")
+    found = signature.get("labels")
+    if not found:
+        return Task(None, None, None, None)
+    classes = found["classes"] if isinstance(found["classes"], int) else None
+    return Task(None, found["output"], found["input"], classes)
+
+
+def _named_labels(signature: dict, label: str, prefix: str) -> Task:
+    inputs, outputs = signature["inputs"], signature.get("outputs", {})
+    model = signature.get("model", "model")
+    ints = [n for n, (dt, _s) in inputs.items() if dt in INT_DTYPES]
+    if inputs.get(label, ("",))[0] not in INT_DTYPES:
+        what = (f"input '{label}' is {inputs[label][0]}" if label in inputs
+                else f"model '{model}' has no input '{label}'")
+        raise GradcError(f"{prefix}label '{label}': {what}; the labels must be an integer "
+                         f"input (the model's integer inputs: {', '.join(ints) or 'none'})")
+    shape = tuple(inputs[label][1])
+    for name, (dtype, out_shape) in outputs.items():
+        if dtype in FLOAT_DTYPES and tuple(out_shape[:-1]) == shape \
+                and len(out_shape) == len(shape) + 1:
+            classes = out_shape[-1] if isinstance(out_shape[-1], int) else None
+            return Task(None, name, label, classes)
+    have = ", ".join(f"{n} {fmt_shape(s)}" for n, (_d, s) in outputs.items()) or "none"
+    raise GradcError(f"{prefix}label '{label}': no output has the shape of '{label}' "
+                     f"{fmt_shape(shape)} plus a class axis, for its scores (the model's "
+                     f"outputs: {have})")
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -125,18 +193,20 @@ def load_data(path, signature: dict) -> dict[str, np.ndarray]:
     return check_arrays(path, read_npz(path), signature)
 
 
-def check_arrays(path, arrays: dict, signature: dict) -> dict[str, np.ndarray]:
-    """Check the arrays read from ``path`` against the model's inputs.
+def check_arrays(path, arrays: dict, signature: dict, optional=()) -> dict[str, np.ndarray]:
+    """Check the arrays read from ``path`` against the model's inputs; the inputs named in
+    ``optional`` may be missing, every other one must be there.
 
     Returns:
-        dict input name -> C-contiguous array, in the model's input order.
+        dict input name -> C-contiguous array, in the model's input order (the inputs
+        found).
 
     Raises:
         GradcError: one line naming the file, the array and what is wrong.
     """
     inputs = signature["inputs"]
     extra = [n for n in arrays if n not in inputs]
-    missing = [n for n in inputs if n not in arrays]
+    missing = [n for n in inputs if n not in arrays and n not in optional]
     want = ", ".join(f"{n} {inputs[n][0]}{fmt_shape(inputs[n][1])}" for n in inputs)
     if missing:
         raise GradcError(f"{path}: error: missing array '{missing[0]}' for input "
@@ -148,6 +218,8 @@ def check_arrays(path, arrays: dict, signature: dict) -> dict[str, np.ndarray]:
     dims: dict = {}
     out = {}
     for name, (dtype, shape) in inputs.items():
+        if name not in arrays:
+            continue
         a = arrays[name]
         if a.dtype != NP_DTYPES[dtype]:
             raise GradcError(f"{path}: error: array '{name}' has dtype {a.dtype.name}, the "
@@ -178,13 +250,14 @@ def _check_shape(path: Path, name: str, a: np.ndarray, shape, dims: dict) -> Non
 
 
 def check_labels(path, data: dict, task: Task) -> None:
-    """Raise GradcError when a classifier's labels fall outside ``0 .. classes-1``."""
-    if not task.classifier:
+    """Raise GradcError when the labels of ``task`` (when ``data`` has them) fall outside
+    ``0 .. classes-1`` (only below 0 when the class count is known at call time alone)."""
+    if task.labels is None or task.labels not in data:
         return
-    y = data[task.labels]
-    if y.size and (y.min() < 0 or y.max() >= task.classes):
-        raise GradcError(f"{path}: error: labels '{task.labels}' must be in 0..{task.classes - 1} "
-                         f"(the output has {task.classes} classes); found "
+    y, k = data[task.labels], task.classes
+    if y.size and (y.min() < 0 or (k is not None and y.max() >= k)):
+        want = f"in 0..{k - 1} (the scores have {k} classes)" if k is not None else "at least 0"
+        raise GradcError(f"{path}: error: labels '{task.labels}' must be {want}; found "
                          f"{int(y.min())}..{int(y.max())}")
 
 

@@ -153,10 +153,10 @@ def _resident(model, data: dict) -> dict:
 def evaluate(model, params: dict, data: dict, task: Task, stop=None,
              epoch: int = 0) -> tuple[float, float | None]:
     """The loss (sample-weighted mean over chunks) and, for classifiers, the accuracy:
-    the argmax over the last axis of the first output against the labels; both in eval
-    mode (``loss`` and ``forward`` without ``training``: no dropout, batchnorm on its
-    running statistics). With ``stop``, raises ``Interrupted(epoch)`` when it becomes true
-    (checked after each chunk)."""
+    the argmax over the last axis of the scores against the labels (:meth:`Task.hits`,
+    the task's ``output`` and ``labels``); both in eval mode (``loss`` and ``forward``
+    without ``training``: no dropout, batchnorm on its running statistics). With ``stop``,
+    raises ``Interrupted(epoch)`` when it becomes true (checked after each chunk)."""
     total, correct, n_all, n_labels = 0.0, 0, 0, 0
     for chunk in batches(data, EVAL_BATCH):
         if stop is not None and stop():
@@ -165,10 +165,9 @@ def evaluate(model, params: dict, data: dict, task: Task, stop=None,
         total += model.loss(params, **chunk) * n
         n_all += n
         if task.classifier:
-            scores = model.forward(params, **chunk)[task.output]
-            labels = chunk[task.labels]
-            correct += int(np.count_nonzero(np.argmax(scores, axis=-1) == labels))
-            n_labels += labels.size
+            hit, labelled = task.hits(model.forward(params, **chunk), chunk)
+            correct += hit
+            n_labels += labelled
     return total / n_all, (correct / n_labels if task.classifier else None)
 
 

@@ -7,6 +7,8 @@ temporary file and renamed into place, so a reader never sees half a PNG.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from gradc.training.data import batches
@@ -39,8 +41,9 @@ def pyplot():
     return plt
 
 
-def plot_history(history, path, title: str = "") -> None:
-    """Write the loss curves (and accuracy curves for classifiers) to ``path``."""
+def plot_history(history, path, title: str = "", note: str = "no accuracy") -> None:
+    """Write the loss curves (and accuracy curves for classifiers) to ``path``; ``note``
+    takes the place of the accuracy curves when the history has none (why not)."""
     plt = pyplot()
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=LOSS_FIGSIZE, dpi=DPI)
@@ -73,8 +76,8 @@ def plot_history(history, path, title: str = "") -> None:
             ax_acc.legend()
         else:
             ax_acc.axis("off")
-            ax_acc.text(0.5, 0.5, "no accuracy: not a classifier\n(no integer labels)",
-                        ha="center", va="center", transform=ax_acc.transAxes)
+            ax_acc.text(0.5, 0.5, textwrap.fill(note, 40), ha="center", va="center",
+                        transform=ax_acc.transAxes)
         if title:
             fig.suptitle(title)
         save_figure(fig, path)
@@ -97,7 +100,8 @@ def decision_grid(model, params, task, x: np.ndarray, grid: int = GRID):
     """The predicted class on a ``grid x grid`` lattice covering the points ``x`` [N, 2].
 
     Returns:
-        (xx, yy, classes): the lattice coordinates and the argmax of the first output.
+        (xx, yy, classes): the lattice coordinates and the argmax of the scores (the
+        task's ``output``).
     """
     lo, hi = x.min(axis=0), x.max(axis=0)
     pad = 0.1 * np.maximum(hi - lo, 1e-6)
