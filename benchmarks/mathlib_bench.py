@@ -1,4 +1,4 @@
-"""Benchmark gradc.codegen.mathlib against NumPy ufuncs and ``math.*`` inside ``njit``.
+"""Benchmark gradc.codegen.cpu.mathlib against NumPy ufuncs and ``math.*`` inside ``njit``.
 
 Run: ``python benchmarks/mathlib_bench.py [--repeats N] [--rows R] [--ops exp,tanh]``.
 

@@ -1,4 +1,4 @@
-"""The CPU target's workspace views (gradc/codegen/cpu_views.py): one small Numba function,
+"""The CPU target's workspace views (gradc/codegen/cpu/views.py): one small Numba function,
 compiled once per rank for its explicit signatures, however many call sites and constant
 dims the kernels have; in plain Python it is the slice-and-reshape it replaces."""
 

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 def entry_inputs(model, entry: str) -> list[str]:
     """The model inputs that ``entry`` (a program of the generated module) takes."""
-    return [name for role, name in model.module._ENTRIES[entry]["args"] if role == "input"]
+    return [name for role, name in model.module._PROGRAMS[entry]["args"] if role == "input"]
 
 
 def run(args) -> int:

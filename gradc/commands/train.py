@@ -23,7 +23,8 @@ from pathlib import Path
 
 from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, load_model
 from gradc.errors import GradcError
-from gradc.options import OPTIMIZERS, TARGETS
+from gradc.codegen.target import TARGETS
+from gradc.options import OPTIMIZERS
 from gradc.training import checkpoint, plots
 from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
 from gradc.training.history import History, find_history

@@ -6,7 +6,7 @@ those, so a new kernel class states its buffers once, where it is defined). Elem
 a :class:`Loop` whose stores are SymPy expressions over :class:`Read` symbols (a buffer read
 through an index map), so elementwise chains, broadcasts and transposes fuse into one loop
 and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU emitter
-(:mod:`gradc.codegen.cpu`) and a CUDA emitter print the same program.
+(:mod:`gradc.codegen.cpu.emit`) and a CUDA emitter print the same program.
 """
 
 from __future__ import annotations

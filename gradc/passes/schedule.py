@@ -30,8 +30,8 @@ MAX_FUSED_DEPTH = 24
 
 
 @dataclass
-class Entry:
-    """What one compiled entry computes.
+class ProgramSpec:
+    """What one kernel program (one compiled function) computes, before scheduling.
 
     Attributes:
         name: 'forward', 'loss_and_grad', 'train_step', 'jvp', 'vjp', ...
@@ -51,8 +51,20 @@ class Entry:
     graph: Graph | None = None
     checks: list[tuple[Node, sympy.Expr, str]] = field(default_factory=list)
 
+    @property
+    def batch_dim(self) -> str | None:
+        """The dim every model input of the program leads with (the batch dim of
+        ``train_epoch``), or None if they do not share a symbolic one."""
+        inputs = [n for n in self.args
+                  if n.op == "input" and n.attrs.get("role", "input") == "input"]
+        leads = {n.shape[0] if n.shape else None for n in inputs}
+        if len(leads) != 1:
+            return None
+        lead = leads.pop()
+        return lead.name if lead is not None and lead.is_Symbol else None
 
-def schedule(g: Graph, entry: Entry, arg_name: Callable[[Node], str]) -> Program:
+
+def schedule(g: Graph, entry: ProgramSpec, arg_name: Callable[[Node], str]) -> Program:
     """Return the kernel program of ``entry``; ``arg_name`` names each leaf's variable."""
     return _Scheduler(g, entry, arg_name).run()
 
@@ -76,7 +88,7 @@ def _is_swap(perm: tuple[int, ...]) -> bool:
 
 
 class _Scheduler:
-    def __init__(self, g: Graph, entry: Entry, arg_name):
+    def __init__(self, g: Graph, entry: ProgramSpec, arg_name):
         self.g, self.entry = g, entry
         self.values = [v for _, v in entry.stores]
         self.nodes = g.topo(entry.roots + self.values + [t for t, _ in entry.stores]

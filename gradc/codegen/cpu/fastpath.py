@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from gradc.codegen.builder import Builder
 from gradc.passes.kernels import Program
-from gradc.passes.schedule import Entry
+from gradc.passes.schedule import ProgramSpec
 
 
 def _source(node) -> str:
@@ -26,14 +26,14 @@ def _source(node) -> str:
     return f"state[{(role.split(':', 1)[1] + ':' + name)!r}]"
 
 
-def supported(entry: Entry) -> bool:
+def supported(entry: ProgramSpec) -> bool:
     """The fast path covers entries without scalar (rank-0) array arguments and without
     noise (dropout masks are drawn by the general path)."""
     return all(n.shape for n in entry.args if n.op != "hyper") and \
         not any(n.attrs.get("role") == "noise" for n in entry.args)
 
 
-def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: str,
+def emit_fast(b: Builder, entry: ProgramSpec, prog: Program, dim_var, call: str, ret: str,
               n_params: int, extra: str = "") -> None:
     """Emit ``if <all checks pass>: return <ret of call(...)>`` for ``entry``.
 

@@ -1,6 +1,6 @@
 """The vectorised helpers the numpy target's kernels call (``_sigmoid``, ``_erf``), copied
 verbatim into its modules where used. Its runtime hooks are the CPU target's
-(:mod:`gradc.codegen.cpu_prelude`: arrays are NumPy arrays, params are updated in place,
+(:mod:`gradc.codegen.host`: arrays are NumPy arrays, params are updated in place,
 train_epoch is a loop over the minibatches calling the train_step kernel). Same rules as
 every prelude: numpy, math and the module's own names only.
 """

@@ -3,7 +3,7 @@
 Every kernel is a few array statements, never a loop over elements (the only loops are
 over the time steps of a recurrence and the k*k offsets of a convolution window):
 
-- a :class:`Loop` store is one array expression (:mod:`gradc.codegen.numpy_printer`); a
+- a :class:`Loop` store is one array expression (:mod:`gradc.codegen.numpy.printer`); a
   read through an index map is a view of the buffer: a broadcast axis is a ``None`` axis,
   a transpose is ``.transpose``, an affine slice a basic slice. A new value is bound to
   the buffer's name (NumPy allocates it), a store into a caller's array (the optimizer's
@@ -28,9 +28,9 @@ from collections.abc import Callable
 import sympy
 
 from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import NP, Indexing, int_expr
-from gradc.codegen.numpy_printer import ArrayPrinter
-from gradc.codegen.printer import cse_block
+from gradc.codegen.indexing import NP, Indexing, int_expr
+from gradc.codegen.numpy.printer import ArrayPrinter
+from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.ir.sym import Detach
 from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
@@ -64,7 +64,7 @@ class NumpyEmitter(Indexing):
         dim_var: maps a dim name to its (mangled) variable name.
         comment: maps a span to a one-line comment text (sanitised), or None.
 
-    ``helpers`` collects the module helpers (:mod:`gradc.codegen.numpy_prelude`) the
+    ``helpers`` collects the module helpers (:mod:`gradc.codegen.numpy.helpers`) the
     printed kernels call.
     """
 

@@ -1,10 +1,10 @@
 """CUDA code generation: each kernel of a program becomes a ``numba.cuda`` kernel.
 
-The mirror of :mod:`gradc.codegen.cpu`: the same :class:`~gradc.passes.kernels.Program`,
+The mirror of :mod:`gradc.codegen.cpu.emit`: the same :class:`~gradc.passes.kernels.Program`,
 printed as ``@cuda.jit`` kernels plus one host function per entry that launches them in
 order. Elementwise work runs as grid-stride loops over the flattened iteration space (the
 flat index is decomposed into the loop axes with integer math); reductions are
-shared-memory trees (:mod:`gradc.codegen.cuda_reduce`); contractions go to ``_matmul``
+shared-memory trees (:mod:`gradc.codegen.cuda.reduce`); contractions go to ``_matmul``
 (cuBLAS through CuPy, else a tiled shared-memory kernel); scatter-adds use atomics; the
 other structural kernels are written in gather form (each output computed by one thread),
 so they need neither a zeroing pass nor atomics. Workspace buffers are views planned once
@@ -19,26 +19,16 @@ from collections.abc import Callable
 
 import sympy
 
-from gradc.codegen import cuda_kernels as ck
-from gradc.codegen.builder import DTYPES, Builder
-from gradc.codegen.cpu import NP, Indexing
-from gradc.codegen.cuda_reduce import emit_reduce
-from gradc.codegen.printer import ScalarPrinter, cse_block
+from gradc.codegen.cuda import kernels as ck
+from gradc.codegen.builder import Builder
+from gradc.codegen.indexing import NP, Indexing
+from gradc.codegen.cuda.reduce import emit_reduce
+from gradc.codegen.scalar import ScalarPrinter, cse_block
+from gradc.dtypes import NUMPY_NAMES
 from gradc.ir.shapes import numel
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
                                   Recur, Reduce, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import kernel_outputs
-
-
-TYPES = DTYPES
-
-
-class CudaPrinter(ScalarPrinter):
-    """The scalar printer for device code: ``math.*`` of a float32 value maps to the
-    float32 libdevice function, literals are typed, so float32 kernels stay float32."""
-
-    def _print_exp(self, expr):
-        return f"math.exp({self._print(expr.args[0])})"
 
 
 class Kernel:
@@ -68,7 +58,7 @@ class Kernel:
 
 def array_type(dtype: str, rank: int) -> str:
     """The Numba type of a C-contiguous array (rank 0 is stored as 1 element)."""
-    return f"{TYPES[dtype]}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
+    return f"{NUMPY_NAMES[dtype]}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
 
 
 class CudaEmitter(Indexing):
@@ -98,7 +88,7 @@ class CudaEmitter(Indexing):
 
     def scalar_ref(self, buf: Buffer) -> str:
         """Make ``buf`` a scalar argument of the current kernel."""
-        return self.scalar(buf.name, TYPES[self.dtype])
+        return self.scalar(buf.name, NUMPY_NAMES[self.dtype])
 
     def use(self, buf: Buffer) -> None:
         self.kernel.use(buf)
@@ -180,7 +170,7 @@ class CudaEmitter(Indexing):
         """Append the kernels of ``prog``, its views planner ``_views<fname>`` and its host
         function ``fname`` to ``b``."""
         self.dtype, self.fname, self.count = prog.float_dtype, fname, 0
-        self.printer = CudaPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
+        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
         self.kb, self.hb = Builder(), Builder()
         self.hb.depth = 1
         self.planned: dict[str, Buffer] = {}

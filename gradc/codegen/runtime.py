@@ -1,8 +1,8 @@
 """Runtime helpers shared by every target, copied verbatim into each generated module.
 
 The assembler (:mod:`gradc.codegen.assemble`) pastes these functions with
-``inspect.getsource``; each target adds its own hooks (:mod:`gradc.codegen.cpu_prelude`,
-:mod:`gradc.codegen.cuda_prelude`): ``_check`` (validate one array, moving it where the
+``inspect.getsource``; each target adds its own hooks (:mod:`gradc.codegen.host`,
+:mod:`gradc.codegen.cuda.helpers`): ``_check`` (validate one array, moving it where the
 kernels run), ``_fresh`` (an array made here, moved there), ``_keep`` (remember a state
 array moved to the device), ``_route`` (what a call's results go back as), ``_allocate``
 (one workspace), ``_result``/``_loss`` (a result as the caller gets it), ``_write_back``,
@@ -13,14 +13,14 @@ Contracts:
   (``_LOCAL``), optimizer state lives in the ``state`` dict the caller passes, so
   concurrent calls on one module from several threads give the single-threaded results.
   The state's own helpers (its layout, ``init_state``, ``save_params``/``load_params``)
-  are in :mod:`gradc.codegen.state_prelude`.
+  are in :mod:`gradc.codegen.state`.
 - A Ctrl-C that lands inside Numba's dispatcher reaches the caller as KeyboardInterrupt,
   not as the SystemError Numba wraps it in.
 - They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``,
   ``functools``, ``importlib`` (to find gradc when a function is pickled) and the
-  module's tables (``SIGNATURE``, ``_ENTRIES``, ``_NP``): the module runs without gradc.
+  module's tables (``SIGNATURE``, ``_PROGRAMS``, ``_NP``): the module runs without gradc.
 """
-# ruff: noqa: F821  (SIGNATURE, _ENTRIES and the target hooks are the generated module's)
+# ruff: noqa: F821  (SIGNATURE, _PROGRAMS and the target hooks are the generated module's)
 
 import difflib
 import functools
@@ -30,9 +30,8 @@ import threading
 
 import numpy as np
 
-_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
 _LOCAL = threading.local()
-_ENTRIES = {}
+_PROGRAMS = {}
 SIGNATURE = {}
 
 
@@ -126,7 +125,7 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
     entries are zeros. Optimizer state and buffers come from ``state`` (see
     ``state_prelude._use_state``); noise is drawn from ``seed`` (else from the counter in ``state``).
     Returns the call ``(entry, arrays, dims tuple, route)``."""
-    info = _ENTRIES[entry]
+    info = _PROGRAMS[entry]
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
     _unknown(params, SIGNATURE["params"], "param")
@@ -214,7 +213,7 @@ def _invoke(kernel, *args):
 def _run(call, scalars=()):
     """Run a prepared call: the program's kernel with the thread's workspace."""
     entry, arrays, dims, _ = call
-    return _invoke(_ENTRIES[entry]["kernel"], *arrays, *scalars, _workspace(entry, dims), *dims)
+    return _invoke(_PROGRAMS[entry]["kernel"], *arrays, *scalars, _workspace(entry, dims), *dims)
 
 
 def _named(kind, values, call):
@@ -236,7 +235,7 @@ def _epoch_plan(params, lr, batch_size, seed, order, state, inputs):
     n samples; the epoch is their minibatches of ``batch_size``, the last one smaller."""
     lr = _rate(lr)
     call = _prepare("train_step", params, inputs, None, state, seed)
-    n = call[2][_ENTRIES["train_step"]["dims"].index(SIGNATURE["batch"])]
+    n = call[2][_PROGRAMS["train_step"]["dims"].index(SIGNATURE["batch"])]
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     rows = np.random.default_rng(seed).permutation(n) if order is None else \

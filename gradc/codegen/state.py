@@ -1,5 +1,5 @@
 """The state dict's runtime helpers, copied verbatim into each generated module (beside
-:mod:`gradc.codegen.prelude`, under the same rules: numpy, the standard library the
+:mod:`gradc.codegen.runtime`, under the same rules: numpy, the standard library the
 module imports (``warnings`` here: a params file without the running statistics), the
 shared helpers and the module's tables).
 
@@ -27,7 +27,7 @@ def _state_key(role, name):
 def _state_reads(entry, seed):
     """The state keys a call of program ``entry`` reads: the step count (train_step), the
     noise counter (noise drawn without a seed), its optimizer slots and buffers."""
-    args = _ENTRIES[entry]["args"]
+    args = _PROGRAMS[entry]["args"]
     reads = ["step"] if entry == "train_step" else []
     if seed is None and any(role == "noise" for role, _ in args):
         reads.append("rng")
