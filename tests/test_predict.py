@@ -156,7 +156,7 @@ def test_mistakes_are_one_line_and_exit_2(capsys, tmp_path, xor):
     np.savez(tmp_path / "other.npz", W1=np.zeros((2, 8), np.float32))
     cases = [
         (("--params", tmp_path / "none.npz", "--data", d), "no such params file (--params)"),
-        (("--params", tmp_path / "other.npz", "--data", d), "missing param 'b1'"),
+        (("--params", tmp_path / "other.npz", "--data", d), "missing array 'b1'"),
         (("--params", p, "--data", tmp_path / "none.npz"), "no such data file"),
         (("--params", p, "--data", tmp_path / "bad_y.npz"), "labels 'y' must be in 0..1"),
         (("--params", p, "--data", tmp_path / "no_x.npz"), "missing array 'x' for input 'x'"),
