@@ -29,7 +29,7 @@ import scipy.special as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradc.codegen import mathlib  # noqa: E402
+from gradc.codegen.cpu import mathlib  # noqa: E402
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_mathlib import OPS, _exhaustive_scanner, _fn  # noqa: E402
 
-from gradc.codegen import mathlib  # noqa: E402
+from gradc.codegen.cpu import mathlib  # noqa: E402
 
 
 def main(ops: list[str]) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc.codegen import cpu_views
+from gradc.codegen.cpu import views as cpu_views
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

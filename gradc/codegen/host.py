@@ -1,4 +1,6 @@
-"""The CPU target's runtime hooks, copied verbatim into its generated modules.
+"""The runtime hooks of the targets whose arrays are NumPy arrays (cpu and numpy), copied
+verbatim into their generated modules (every function here: the assembler pastes the
+whole module).
 
 They complete the shared helpers of :mod:`gradc.codegen.runtime` (see there for each
 hook's contract): arrays stay NumPy arrays, the workspace is one NumPy array, results are

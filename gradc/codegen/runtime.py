@@ -1,8 +1,9 @@
 """Runtime helpers shared by every target, copied verbatim into each generated module.
 
-The assembler (:mod:`gradc.codegen.assemble`) pastes these functions with
-``inspect.getsource``; each target adds its own hooks (:mod:`gradc.codegen.host`,
-:mod:`gradc.codegen.cuda.helpers`): ``_check`` (validate one array, moving it where the
+The assembler (:mod:`gradc.codegen.assemble`) pastes every function and class of this
+module (and of :mod:`gradc.codegen.state`) with ``inspect.getsource``; each target adds its
+own hooks (:mod:`gradc.codegen.host` for the targets whose arrays are NumPy arrays,
+:mod:`gradc.codegen.cuda.runtime`): ``_check`` (validate one array, moving it where the
 kernels run), ``_fresh`` (an array made here, moved there), ``_keep`` (remember a state
 array moved to the device), ``_route`` (what a call's results go back as), ``_allocate``
 (one workspace), ``_result``/``_loss`` (a result as the caller gets it), ``_write_back``,
@@ -123,7 +124,8 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
 
     ``extra``: ``(argument name, dict)`` of the tangents, cotangents or vector; missing
     entries are zeros. Optimizer state and buffers come from ``state`` (see
-    ``state_prelude._use_state``); noise is drawn from ``seed`` (else from the counter in ``state``).
+    ``state._use_state``); noise is drawn from ``seed`` (else from the counter in
+    ``state``).
     Returns the call ``(entry, arrays, dims tuple, route)``."""
     info = _PROGRAMS[entry]
     if not isinstance(params, dict):

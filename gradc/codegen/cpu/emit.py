@@ -124,7 +124,7 @@ class CpuEmitter(Indexing):
     def _view(self, b: Builder, name: str, base: Buffer, shape) -> None:
         """Print ``name = `` ``base`` seen with ``shape``. Whatever lies in the workspace
         (``base`` or the buffer it views) is sliced from ``ws`` at its offset, through
-        :func:`gradc.codegen.cpu_views._ws_view` from rank 2 on: a ``.reshape`` costs
+        :func:`gradc.codegen.cpu.views._ws_view` from rank 2 on: a ``.reshape`` costs
         Numba about 40 ms of lowering per use, a call of that function about 10 ms."""
         root = base
         while root.kind == "view":
@@ -143,18 +143,16 @@ class CpuEmitter(Indexing):
     def _kernel(self, b: Builder, kern) -> None:
         if kern.span is not None and self.comment:
             b.line(f"# {self.comment(kern.span)}")
-        if isinstance(kern, View):
-            self._view(b, kern.out.name, kern.out.base, kern.out.shape)
-            return
-        self._declare(b, kern)
+        if not isinstance(kern, View):
+            self._declare(b, kern)
         if isinstance(kern, (Loop, Reduce)):
             views, kern = collapse(kern)
             for v in views:
                 self._view(b, v.name, v.base, v.shape)
-        {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
-         Unpick: self._unpick, Scatter: self._scatter, Take: self._take, Put: self._take,
-         Patches: self._patches, Unpatches: self._patches,
-         Recur: self._recur, Check: self._check}[type(kern)](b, kern)
+        PRINTERS[type(kern)](self, b, kern)
+
+    def _reshape(self, b: Builder, kern: View) -> None:
+        self._view(b, kern.out.name, kern.out.base, kern.out.shape)
 
     # ------------------------------------------------------------------ kernels
     def _math(self, name: str, arg: str) -> str:
@@ -365,6 +363,15 @@ class CpuEmitter(Indexing):
                 b.line("h_[i_, j_] = v_")
             if k.kind == "scan_bwd":
                 b.line(f"np.dot(h_, {wh.name}.T, c_)")
+
+
+#: kernel class -> the emitter method printing it (every class of
+#: :mod:`gradc.passes.kernels`: each target's table covers them all)
+PRINTERS = {View: CpuEmitter._reshape, Loop: CpuEmitter._loop, Reduce: CpuEmitter._reduce,
+            Dot: CpuEmitter._dot, Pick: CpuEmitter._pick, Unpick: CpuEmitter._unpick,
+            Scatter: CpuEmitter._scatter, Take: CpuEmitter._take, Put: CpuEmitter._take,
+            Patches: CpuEmitter._patches, Unpatches: CpuEmitter._patches,
+            Recur: CpuEmitter._recur, Check: CpuEmitter._check}
 
 
 def _scaled(index: str, step: int) -> str:

@@ -1,12 +1,12 @@
 """``train_epoch``: a whole epoch of ``train_step`` in one compiled call.
 
 The epoch is given as its rows in order (int64 indices into the data: the caller's
-``order`` or the shuffle of ``seed``, see ``prelude._epoch_plan``); its length is the
+``order`` or the shuffle of ``seed``, see ``runtime._epoch_plan``); its length is the
 epoch's size. The compiled loop copies each minibatch's rows into preallocated
 contiguous buffers, element by element, and runs train_step's own statements on them
-(printed by :meth:`gradc.codegen.cpu.emit.CpuEmitter.body`, inside the loop). One workspace, planned for
-the full batch size, serves the smaller last batch too, since every workspace offset
-grows with the batch dim.
+(printed by :meth:`gradc.codegen.cpu.emit.CpuEmitter.body`, inside the loop). One
+workspace, planned for the full batch size, serves the smaller last batch too, since
+every workspace offset grows with the batch dim.
 
 Why the step is printed inside the loop rather than called: a call of the train_step
 kernel makes Numba link that kernel's library into the loop's, and LLVM optimises and

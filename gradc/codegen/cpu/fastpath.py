@@ -1,10 +1,10 @@
 """A straight-line argument check per entry: the per-call overhead on small models.
 
-The general validator (``_prepare`` in the prelude) is generic and gives precise messages.
-The fast path generated here handles the common case only — exactly the needed names, the
-declared dtypes, C-contiguous arrays of the declared shapes, a workspace already planned —
-with one comparison per fact and no loops; anything else falls through to ``_prepare``,
-which either accepts the call or raises the precise ``ValueError``.
+The general validator (``_prepare`` of :mod:`gradc.codegen.runtime`) is generic and gives
+precise messages. The fast path generated here handles the common case only — exactly the
+needed names, the declared dtypes, C-contiguous arrays of the declared shapes, a workspace
+already planned — with one comparison per fact and no loops; anything else falls through
+to ``_prepare``, which either accepts the call or raises the precise ``ValueError``.
 """
 
 from __future__ import annotations

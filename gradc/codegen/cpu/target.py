@@ -1,5 +1,5 @@
 """The CPU target: kernel programs as ``numba.njit`` functions (registered in
-:data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
+:data:`gradc.codegen.target.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
 
 Kernels are printed by :class:`gradc.codegen.cpu.emit.CpuEmitter`, ``train_epoch``'s compiled
 loop (train_step's statements inside a loop over the minibatches) by

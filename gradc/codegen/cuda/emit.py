@@ -230,8 +230,7 @@ class CudaEmitter(Indexing):
         if span is not None and self.comment:
             self.hb.line(f"# {self.comment(span)}")
         if isinstance(kern, View):
-            base = kern.out.base
-            self.hb.line(f"{kern.out.name} = {base.name}.reshape({self.shape(kern.out.shape)})")
+            PRINTERS[View](self, kern)
             return
         for out in kernel_outputs(kern):
             if out.kind == "ws" and out.dtype != self.dtype:
@@ -244,13 +243,12 @@ class CudaEmitter(Indexing):
             elif out.kind == "fresh":
                 self.hb.line(f"{out.name} = cuda.device_array({self.shape(out.shape)}, "
                              f"{NP[out.dtype]})")
-        {Loop: self._loop, Reduce: lambda k: emit_reduce(self, k), Dot: self._dot,
-         Pick: lambda k: ck.pick(self, k), Unpick: lambda k: ck.unpick(self, k),
-         Scatter: lambda k: ck.scatter(self, k), Take: lambda k: ck.take(self, k),
-         Put: lambda k: ck.take(self, k), Patches: lambda k: ck.patches(self, k),
-         Unpatches: lambda k: ck.unpatches(self, k),
-         Recur: lambda k: ck.recur(self, k),
-         Check: lambda k: ck.check(self, k)}[type(kern)](kern)
+        PRINTERS[type(kern)](self, kern)
+
+    def _reshape(self, kern: View) -> None:
+        """A view of another buffer, on the host: no kernel."""
+        base = kern.out.base
+        self.hb.line(f"{kern.out.name} = {base.name}.reshape({self.shape(kern.out.shape)})")
 
     # ------------------------------------------------------------------ kernels
     def _loop(self, k: Loop) -> None:
@@ -282,3 +280,11 @@ class CudaEmitter(Indexing):
               "boolean, boolean)"
         if sig not in self.signatures.setdefault(name, []):
             self.signatures[name].append(sig)
+
+
+#: kernel class -> the function printing it, called with the emitter (every class of
+#: :mod:`gradc.passes.kernels`: each target's table covers them all)
+PRINTERS = {View: CudaEmitter._reshape, Loop: CudaEmitter._loop, Reduce: emit_reduce,
+            Dot: CudaEmitter._dot, Pick: ck.pick, Unpick: ck.unpick, Scatter: ck.scatter,
+            Take: ck.take, Put: ck.take, Patches: ck.patches, Unpatches: ck.unpatches,
+            Recur: ck.recur, Check: ck.check}

@@ -8,7 +8,7 @@ the train_epoch row gather. The host-side runtime hooks are in
 They may use only ``numpy`` (as ``np``), ``math``, ``cuda`` (``numba.cuda``), the
 generated module's tables and constants (``SIGNATURE``, ``_PROGRAMS``, ``_FT``, ``_TPB``,
 ``_MAXB``, ``_MT``, ``_MR``, ``_MK``, ``_MS``, ``_MSP``, ``_BLAS``) and each other (and the
-shared prelude's helpers): the generated module runs without gradc.
+shared runtime's helpers): the generated module runs without gradc.
 This file itself never imports numba.cuda (the CPU path must not).
 """
 # ruff: noqa: F821  (cuda, SIGNATURE, _PROGRAMS and the constants are the generated module's)

@@ -1,5 +1,5 @@
 """The CUDA target: kernel programs as ``numba.cuda`` kernels plus a host function per
-program (registered in :data:`gradc.options.TARGETS`; see ``docs/cuda.md``).
+program (registered in :data:`gradc.codegen.target.TARGETS`; see ``docs/cuda.md``).
 
 Kernels are printed by :class:`gradc.codegen.cuda.emit.CudaEmitter`; the launch helpers and
 device functions are :mod:`gradc.codegen.cuda.helpers`, the runtime hooks

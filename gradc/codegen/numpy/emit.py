@@ -190,10 +190,7 @@ class NumpyEmitter(Indexing):
     def _kernel(self, b: Builder, kern) -> None:
         if kern.span is not None and self.comment:
             b.line(f"# {self.comment(kern.span)}")
-        {View: self._view, Loop: self._loop, Reduce: self._reduce, Dot: self._dot,
-         Pick: self._pick, Unpick: self._unpick, Scatter: self._scatter, Take: self._take,
-         Put: self._put, Patches: self._patches, Unpatches: self._unpatches,
-         Recur: self._recur, Check: self._check}[type(kern)](b, kern)
+        PRINTERS[type(kern)](self, b, kern)
 
     # ------------------------------------------------------------------ kernels
     def _view(self, b: Builder, k: View) -> None:
@@ -389,3 +386,12 @@ class NumpyEmitter(Indexing):
             b.line(f"{out}[:, t_] = h_")
             if k.kind == "scan_bwd":
                 b.line(f"c_ = np.dot(h_, {wh.name}.T)")
+
+
+#: kernel class -> the emitter method printing it (every class of
+#: :mod:`gradc.passes.kernels`: each target's table covers them all)
+PRINTERS = {View: NumpyEmitter._view, Loop: NumpyEmitter._loop, Reduce: NumpyEmitter._reduce,
+            Dot: NumpyEmitter._dot, Pick: NumpyEmitter._pick, Unpick: NumpyEmitter._unpick,
+            Scatter: NumpyEmitter._scatter, Take: NumpyEmitter._take, Put: NumpyEmitter._put,
+            Patches: NumpyEmitter._patches, Unpatches: NumpyEmitter._unpatches,
+            Recur: NumpyEmitter._recur, Check: NumpyEmitter._check}

@@ -2,7 +2,7 @@
 verbatim into its modules where used. Its runtime hooks are the CPU target's
 (:mod:`gradc.codegen.host`: arrays are NumPy arrays, params are updated in place,
 train_epoch is a loop over the minibatches calling the train_step kernel). Same rules as
-every prelude: numpy, math and the module's own names only.
+every pasted runtime module: numpy, math and the module's own names only.
 """
 
 import numpy as np

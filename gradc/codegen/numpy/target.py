@@ -1,10 +1,10 @@
 """The numpy target: kernel programs as vectorised NumPy functions (registered in
-:data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
+:data:`gradc.codegen.target.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
 
 The module imports NumPy alone and compiles nothing, so it starts in milliseconds and runs
 wherever NumPy does; its results agree with the CPU target's to rounding (~1e-16 relative
 in float64: only summation orders differ). Kernels are printed by
-:class:`gradc.codegen.numpy_emit.NumpyEmitter`, the array helpers they call are
+:class:`gradc.codegen.numpy.emit.NumpyEmitter`, the array helpers they call are
 :mod:`gradc.codegen.numpy.helpers`'s; the runtime hooks are the CPU target's
 (:mod:`gradc.codegen.host`; with no train_epoch kernel, ``_epoch`` loops over the
 minibatches in Python).
