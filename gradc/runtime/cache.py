@@ -67,9 +67,10 @@ def _module_file(root: Path, dotted: str) -> Path | None:
 def compiler_files(root: Path | None = None) -> list[Path]:
     """The gradc sources whose code decides what a generated module contains: the modules
     :data:`COMPILER_ROOTS` and every target's package import, followed through every
-    ``import gradc...`` and ``from gradc... import`` line (lazy ones inside functions too),
-    read as text (nothing is imported), but for the package's own ``__init__`` (the
-    public API and the version, which the key holds anyway). Sorted."""
+    ``import gradc...`` and ``from gradc... import`` line (lazy ones inside functions too)
+    and to the packages' ``__init__``, read as text (nothing is imported), but for the
+    package's own ``__init__`` (the public API and the version, which the key holds
+    anyway). Sorted."""
     from gradc.codegen.target import TARGETS
 
     root = root or Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ def compiler_files(root: Path | None = None) -> list[Path]:
         if path is None or path in found:
             continue
         found.add(path)
+        todo.append(dotted.rpartition(".")[0])  # its package's __init__ runs first
         for package, grouped, names, module in _IMPORT.findall(
                 path.read_text(encoding="utf-8")):
             if module:
