@@ -39,8 +39,8 @@ def _route(info, arrays, params, inputs, extra):
     """Results are NumPy arrays: no routing needed."""
 
 
-def _allocate(entry, dims):
-    info = _PROGRAMS[entry]
+def _allocate(program, dims):
+    info = _PROGRAMS[program]
     return np.empty(max(info["ws"](*dims), 1), _NP[SIGNATURE["float"]])
 
 

@@ -119,20 +119,20 @@ def _zeros(kind, name, dims):
     return np.zeros([dims.get(d, 1) if isinstance(d, str) else d for d in shape], _NP[dtype])
 
 
-def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
-    """Validate everything program ``entry`` takes, in call order (its ``args`` roles).
+def _prepare(program, params, inputs, extra=None, state=None, seed=None):
+    """Validate everything ``program`` takes, in call order (its ``args`` roles).
 
     ``extra``: ``(argument name, dict)`` of the tangents, cotangents or vector; missing
     entries are zeros. Optimizer state and buffers come from ``state`` (see
     ``state._use_state``); noise is drawn from ``seed`` (else from the counter in
     ``state``).
-    Returns the call ``(entry, arrays, dims tuple, route)``."""
-    info = _PROGRAMS[entry]
+    Returns the call ``(program, arrays, dims tuple, route)``."""
+    info = _PROGRAMS[program]
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
     _unknown(params, SIGNATURE["params"], "param")
     _unknown(inputs, SIGNATURE["inputs"], "input")
-    reads = _state_reads(entry, seed)
+    reads = _state_reads(program, seed)
     if reads:
         _use_state(state, reads)
     if extra is not None:
@@ -166,12 +166,12 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
             dtype, shape = SIGNATURE["buffers" if role == "buffer" else "params"][name]
             arrays.append(_check(state[key], f"state '{key}'", dtype, shape, {}))
             _keep(state, key, arrays[-1], shape)
-    if entry == "train_step":
+    if program == "train_step":
         _writeable(params)
         if isinstance(state["step"], bool) or not isinstance(state["step"], (int, np.integer)):
             raise ValueError(f"state['step']: expected the step count (an int), got "
                              f"{state['step']!r}")
-    return (entry, arrays, tuple(dims[d] for d in info["dims"]),
+    return (program, arrays, tuple(dims[d] for d in info["dims"]),
             _route(info, arrays, params, inputs, None if extra is None else extra[1]))
 
 
@@ -183,13 +183,13 @@ def _writeable(params):
                              "place; pass a writeable copy (np.array(...))")
 
 
-def _workspace(entry, dims):
-    """The workspace of ``entry`` for these dims: allocated once per thread and reused, so
+def _workspace(program, dims):
+    """The workspace of ``program`` for these dims: allocated once per thread and reused, so
     that calls from several threads never share scratch memory."""
     spaces = _LOCAL.__dict__.setdefault("spaces", {})
-    ws = spaces.get((entry, dims))
+    ws = spaces.get((program, dims))
     if ws is None:
-        ws = spaces[(entry, dims)] = _allocate(entry, dims)
+        ws = spaces[(program, dims)] = _allocate(program, dims)
     return ws
 
 
@@ -214,8 +214,9 @@ def _invoke(kernel, *args):
 
 def _run(call, scalars=()):
     """Run a prepared call: the program's kernel with the thread's workspace."""
-    entry, arrays, dims, _ = call
-    return _invoke(_PROGRAMS[entry]["kernel"], *arrays, *scalars, _workspace(entry, dims), *dims)
+    program, arrays, dims, _ = call
+    kernel = _PROGRAMS[program]["kernel"]
+    return _invoke(kernel, *arrays, *scalars, _workspace(program, dims), *dims)
 
 
 def _named(kind, values, call):

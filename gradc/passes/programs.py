@@ -78,12 +78,12 @@ def _state_leaves(g: Graph, roots: list[Node]) -> list[Node]:
     return [n for n in [*g.buffers.values(), *g.noise.values()] if n.id in ids]
 
 
-def _entry(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
+def _spec(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
            stores: list = (), scalars: list[Node] = (), primal: list[Node] = ()) -> ProgramSpec:
-    """An entry taking the params, the inputs that ``primal`` (the values it differentiates
+    """The program taking the params, the inputs that ``primal`` (the values it differentiates
     and the leaves it differentiates with respect to) and ``roots`` (and ``stores``) read,
     the state leaves they read, then ``extra`` leaves and ``scalars``, in that call order.
-    A derivative entry takes the inputs of its primal and its ``wrt`` inputs even where the
+    A derivative program takes the inputs of its primal and its ``wrt`` inputs even where the
     derivative does not read them (a linear model's vjp; a zero gradient's shape), so that
     it is called like the function it differentiates and every dim is bound."""
     reads = list(primal) + roots + [v for _, v in stores]
@@ -117,12 +117,12 @@ def _gradients(g: Graph, gs: Graphs) -> list[Node]:
 # ---------------------------------------------------------------------- the programs
 def _outputs_of(name: str, g: Graph | None) -> ProgramSpec | None:
     """Program ``name``: the outputs of ``g`` (None without ``g`` or outputs)."""
-    return _entry(name, g, list(g.outputs.values())) if g is not None and g.outputs else None
+    return _spec(name, g, list(g.outputs.values())) if g is not None and g.outputs else None
 
 
 def _loss_of(name: str, g: Graph | None) -> ProgramSpec | None:
     """Program ``name``: the loss of ``g`` alone (None without ``g`` or a loss)."""
-    return _entry(name, g, [g.loss]) if g is not None and g.loss is not None else None
+    return _spec(name, g, [g.loss]) if g is not None and g.loss is not None else None
 
 
 def _forward(gs: Graphs) -> ProgramSpec | None:
@@ -147,7 +147,7 @@ def _jvp(gs: Graphs) -> ProgramSpec | None:
         return None
     outs, tans = list(g.outputs.values()), _tangents(g, gs)
     t_outs = jvp(g, outs, {n.id: t for n, t in zip(gs.diff(g), tans)})
-    return _entry("jvp", g, outs + t_outs, tans, primal=outs + gs.diff(g))
+    return _spec("jvp", g, outs + t_outs, tans, primal=outs + gs.diff(g))
 
 
 def _vjp(gs: Graphs) -> ProgramSpec | None:
@@ -156,14 +156,14 @@ def _vjp(gs: Graphs) -> ProgramSpec | None:
         return None
     cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
     grads = vjp(g, list(zip(g.outputs.values(), cots)), gs.diff(g))
-    return _entry("vjp", g, grads, cots, primal=list(g.outputs.values()) + gs.diff(g))
+    return _spec("vjp", g, grads, cots, primal=list(g.outputs.values()) + gs.diff(g))
 
 
 def _loss_and_grad(gs: Graphs) -> ProgramSpec | None:
     g = gs.train
     if g.loss is None:
         return None
-    return _entry("loss_and_grad", g, [g.loss, *_gradients(g, gs)],
+    return _spec("loss_and_grad", g, [g.loss, *_gradients(g, gs)],
                   primal=[g.loss, *gs.diff(g)])
 
 
@@ -174,7 +174,7 @@ def _hvp(gs: Graphs) -> ProgramSpec | None:
         return None
     tans = _tangents(g, gs)
     hv = jvp(g, _gradients(g, gs), {n.id: t for n, t in zip(gs.diff(g), tans)})
-    return _entry("hvp", g, hv, tans, primal=[g.loss, *gs.diff(g)])
+    return _spec("hvp", g, hv, tans, primal=[g.loss, *gs.diff(g)])
 
 
 def _train_step(gs: Graphs) -> ProgramSpec | None:
@@ -193,7 +193,7 @@ def _train_step(gs: Graphs) -> ProgramSpec | None:
                                    scalars)
     stores += g.buffer_updates
     extra = [v for s in rule.states for v in states[s]]
-    return _entry("train_step", g, [g.loss], extra, stores, scalars)
+    return _spec("train_step", g, [g.loss], extra, stores, scalars)
 
 
 def optimizer_stores(g: Graph, opt: Optimizer, p: Node, grad: Node, states: dict,

@@ -63,7 +63,7 @@ class CpuEmitter(Indexing):
         for ctx in reversed(ctxs):
             ctx.__exit__(None, None, None)
 
-    # ------------------------------------------------------------------ entry
+    # ---------------------------------------------------------------- program
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the njit function of ``prog`` named ``fname`` to ``b``."""
         arrays = [a.name for a in prog.args if a.kind == "arg"]

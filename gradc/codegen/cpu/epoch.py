@@ -32,9 +32,9 @@ from gradc.passes.kernels import Program
 from gradc.passes.schedule import ProgramSpec
 
 
-def emit_epoch(b: Builder, emitter: CpuEmitter, entry: ProgramSpec, prog: Program, fname: str,
+def emit_epoch(b: Builder, emitter: CpuEmitter, spec: ProgramSpec, prog: Program, fname: str,
                step_scalars: list[tuple[str, str]]) -> None:
-    """Append the njit epoch loop of the train_step program ``prog`` of ``entry`` (see the
+    """Append the njit epoch loop of the train_step program ``prog`` of ``spec`` (see the
     module docstring), named ``fname``; ``step_scalars`` are the optimizer's per-step
     scalars (name, expression in ``e_t``), given to the step after the learning rate.
 
@@ -44,13 +44,13 @@ def emit_epoch(b: Builder, emitter: CpuEmitter, entry: ProgramSpec, prog: Progra
     workspace and the dims (the batch dim at its full size); it returns the mean loss,
     each minibatch weighted by its size."""
     dim_var = emitter.dim_var
-    bdim = entry.batch_dim
+    bdim = spec.batch_dim
     arrays = [a for a in prog.args if a.kind == "arg"]
     scalars = [a.name for a in prog.args if a.kind == "scalar"]
     if len(scalars) != 1 + len(step_scalars):
         raise AssertionError("train_step's scalars are the rate and the optimizer's")
     roles = {a.name: n.attrs.get("role", "input") if n.op == "input" else n.op
-             for a, n in zip(arrays, entry.args)}
+             for a, n in zip(arrays, spec.args)}
     inputs = [a for a in arrays if roles[a.name] == "input"]
     noise = [a for a in arrays if roles[a.name] == "noise"]
     rows = {a.name for a in inputs + noise}

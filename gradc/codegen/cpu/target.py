@@ -49,11 +49,11 @@ class CpuTarget(Target):
         kernels, extra = Builder(), {}
         for name, (prog, _) in unit.programs.items():
             emitter.emit(kernels, prog, unit.kernel_name(name))
-        prog, entry = unit.programs.get("train_step", (None, None))
+        prog, spec = unit.programs.get("train_step", (None, None))
         if prog is not None and unit.signature["batch"] is not None and \
                 len(prog.kernels) <= EPOCH_KERNELS_MAX:
             epoch = unit.kernel_name("train_epoch")
-            emit_epoch(kernels, emitter, entry, prog, epoch,
+            emit_epoch(kernels, emitter, spec, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
         if emitter.views_used:

@@ -1,14 +1,14 @@
 """CUDA code generation: each kernel of a program becomes a ``numba.cuda`` kernel.
 
 The mirror of :mod:`gradc.codegen.cpu.emit`: the same :class:`~gradc.passes.kernels.Program`,
-printed as ``@cuda.jit`` kernels plus one host function per entry that launches them in
+printed as ``@cuda.jit`` kernels plus one host function per program that launches them in
 order. Elementwise work runs as grid-stride loops over the flattened iteration space (the
 flat index is decomposed into the loop axes with integer math); reductions are
 shared-memory trees (:mod:`gradc.codegen.cuda.reduce`); contractions go to ``_matmul``
 (cuBLAS through CuPy, else a tiled shared-memory kernel); scatter-adds use atomics; the
 other structural kernels are written in gather form (each output computed by one thread),
 so they need neither a zeroing pass nor atomics. Workspace buffers are views planned once
-per dims (``_views_<entry>``); index and label checks raise a device flag that the host
+per dims (``_views_<program>``); index and label checks raise a device flag that the host
 turns into the CPU target's ValueError before any in-place update.
 """
 
@@ -131,7 +131,7 @@ class CudaEmitter(Indexing):
         self.kernel.body.line(f"{target} = {self.printer.doprint(reduced)}")
 
     def begin(self, span) -> Kernel:
-        """Start a new kernel (named after the entry) and make it current."""
+        """Start a new kernel (named after the program) and make it current."""
         name = f"{self.fname}_k{self.count}"
         self.count += 1
         self.kernel = Kernel(name, self.comment(span) if span is not None and self.comment
@@ -165,7 +165,7 @@ class CudaEmitter(Indexing):
             self.hb.line("_raise_flag(flag, _ERRORS)")
             self.pending = False
 
-    # ------------------------------------------------------------------ entry
+    # ---------------------------------------------------------------- program
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the kernels of ``prog``, its views planner ``_views<fname>`` and its host
         function ``fname`` to ``b``."""

@@ -73,9 +73,9 @@ def _route(info, arrays, params, inputs, extra):
     return (any(data) if data else any(on_device)), back
 
 
-def _allocate(entry, dims):
-    """The workspace views of ``entry`` for these dims."""
-    info = _PROGRAMS[entry]
+def _allocate(program, dims):
+    """The workspace views of ``program`` for these dims."""
+    info = _PROGRAMS[program]
     ws = cuda.device_array(max(info["ws"](*dims), 1), _FT)
     return info["views"](ws, *dims)
 

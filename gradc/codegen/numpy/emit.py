@@ -137,7 +137,7 @@ class NumpyEmitter(Indexing):
         return {a for r in expr.atoms(Read) if r.buffer.shape and
                 r.buffer.kind not in ("scalar", "dim") for a in _loop_axes(r.axes)}
 
-    # ------------------------------------------------------------------ entry
+    # ---------------------------------------------------------------- program
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the function of ``prog`` named ``fname`` to ``b``."""
         self.dtype, self.loop = prog.float_dtype, ()  # loop: the shape being printed
