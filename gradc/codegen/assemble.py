@@ -28,8 +28,11 @@ from gradc.passes.kernels import Program
 from gradc.passes.schedule import ProgramSpec
 from gradc.source import Source
 
-ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_",
-               "state:v": "s_", "buffer": "r_", "noise": "u_"}
+#: the variable prefix of each kind of leaf (an input's role, or the op of a param or
+#: hyper-parameter); an optimizer's state slot SLOT is ``SLOT_`` (:func:`arg_name`)
+ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "buffer": "r_",
+               "noise": "u_", "param": "p_", "hyper": "h_"}
+DIM_PREFIX = "d_"  # a call-time dim's
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -61,16 +64,20 @@ def safe_comment(text: str) -> str:
 
 def arg_name(n: Node) -> str:
     """The variable name of a leaf in generated code."""
-    if n.op == "param":
-        return "p_" + mangle(n.attrs["name"])
-    if n.op == "hyper":
-        return "h_" + mangle(n.attrs["name"])
-    return ROLE_PREFIX[n.attrs.get("role", "input")] + mangle(n.attrs["name"])
+    role = n.op if n.op in ("param", "hyper") else n.attrs.get("role", "input")
+    if role.startswith("state:"):
+        prefix = role.removeprefix("state:") + "_"
+        if prefix in ROLE_PREFIX.values() or prefix == DIM_PREFIX:
+            raise GradcError(f"optimizer state slot {role!r}: its prefix {prefix!r} is "
+                             "another kind of leaf's; rename the slot")
+    else:
+        prefix = ROLE_PREFIX[role]
+    return prefix + mangle(n.attrs["name"])
 
 
 def dim_var(name: str) -> str:
     """The variable name of a call-time dim."""
-    return "d_" + mangle(name)
+    return DIM_PREFIX + mangle(name)
 
 
 @dataclass
