@@ -202,7 +202,7 @@ def dry_run(args) -> int:
         module = cuda_model(path, **opts)
         kernels = sum(len(v) for v in module._SIGNATURES.values())
         what = "vjp" if name == "gelu_fb" else f"train_step at batch {args.batch}"
-        print(f"{name}: {path.name} -> {len(module._ENTRIES)} entries, {kernels} kernel "
+        print(f"{name}: {path.name} -> {len(module._PROGRAMS)} entries, {kernels} kernel "
               f"signatures; would time {what}, {args.repeats} repeats")
     return 0
 

@@ -1,4 +1,4 @@
-"""Benchmark gradc.codegen.mathlib against NumPy ufuncs and ``math.*`` inside ``njit``.
+"""Benchmark gradc.codegen.cpu.mathlib against NumPy ufuncs and ``math.*`` inside ``njit``.
 
 Run: ``python benchmarks/mathlib_bench.py [--repeats N] [--rows R] [--ops exp,tanh]``.
 
@@ -29,7 +29,7 @@ import scipy.special as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradc.codegen import mathlib  # noqa: E402
+from gradc.codegen.cpu import mathlib  # noqa: E402
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 

@@ -1,4 +1,4 @@
-"""Exhaustive float32 check of gradc.codegen.mathlib: all 2^32 inputs of every float32
+"""Exhaustive float32 check of gradc.codegen.cpu.mathlib: all 2^32 inputs of every float32
 function, with and without fastmath, against the float64 libm result.
 
 Too slow for the test suite (about 30 minutes on 2 cores); the suite checks dense grids,
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_mathlib import OPS, _exhaustive_scanner, _fn  # noqa: E402
 
-from gradc.codegen import mathlib  # noqa: E402
+from gradc.codegen.cpu import mathlib  # noqa: E402
 
 
 def main(ops: list[str]) -> int:

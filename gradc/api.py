@@ -14,6 +14,7 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+from gradc.codegen.target import TARGETS
 from gradc.errors import GradcError
 from gradc.options import Options
 from gradc.entries import ENTRIES, missing_reason
@@ -22,8 +23,6 @@ from gradc.runtime.loader import load_module, module_from_text, module_name
 from gradc.runtime.tiers import Tiers, enabled_by_default
 from gradc.source import Source
 
-#: the tier each non-tiered target runs on (what :meth:`Model.tier` says)
-TARGET_TIER = {"cpu": "numba", "numpy": "numpy", "cuda": "cuda"}
 
 
 class Model:
@@ -54,7 +53,7 @@ class Model:
         self.warnings = [_typed_path(w, model_source.filename) for w in self.module.WARNINGS]
         self.state: dict = {}
         self._graph = None
-        self._device_ok = options.target != "cuda"  # checked once, at the first call
+        self._device_ok = not TARGETS[options.target].device  # checked at the first call
 
     @property
     def module(self):
@@ -70,7 +69,7 @@ class Model:
     def tier(self, fn: str) -> str:
         """Which tier runs entry ``fn`` now: 'numba', 'numpy' or 'cuda'."""
         return self._tiers.tier(fn) if self._tiers is not None else \
-            TARGET_TIER[self.options.target]
+            TARGETS[self.options.target].tier
 
     def pending(self, fn: str) -> str | None:
         """For an entry on the NumPy tier of a tiered model, what will bring it to
@@ -104,6 +103,11 @@ class Model:
         values are returned as they are."""
         to_host = getattr(self.module, "to_host", None)
         return to_host(value) if to_host else value
+
+    def to_device(self, array):
+        """``array`` (a NumPy array) where the kernels read it: a device copy for a device
+        target (cuda), the array itself otherwise."""
+        return self.module._fresh(array)
 
     def supports(self, fn: str) -> bool:
         """Whether the model has the function ``fn`` (an entry of
@@ -256,12 +260,13 @@ def _module_files(source: Source, variants: list[Options]) -> list[tuple[str, Pa
 
 def _compile(source: Source, options: dict, wait: bool | None) -> Model:
     opts = Options.make(**options)
-    tiered = opts.target == "cpu" and opts.cache and \
+    fallback = TARGETS[opts.target].fallback
+    tiered = fallback is not None and opts.cache and \
         not (not enabled_by_default() if wait is None else wait)
     if not tiered:
         ((key, path),) = _module_files(source, [opts])
         return Model(load_module(path, module_name(key)), path, source, opts)
-    numpy_opts = dataclasses.replace(opts, target="numpy", parallel=False)
+    numpy_opts = dataclasses.replace(opts, target=fallback, parallel=False)
     cpu_cached, numpy_cached = (
         read_entry(module_path(cache_key(source.text, source.filename, o.key()))) is not None
         for o in (opts, numpy_opts))

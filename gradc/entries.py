@@ -1,13 +1,13 @@
 """The public entries registry: every function a compiled model offers, declared once.
 
 Each :class:`PublicEntry` says how the function is called, what it returns, its docstring,
-which kernel programs it runs (built by :data:`gradc.passes.entries.PROGRAMS`) and when a
+which kernel programs it runs (built by :data:`gradc.passes.programs.PROGRAMS`) and when a
 model has it. From this one table come the generated module's public functions (every
 target: :mod:`gradc.codegen.assemble`), their fast argument path (CPU) and the methods of
 :class:`gradc.Model`. Adding an entry is one row here (plus a program builder when it needs
 kernels of its own). This module is light: importing it imports no compiler.
 
-The generated bodies use the runtime helpers of :mod:`gradc.codegen.prelude` and the
+The generated bodies use the runtime helpers of :mod:`gradc.codegen.runtime` and the
 target hooks (``_prepare``, ``_run``, ``_named``, ``_loss``, ...), never a target's own API,
 so one body serves every target.
 """
@@ -55,14 +55,14 @@ class PublicEntry:
 _OUTS = "_named('outputs', r, call)"
 _GRADS = "_named('tangents', r, call)"
 #: the fast path's condition of an entry with a training mode: the eval-mode program runs
-_EVAL_MODE = "not training or '{}_train' not in _ENTRIES"
+_EVAL_MODE = "not training or '{}_train' not in _PROGRAMS"
 
 
 def _in_mode(program: str) -> str:
     """The body line that prepares ``program`` in eval mode, or its train-mode twin
     ``program_train`` with training=True (models with batchnorm or dropout have one)."""
     return (f"call = _prepare('{program}_train' if training and '{program}_train' in "
-            f"_ENTRIES else '{program}', params, inputs, None, state, seed)")
+            f"_PROGRAMS else '{program}', params, inputs, None, state, seed)")
 
 
 ENTRIES: dict[str, PublicEntry] = {e.name: e for e in [

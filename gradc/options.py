@@ -6,6 +6,8 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gradc.codegen.target import TARGETS
+from gradc.dtypes import FLOAT
 from gradc.errors import GradcError
 
 
@@ -96,11 +98,6 @@ class Optimizer:
                 for name, text in self.rule.step_scalars]
 
 
-#: the code generation targets: name -> the module defining its ``TARGET``
-#: (a :class:`gradc.codegen.target.Target`)
-TARGETS = {"cpu": "gradc.codegen.cpu_target", "cuda": "gradc.codegen.cuda_target",
-           "numpy": "gradc.codegen.numpy_target"}
-DTYPES = ("f32", "f64")
 
 
 @dataclass
@@ -120,10 +117,11 @@ class Options:
         """Validate user-given options."""
         if target not in TARGETS:
             raise GradcError(f"unknown target '{target}': one of {', '.join(TARGETS)}")
-        if target == "cuda" and parallel:
-            raise GradcError("parallel=True is a CPU option; the cuda target is parallel")
-        if dtype is not None and dtype not in DTYPES:
-            raise GradcError(f"unknown dtype '{dtype}': one of {', '.join(DTYPES)}")
+        if parallel and not TARGETS[target].parallel:
+            raise GradcError(f"parallel=True is a CPU option; the {target} target takes "
+                             "no parallel option")
+        if dtype is not None and dtype not in FLOAT:
+            raise GradcError(f"unknown dtype '{dtype}': one of {', '.join(FLOAT)}")
         if isinstance(wrt, str):
             wrt = tuple(w for w in wrt.split(",") if w)
         bad = [w for w in wrt if not isinstance(w, str)]

@@ -8,19 +8,19 @@ stage is a pure function of its inputs; targets are plug-ins (:mod:`gradc.codege
 from __future__ import annotations
 
 from gradc.codegen.assemble import Unit, arg_name, assemble, mangle, safe_comment, signature
-from gradc.codegen.epoch import batch_dim
 from gradc.codegen.target import get as get_target
 from gradc.errors import SourceError
 from gradc.frontend.parser import parse
 from gradc.ir.graph import Graph
 from gradc.ir.lower import lower
-from gradc.options import DTYPES, TARGETS, Options
-from gradc.passes.entries import build_entries
+from gradc.codegen.target import TARGETS
+from gradc.options import Options
+from gradc.passes.programs import build_programs
 from gradc.passes.schedule import schedule
 from gradc.runtime.cache import base_name, versions
 from gradc.source import Source
 
-__all__ = ["DTYPES", "TARGETS", "Options", "front", "eval_graph", "programs", "compile_source",
+__all__ = ["TARGETS", "Options", "front", "eval_graph", "programs", "compile_source",
            "compile_sources"]
 
 
@@ -38,10 +38,10 @@ def eval_graph(source: Source, options: Options, graph: Graph) -> Graph | None:
 
 
 def programs(graph: Graph, g_eval: Graph | None, options: Options) -> dict:
-    """Every kernel program of the model: name -> (scheduled Program, its Entry)."""
+    """Every kernel program of the model: name -> (scheduled Program, its ProgramSpec)."""
     for name in list(graph.params) + list(graph.inputs):
         mangle(name)
-    entries = build_entries(graph, options.wrt, options.optimizer, g_eval)
+    entries = build_programs(graph, options.wrt, options.optimizer, g_eval)
     return {name: (schedule(e.graph or graph, e, arg_name), e) for name, e in entries.items()}
 
 
@@ -73,7 +73,7 @@ def compile_sources(source: Source, variants: list[tuple[Options, str]]
     progs = programs(graph, g_eval, options)
     step = progs.get("train_step")
     sig = signature(graph, g_eval, options.optimizer, options.wrt,
-                    batch_dim(step[1]) if step else None)
+                    step[1].batch_dim if step else None)
     rendered = [_under_base_name(w).render() for w in warnings]
     texts = [assemble(get_target(opts.target), Unit(progs, sig, key, opts, _commenter(source)),
                       source, versions(), rendered) for opts, key in variants]

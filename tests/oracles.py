@@ -20,7 +20,7 @@ import functools
 import numpy as np
 
 from gradc.ir.shapes import Shape
-from gradc.passes.entries import Optimizer, build_entries
+from gradc.passes.programs import Optimizer, build_programs
 from gradc.pipeline import Options, eval_graph, front
 from gradc.runtime.reference import evaluate
 from gradc.source import Source
@@ -219,12 +219,12 @@ def model_float(model) -> type:
 @functools.lru_cache(maxsize=64)
 def reference_graph(text: str, filename: str, dtype: str | None, wrt: tuple):
     """The graph of ``text`` as :func:`gradc.pipeline.front` builds it, and its entries
-    (name -> (graph, Entry)); a model with batchnorm or dropout gets its eval-mode graph
+    (name -> (graph, ProgramSpec)); a model with batchnorm or dropout gets its eval-mode graph
     for forward, jvp and vjp, as the compiled module does."""
     opts = Options.make(dtype=dtype, wrt=wrt)
     source = Source(text, filename)
     graph = front(source, opts)[0]
-    entries = build_entries(graph, tuple(wrt), Optimizer.parse("sgd"),
+    entries = build_programs(graph, tuple(wrt), Optimizer.parse("sgd"),
                             eval_graph(source, opts, graph))
     return graph, {k: (v.graph, v) for k, v in entries.items()}  # each runs on its graph
 

@@ -240,7 +240,7 @@ def test_check_passes_on_correct_models(capsys, tiny):
 
 
 def test_check_on_the_sigmoid_neuron_example(capsys):
-    # KNOWN CORE BUG (reported to the lead): fails until gradc/codegen/printer.py prints
+    # KNOWN CORE BUG (reported to the lead): fails until gradc/codegen/scalar.py prints
     # Sigmoid(a + b) as exp(-(a + b)); its template "math.exp(-{0})" gives exp(-a + b), so
     # the forward value of every fused sigmoid of a sum is wrong (f = 0.00091, not 0.731,
     # for the lecture notes' w = (2, -3), b = -3, x = (-1, -2)).

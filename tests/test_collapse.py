@@ -14,7 +14,7 @@ import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import gradc.codegen.cpu as cpu
+import gradc.codegen.cpu.emit as cpu
 from gradc.codegen.assemble import dim_var
 from gradc.codegen.builder import Builder
 from gradc.passes.collapse import collapse

@@ -1,4 +1,4 @@
-"""The CPU target's workspace views (gradc/codegen/cpu_views.py): one small Numba function,
+"""The CPU target's workspace views (gradc/codegen/cpu/views.py): one small Numba function,
 compiled once per rank for its explicit signatures, however many call sites and constant
 dims the kernels have; in plain Python it is the slice-and-reshape it replaces."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc.codegen import cpu_views
+from gradc.codegen.cpu import views as cpu_views
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -3,9 +3,9 @@
 Each group of models runs in a subprocess (this file as a script) with
 ``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported, so no other test module sees the
 simulator; groups run side by side on the available cores. Both targets run ``forward``,
-``loss``, ``loss_and_grad``, ``hvp``, ``train_step`` (and jvp/vjp, train_epoch, training-mode
-forward and loss, device inputs, user errors where a group says so) and must agree: 1e-5 relative in float32,
-1e-10 in float64 (norm-wise, per array).
+``loss``, ``loss_and_grad``, ``hvp``, ``train_step`` (and jvp/vjp, train_epoch,
+training-mode forward and loss, device inputs, user errors where a group says so) and must
+agree: 1e-5 relative in float32, 1e-10 in float64 (norm-wise, per array).
 
 Speed: the simulator runs each CUDA thread as a Python thread, so the generated module
 launches tiny grids under it (8 threads a block, at most 2 blocks: every grid-stride,

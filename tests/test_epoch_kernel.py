@@ -42,8 +42,8 @@ def test_a_large_step_trains_in_a_host_loop():
     more to compile than the step: train_epoch loops over the minibatches on the host."""
     small = gradc.compile(ROOT / "examples" / "spiral.grad", optimizer="adam", wait=True)
     large = gradc.compile(ROOT / "examples" / "cnn.grad", optimizer="adam", wait=True)
-    assert "train_epoch" in small.module._ENTRIES
-    assert "train_epoch" not in large.module._ENTRIES and large.supports("train_epoch")
+    assert "train_epoch" in small.module._PROGRAMS
+    assert "train_epoch" not in large.module._PROGRAMS and large.supports("train_epoch")
     assert not [name for name in _kernels(large.source) if name.startswith("_train_epoch_")]
 
 

@@ -65,7 +65,7 @@ RUNNER = textwrap.dedent("""
         res["step_losses"] = np.array(losses)
         for k, v in trained.items():
             res["trained:" + k] = v
-    for entry, info in mod._ENTRIES.items():
+    for entry, info in mod._PROGRAMS.items():
         stats = info["kernel"].stats
         res["hits:" + entry] = np.array(sum(stats.cache_hits.values()))
         res["misses:" + entry] = np.array(sum(stats.cache_misses.values()))
@@ -199,7 +199,7 @@ TRICKY = {
                "SIGNATURE": "f64"},
     "params": {"exec": "f64[3, 4]", "__class__": "f64[4]", "d_B": "f64[4, 2]", "p_W": "f64[2]",
                "ws": "f64", "i0": "f64[3]", "v3": "f64", "nb": "f64[2]", "lambda": "f64",
-               "None": "f64", "_check": "f64", "_ENTRIES": "f64", "forward": "f64"},
+               "None": "f64", "_check": "f64", "_PROGRAMS": "f64", "forward": "f64"},
     "dims": ["range"],
     "values": ["math", "True", "return", "h_lr", "r0"],
     "outputs": ["v4", "class", "x_x"],
@@ -208,7 +208,7 @@ TRICKY_BODY = """
 math = tanh((import_ + np * i0) @ exec + __class__)
 v4 = math @ d_B + p_W + nb
 True = sum(v4 * v4, axis=1) * ws + v3 + os * lambda + None * _check
-return = True - _ENTRIES * os + forward * SIGNATURE
+return = True - _PROGRAMS * os + forward * SIGNATURE
 output class = return
 output x_x = v4
 h_lr = mean(return ^ 2)
@@ -257,7 +257,7 @@ def _numpy_tricky(p: dict, i: dict) -> tuple[dict, float]:
     v4 = math_ @ p["d_B"] + p["p_W"] + p["nb"]
     true = np.sum(v4 * v4, axis=1) * p["ws"] + p["v3"] + i["os"] * p["lambda"] \
         + p["None"] * p["_check"]
-    ret = true - p["_ENTRIES"] * i["os"] + p["forward"] * i["SIGNATURE"]
+    ret = true - p["_PROGRAMS"] * i["os"] + p["forward"] * i["SIGNATURE"]
     loss = np.mean(ret ** 2) + 0.01 * np.sum(p["exec"] ** 2)
     return {"v4": v4, "class": ret, "x_x": v4}, float(loss)
 

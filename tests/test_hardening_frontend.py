@@ -22,7 +22,7 @@ from gradc.errors import ErrorGroup, SourceError
 from gradc.ir.expansion import MAX_EXPANDED
 from gradc.ir.graph import Graph
 from gradc.ir.shapes import MAX_DIM
-from gradc.passes.schedule import MAX_FUSED_DEPTH, Entry, schedule
+from gradc.passes.schedule import MAX_FUSED_DEPTH, ProgramSpec, schedule
 from gradc.pipeline import Options, front
 from gradc.source import Source
 
@@ -160,7 +160,7 @@ def test_a_long_tanh_chain_is_scheduled_in_bounded_kernels():
     the scheduler cuts the chain every MAX_FUSED_DEPTH levels (iteratively walkable)."""
     graph, _ = lower(X + "output o = " + "tanh(" * 600 + "x" + ")" * 600 + "\n")
     x = graph.inputs["x"]
-    prog = schedule(graph, Entry("forward", [x], [graph.outputs["o"]]), lambda n: "t_x")
+    prog = schedule(graph, ProgramSpec("forward", [x], [graph.outputs["o"]]), lambda n: "t_x")
     stores = [expr for k in prog.kernels for _, expr in k.stores]
     assert 600 // (MAX_FUSED_DEPTH + 1) <= len(stores) <= 600 // MAX_FUSED_DEPTH + 2
 
@@ -173,7 +173,7 @@ def test_a_600_long_matmul_chain_lowers_and_schedules():
     text = "".join([X, "param W : f32[3, 3]\n", "h0 = x\n"]
                    + [f"h{i + 1} = h{i} @ W\n" for i in range(600)] + ["output o = h600\n"])
     graph, _ = lower(text)
-    prog = schedule(graph, Entry("forward", [graph.params["W"], graph.inputs["x"]],
+    prog = schedule(graph, ProgramSpec("forward", [graph.params["W"], graph.inputs["x"]],
                                  [graph.outputs["o"]]), lambda n: f"t_{n.attrs['name']}")
     assert len(prog.kernels) >= 600
 
@@ -184,8 +184,8 @@ def test_a_long_sum_of_gradient_terms_schedules():
     text = "".join([X, "param W : f32[3, 3]\n", "h0 = x\n"]
                    + [f"h{i + 1} = h{i} @ W\n" for i in range(600)] + ["loss = sum(h600)\n"])
     graph, _ = lower(text)
-    from gradc.passes.entries import build_entries, Optimizer
-    entries = build_entries(graph, (), Optimizer.parse("sgd"), None)
+    from gradc.passes.programs import build_programs, Optimizer
+    entries = build_programs(graph, (), Optimizer.parse("sgd"), None)
     e = entries["loss_and_grad"]
     prog = schedule(e.graph or graph, e, lambda n: f"t_{n.attrs['name']}")
     assert prog.kernels

@@ -1,4 +1,4 @@
-"""Tests for gradc.codegen.mathlib.
+"""Tests for gradc.codegen.cpu.mathlib.
 
 Every function is compiled the way the code generator uses it: its source (``sources``) is
 pasted into a module and decorated ``@nb.njit(inline='always', fastmath=FASTMATH,
@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradc.codegen import mathlib
+from gradc.codegen.cpu import mathlib
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 OPS = list(mathlib.VARIANTS)

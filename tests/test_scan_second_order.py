@@ -25,7 +25,7 @@ import sympy
 from gradc.autodiff.forward import jvp
 from gradc.autodiff.reverse import vjp
 from gradc.ir.graph import Graph
-from gradc.passes.entries import leaf
+from gradc.passes.programs import leaf
 from gradc.pipeline import Options, front
 from gradc.runtime.reference import evaluate
 from gradc.source import Source

@@ -3,7 +3,7 @@
 Layout, the same for every target: a docstring naming the model file, the imports,
 ``SIGNATURE`` and ``WARNINGS``, the dtype table, the target's constants, the per-step
 optimizer scalars, the kernels (printed by the target), the shared runtime helpers of
-:mod:`gradc.codegen.prelude` and the target's hooks (copied verbatim), the ``_ENTRIES``
+:mod:`gradc.codegen.runtime` and the target's hooks (copied verbatim), the ``_PROGRAMS``
 table and the public functions of :data:`gradc.entries.ENTRIES` the model has. No text
 from the model file reaches the module unquoted: names are mangled into identifiers,
 strings go through ``repr``, comments are sanitised to printable ASCII. Nothing is
@@ -16,30 +16,37 @@ import inspect
 import re
 from dataclasses import dataclass
 
-from gradc.codegen import prelude, state_prelude
-from gradc.codegen.builder import DTYPES, Builder
-from gradc.codegen.cpu import int_expr
+from gradc.codegen import runtime, state
+from gradc.codegen.builder import Builder
+from gradc.codegen.indexing import int_expr
 from gradc.entries import ENTRIES, PublicEntry, available
+from gradc.dtypes import NUMPY_NAMES
 from gradc.errors import GradcError
 from gradc.ir.graph import Graph, Node
 from gradc.options import Optimizer, Options
 from gradc.passes.kernels import Program
-from gradc.passes.schedule import Entry
+from gradc.passes.schedule import ProgramSpec
 from gradc.source import Source
 
-ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "state:m": "m_",
-               "state:v": "s_", "buffer": "r_", "noise": "u_"}
+#: the variable prefix of each kind of leaf (an input's role, or the op of a param or
+#: hyper-parameter); an optimizer's state slot SLOT is ``SLOT_`` (:func:`arg_name`)
+ROLE_PREFIX = {"input": "x_", "tangent": "t_", "cotangent": "c_", "buffer": "r_",
+               "noise": "u_", "param": "p_", "hyper": "h_"}
+DIM_PREFIX = "d_"  # a call-time dim's
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def definitions(module) -> tuple:
+    """The functions and classes ``module`` defines, in source order: a runtime module's
+    whole content, as the assembler pastes it (so a helper added there reaches every
+    generated module without a list to keep in step)."""
+    found = [v for v in vars(module).values()
+             if (inspect.isfunction(v) or inspect.isclass(v)) and v.__module__ == module.__name__]
+    return tuple(sorted(found, key=lambda v: inspect.getsourcelines(v)[1]))
+
+
 #: the target-independent helpers every module gets, in order
-SHARED = (prelude._fmt, prelude._check_shape, prelude._scalar_array, prelude._unknown,
-          prelude._fetch, prelude._zeros, prelude._prepare, prelude._writeable,
-          prelude._workspace, prelude._interrupted, prelude._invoke, prelude._run,
-          prelude._named, prelude._rate, prelude._epoch_plan, prelude._epoch_rows,
-          prelude._check_seed, prelude._jacobian, prelude._init_params_host,
-          state_prelude._state_key, state_prelude._state_reads, state_prelude._use_state,
-          state_prelude._state_arrays, state_prelude._state_keys, state_prelude.init_state,
-          state_prelude._buffer_keys, state_prelude.save_params,
-          state_prelude._load_params_host, prelude._Public)
+SHARED = definitions(runtime) + definitions(state)
 
 
 def mangle(name: str) -> str:
@@ -57,16 +64,20 @@ def safe_comment(text: str) -> str:
 
 def arg_name(n: Node) -> str:
     """The variable name of a leaf in generated code."""
-    if n.op == "param":
-        return "p_" + mangle(n.attrs["name"])
-    if n.op == "hyper":
-        return "h_" + mangle(n.attrs["name"])
-    return ROLE_PREFIX[n.attrs.get("role", "input")] + mangle(n.attrs["name"])
+    role = n.op if n.op in ("param", "hyper") else n.attrs.get("role", "input")
+    if role.startswith("state:"):
+        prefix = role.removeprefix("state:") + "_"
+        if prefix in ROLE_PREFIX.values() or prefix == DIM_PREFIX:
+            raise GradcError(f"optimizer state slot {role!r}: its prefix {prefix!r} is "
+                             "another kind of leaf's; rename the slot")
+    else:
+        prefix = ROLE_PREFIX[role]
+    return prefix + mangle(n.attrs["name"])
 
 
 def dim_var(name: str) -> str:
     """The variable name of a call-time dim."""
-    return "d_" + mangle(name)
+    return DIM_PREFIX + mangle(name)
 
 
 @dataclass
@@ -79,7 +90,7 @@ class Unit:
     comment: span -> the sanitised ``FILE.grad:LINE: text`` comment of a kernel.
     """
 
-    programs: dict[str, tuple[Program, Entry]]
+    programs: dict[str, tuple[Program, ProgramSpec]]
     signature: dict
     key: str
     options: Options
@@ -154,7 +165,7 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
     b.line(f"SIGNATURE = {sig!r}")
     b.line(f"WARNINGS = {list(warnings)!r}")
     b.line(f"_KEY = {unit.key!r}")
-    b.line("_NP = {" + ", ".join(f"{k!r}: np.{v}" for k, v in DTYPES.items()) + "}")
+    b.line("_NP = {" + ", ".join(f"{k!r}: np.{v}" for k, v in NUMPY_NAMES.items()) + "}")
     b.line("_DT = {k: np.dtype(v) for k, v in _NP.items()}")
     b.line("_LOCAL = threading.local()  # per-thread workspaces")
     b.line("_DEFAULT_STATE = {}")
@@ -166,22 +177,27 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
     b.line()
     extra = target.emit(b, unit)
     for fn in SHARED + target.hooks:
-        b.lines.extend(inspect.getsource(fn).rstrip("\n").split("\n"))
-        b.line()
-        b.line()
+        paste(b, fn)
     b.line("_STATE_KEYS = _state_keys()  # every key of a complete state")
     b.line()
     _entries_table(b, unit, extra)
     for entry in ENTRIES.values():
         if available(sig, entry) and all(p in unit.programs for p in entry.programs):
-            _public(b, entry, unit, target.fast_path)
+            _public(b, entry, unit, target)
     return b.text()
 
 
+def paste(b: Builder, fn) -> None:
+    """Append the source of ``fn`` (a runtime function or class) and two blank lines."""
+    b.lines.extend(inspect.getsource(fn).rstrip("\n").split("\n"))
+    b.line()
+    b.line()
+
+
 def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
-    """``_ENTRIES``: per program its kernel, dims, argument roles and workspace size, plus
+    """``_PROGRAMS``: per program its kernel, dims, argument roles and workspace size, plus
     the fields the target adds (``extra``: program -> {field: Python expression})."""
-    b.line("_ENTRIES = {")
+    b.line("_PROGRAMS = {")
     for name, (prog, entry) in unit.programs.items():
         ws = int_expr(prog.ws_size, dim_var)
         dims = ", ".join(dim_var(d) for d in prog.dims)
@@ -202,11 +218,8 @@ def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
     b.line()
 
 
-def _public(b: Builder, entry: PublicEntry, unit: Unit, fast: bool) -> None:
-    """One public function, from its registry row (with the fast path when the target has
-    one and the program qualifies)."""
-    from gradc.codegen.fastpath import emit_fast, supported
-
+def _public(b: Builder, entry: PublicEntry, unit: Unit, target) -> None:
+    """One public function, from its registry row (with the target's fast path, if any)."""
     with b.block(f"def {entry.name}(params, {entry.params}, **inputs):"):
         b.line(f'"""{entry.doc}"""')
         with b.block("if state is None:"):
@@ -216,12 +229,7 @@ def _public(b: Builder, entry: PublicEntry, unit: Unit, fast: bool) -> None:
         if "seed=" in entry.params:
             with b.block("if seed is not None:"):
                 b.line("_check_seed(seed)")
-        if fast and entry.fast is not None:
-            program, cond, ret = entry.fast
-            prog, kernel_entry = unit.programs[program]
-            if supported(kernel_entry):
-                emit_fast(b, kernel_entry, prog, dim_var, unit.kernel_name(program), ret,
-                          len(unit.signature["params"]), cond)
+        target.fast_path(b, entry, unit)
         for line in entry.body:
             b.line(line)
     b.line()

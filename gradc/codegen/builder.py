@@ -5,10 +5,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 
-#: the one dtype table: gradc's dtype names -> NumPy's (and Numba's) type names
-DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64"}
-
-
 class Builder:
     """Collects lines of code; ``with b.block('for i in range(n):'):`` indents its body."""
 

@@ -1,34 +1,72 @@
-"""The target interface: what a code generation back end provides to the assembler.
+"""The targets: one row of facts per code generation back end (:data:`TARGETS`) and the
+interface each back end's package implements (:class:`Target`).
 
-A target is registered by name in :data:`gradc.options.TARGETS` (the module that defines
-its ``TARGET``); :func:`get` loads it. The driver (:mod:`gradc.pipeline`) hands every
-target the same :class:`gradc.codegen.assemble.Unit` (scheduled kernel programs, the
-SIGNATURE, options), and :func:`gradc.codegen.assemble.assemble` asks the target only for
-what differs between targets: the text below.
+Every other part of gradc reads what it needs to know about a target from its
+:class:`TargetInfo` row (the tier :meth:`gradc.Model.tier` reports, whether its arrays live
+on a device, whether ``parallel=True`` means anything for it, which target runs while its
+kernels compile), never by comparing target names. Adding a target is its package under
+``gradc/codegen/`` (``target.py`` defining ``TARGET``, its emitter, printer and runtime
+hooks) and its row here. This module is light: it imports no compiler and no target.
+
+The driver (:mod:`gradc.pipeline`) hands every target the same
+:class:`gradc.codegen.assemble.Unit` (scheduled kernel programs, the SIGNATURE, options),
+and :func:`gradc.codegen.assemble.assemble` asks the target only for what differs between
+targets: the text below.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the rest of gradc knows of a target.
+
+    Attributes:
+        name: the target's name (``target=`` of :func:`gradc.compile`, ``--target``).
+        module: the module defining its ``TARGET`` (a :class:`Target`), loaded lazily.
+        tier: what :meth:`gradc.Model.tier` says for a model of this target.
+        device: its arrays live on an accelerator: a call needs one (checked at the first
+            call), and processes without one (Dask workers) cannot run it.
+        parallel: ``parallel=True`` applies to it (else that option is an error).
+        fallback: the target whose module answers calls while this one's kernels compile
+            in the background (the tiered start; None: no tiered start).
+    """
+
+    name: str
+    module: str
+    tier: str
+    device: bool = False
+    parallel: bool = False
+    fallback: str | None = None
+
+
+#: every target, by name; the order is the one help texts list them in
+TARGETS: dict[str, TargetInfo] = {t.name: t for t in [
+    TargetInfo("cpu", "gradc.codegen.cpu.target", tier="numba", parallel=True,
+               fallback="numpy"),
+    TargetInfo("cuda", "gradc.codegen.cuda.target", tier="cuda", device=True),
+    TargetInfo("numpy", "gradc.codegen.numpy.target", tier="numpy"),
+]}
 
 
 class Target:
-    """A code generation back end.
+    """A code generation back end (its package's ``TARGET``).
 
     Attributes:
-        name: the target's name ('cpu', 'cuda', ...).
+        name: the target's name ('cpu', 'cuda', ...), its key in :data:`TARGETS`.
         summary: lines of the module docstring after its title.
         imports: the module's import lines after the standard library's.
-        hooks: the runtime hook functions pasted after the shared prelude (the contract of
-            each is in :mod:`gradc.codegen.prelude`).
-        fast_path: whether public functions get the straight-line argument check.
+        hooks: the runtime hook functions pasted after the shared runtime (the contract of
+            each is in :mod:`gradc.codegen.runtime`).
     """
 
     name: str = ""
     summary: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     hooks: tuple = ()
-    fast_path: bool = False
 
     def constants(self, unit) -> list[str]:
         """Module-level constant lines (JIT options, launch sizes)."""
@@ -36,12 +74,17 @@ class Target:
 
     def emit(self, b, unit) -> dict:
         """Append the kernels of every program of ``unit`` (named
-        ``unit.kernel_name(program)``) to ``b``; return extra ``_ENTRIES`` fields:
+        ``unit.kernel_name(program)``) to ``b``; return extra ``_PROGRAMS`` fields:
         program -> {field: Python expression} (a name that is no program adds a row)."""
         raise NotImplementedError
 
+    def fast_path(self, b, entry, unit) -> None:
+        """Append the start of public function ``entry``'s body (a
+        :class:`gradc.entries.PublicEntry`): a straight-line argument check and kernel
+        call for the common case, which falls through to the general body otherwise.
+        Nothing by default."""
+
 
 def get(name: str) -> Target:
-    """The registered target ``name``."""
-    from gradc.options import TARGETS
-    return importlib.import_module(TARGETS[name]).TARGET
+    """The back end of target ``name``."""
+    return importlib.import_module(TARGETS[name].module).TARGET

@@ -15,9 +15,11 @@ import time
 import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
+from gradc.codegen.target import TARGETS
+from gradc.dtypes import FLOAT, numpy_dtype
 from gradc.errors import GradcError
-from gradc.options import OPTIMIZERS, TARGETS
-from gradc.training.data import FLOAT_DTYPES, NP_DTYPES, fmt_shape
+from gradc.options import OPTIMIZERS
+from gradc.training.data import fmt_shape
 
 WARMUP = 3
 DEFAULT_DIM = 16
@@ -77,11 +79,11 @@ def random_inputs(signature: dict, batch: int, dims: dict, seed: int = 0) -> dic
                 default = batch if i == 0 else dims.get(d, DEFAULT_DIM)
                 d = bound.setdefault(d, dims.get(d, default))
             size.append(d)
-        if dtype in FLOAT_DTYPES:
+        if dtype in FLOAT:
             a = rng.standard_normal(size)
         else:
             a = rng.integers(0, classes, size)
-        out[name] = np.ascontiguousarray(a, dtype=NP_DTYPES[dtype])
+        out[name] = np.ascontiguousarray(a, dtype=numpy_dtype(dtype))
     return out
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from gradc.commands import EXIT_OK, print_warnings, read_source, split_names
 from gradc.errors import GradcError
-from gradc.passes.entries import OPTIMIZERS
-from gradc.pipeline import DTYPES, TARGETS
+from gradc.passes.programs import OPTIMIZERS
+from gradc.codegen.target import TARGETS
+from gradc.dtypes import FLOAT
 
 
 def register(subparsers) -> None:
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
                         "default: ./MODEL_gen.py)")
     p.add_argument("--target", choices=TARGETS, default="cpu",
                    help="code target (default cpu; numpy: vectorised NumPy, no Numba)")
-    p.add_argument("--dtype", choices=DTYPES,
+    p.add_argument("--dtype", choices=FLOAT,
                    help="override every float dtype of the model (e.g. f64 for checks)")
     p.add_argument("--wrt", metavar="x,..", default="",
                    help="comma-separated float inputs to differentiate besides the params")

@@ -114,9 +114,9 @@ def select_roots(graph: Graph, backward: bool, wrt=()) -> tuple[list[Node], list
     if graph.loss is None:
         raise GradcError(f"gradc graph: --backward draws loss_and_grad, but model "
                          f"'{graph.name}' declares no loss")
-    from gradc.passes.entries import Optimizer, build_entries
+    from gradc.passes.programs import Optimizer, build_programs
 
-    entry = build_entries(graph, tuple(wrt), Optimizer.parse("sgd"))["loss_and_grad"]
+    entry = build_programs(graph, tuple(wrt), Optimizer.parse("sgd"))["loss_and_grad"]
     names = ["loss"] + [f"d loss/d {k}" for k in list(graph.params) + list(wrt)]
     return entry.roots, names
 

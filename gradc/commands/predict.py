@@ -16,8 +16,8 @@ import sys
 import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
-from gradc.commands.train import (add_label_option, add_progress_option, add_target_option,
-                                  percent)
+from gradc.commands.options import (add_label_option, add_progress_option,
+                                    add_target_option, percent)
 from gradc.errors import GradcError
 from gradc.training import checkpoint
 from gradc.training.data import (batches, check_arrays, check_labels, count, fmt_shape,
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 def entry_inputs(model, entry: str) -> list[str]:
     """The model inputs that ``entry`` (a program of the generated module) takes."""
-    return [name for role, name in model.module._ENTRIES[entry]["args"] if role == "input"]
+    return [name for role, name in model.module._PROGRAMS[entry]["args"] if role == "input"]
 
 
 def run(args) -> int:

@@ -101,11 +101,11 @@ def _table(title: str, rows: list[tuple[str, str, str]]) -> list[str]:
 
 def backward_section(graph: Graph, source: Source) -> str:
     """The graph of ``loss_and_grad``: the loss and the gradient of each param."""
-    from gradc.passes.entries import Optimizer, build_entries
+    from gradc.passes.programs import Optimizer, build_programs
 
     if graph.loss is None:
         return "backward graph: (none: the model has no loss)"
-    entry = build_entries(graph, (), Optimizer.parse("sgd"))["loss_and_grad"]
+    entry = build_programs(graph, (), Optimizer.parse("sgd"))["loss_and_grad"]
     names = ["loss"] + [f"d loss/d {k}" for k in graph.params]
     text = format_graph(graph, entry.roots, _base(source), names)
     return f"loss_and_grad graph ({len(graph.topo(entry.roots))} nodes)\n{_indent(text)}"

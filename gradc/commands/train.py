@@ -14,16 +14,14 @@ the exit code is 130.
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, load_model
-from gradc.errors import GradcError
-from gradc.options import OPTIMIZERS, TARGETS
+from gradc.commands.options import (add_progress_option, add_training_options, check_options,
+                                    n_epochs, note, out_dir, percent)
 from gradc.training import checkpoint, plots
 from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
 from gradc.training.history import History, find_history
@@ -34,15 +32,6 @@ from gradc.training.interrupt import (
     forget_unhandled_interrupt,
 )
 from gradc.training.loop import Config, fit, training_entry, training_tier, warm_up
-
-# Defaults chosen so that the README's spiral example reaches > 95% training accuracy in
-# 200 epochs for every seed tried (Adam at 1e-2 in minibatches of 32).
-DEFAULT_OPTIMIZER = "adam"
-DEFAULT_LR = 1e-2
-DEFAULT_BATCH = 32
-DEFAULT_EPOCHS = 20
-DEFAULT_VAL_SPLIT = 0.1
-
 
 def register(subparsers) -> None:
     """Add the ``train`` subparser."""
@@ -78,86 +67,6 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def check_options(args) -> None:
-    if args.epochs < 1:
-        raise GradcError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.batch_size < 1:
-        raise GradcError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise GradcError(f"--lr must be a positive number, got {args.lr}")
-    if not 0.0 <= args.val_split < 1.0:
-        raise GradcError(f"--val-split must be in [0, 1), got {args.val_split}")
-    if args.log_every < 0:
-        raise GradcError(f"--log-every must be at least 0, got {args.log_every}")
-
-
-def out_dir(path: str) -> Path:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GradcError(f"--out {out}: cannot create the directory: "
-                         f"{e.strerror or e}") from None
-    return out
-
-
-def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def percent(acc) -> str:
-    return "" if acc is None else f", accuracy {100 * acc:.1f}%"
-
-
-def n_epochs(n: int) -> str:
-    """``1 epoch``, ``2 epochs``."""
-    return f"{n} epoch" + ("" if n == 1 else "s")
-
-
-def add_training_options(p, unless: str = "") -> None:
-    """The options ``gradc train`` and ``gradc sweep`` share: --val-split, --epochs,
-    --batch-size, --lr, --optimizer, --seed and --target; ``unless`` ends the help of
-    those a sweep's grid may set (" unless the grid sets it")."""
-    p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT, metavar="F",
-                   help=f"fraction of the samples held out for validation "
-                        f"(default {DEFAULT_VAL_SPLIT}; 0: none)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="N",
-                   help=f"epochs to train{unless} (default {DEFAULT_EPOCHS})")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
-                   help=f"samples per step{unless} (default {DEFAULT_BATCH})")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, metavar="F",
-                   help=f"learning rate{unless} (default {DEFAULT_LR:g})")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
-                   help=f"the optimizer{unless} (default {DEFAULT_OPTIMIZER})")
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help=f"seed of the initial params, the validation split and the "
-                        f"shuffles{unless} (default 0)")
-    add_target_option(p)
-    add_label_option(p)
-
-
-def add_target_option(p) -> None:
-    """``--target`` (gradc train, sweep and predict)."""
-    p.add_argument("--target", choices=TARGETS, default="cpu",
-                   help="code target (default cpu)")
-
-
-def add_progress_option(p) -> None:
-    """``--progress``/``--no-progress`` (gradc train and predict)."""
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show the progress bar on stderr (default: when stderr is a "
-                        "terminal)")
-
-
-def add_label_option(p) -> None:
-    """``--label NAME`` (gradc train, sweep and predict): the integer input holding the
-    class labels, instead of the integer argument of the loss's cross_entropy or hinge."""
-    p.add_argument("--label", metavar="NAME",
-                   help="the integer input whose values are the class labels, for accuracy "
-                        "(default: the labels of the loss's cross_entropy or hinge); the "
-                        "scores are then the first output shaped like it plus a class axis")
-
-
 def run(args) -> int:
     """Train as the options say; return the exit code (130 when interrupted).
 
@@ -166,10 +75,10 @@ def run(args) -> int:
     point, and the params, optimizer state, history and pictures of the finished epochs
     are written before the exit with code 130, whenever the Ctrl-C (or a second one) came.
     One handler covers both phases, so no SIGINT falls between them.
-    With ``--cluster`` the run is handed to :func:`gradc.dask.command.train`.
+    With ``--cluster`` the run is handed to :func:`gradc.commands.cluster.train`.
     """
     if getattr(args, "cluster", None):
-        from gradc.dask.command import train as train_on_cluster
+        from gradc.commands.cluster import train as train_on_cluster
         return train_on_cluster(args)
     check_options(args)
     arrays = read_npz(args.data)        # a missing or corrupt file fails before compiling
@@ -185,11 +94,11 @@ def run(args) -> int:
         if sigint.requested:            # its KeyboardInterrupt was swallowed while compiling
             return _interrupted_early()
         if not args.quiet:
-            _note(_ready_note(prepared))
+            note(_readynote(prepared))
         return _train(prepared, args, sigint)
 
 
-def _ready_note(prepared) -> str:
+def _readynote(prepared) -> str:
     """What the warm-up did: kernels compiled (or loaded), or training starts on the
     NumPy tier while they compile in the background."""
     model = prepared.model
@@ -204,7 +113,7 @@ def _ready_note(prepared) -> str:
 def _interrupted_early() -> int:
     forget_unhandled_interrupt()
     _flush()
-    _note("gradc train: interrupted (Ctrl-C) before training started; nothing written")
+    note("gradc train: interrupted (Ctrl-C) before training started; nothing written")
     return EXIT_INTERRUPTED
 
 
@@ -243,12 +152,12 @@ def _prepare(args, arrays) -> _Run:
     history = History()
     if args.resume:
         params = checkpoint.load_params(model, args.resume)
-        note = checkpoint.load_optimizer(
+        restored = checkpoint.load_optimizer(
             model, params, Path(args.resume).with_name(checkpoint.OPTIMIZER_FILE))
         hist_path = find_history(args.resume)
         if hist_path is not None:
             history = History.read(hist_path)
-        _note(f"resuming from {args.resume} after epoch {history.last_epoch}; {note}")
+        note(f"resuming from {args.resume} after epoch {history.last_epoch}; {restored}")
     else:
         params = model.init_params(args.seed)
 
@@ -258,7 +167,7 @@ def _prepare(args, arrays) -> _Run:
     print(f"data {args.data}: {count(data)} samples: {n_train} train, {n_val} validation; "
           f"{task.describe()}", flush=True)
     if not args.quiet and model.tier("loss") != "numpy":
-        _note("compiling the kernels (cached after the first run) ...")
+        note("compiling the kernels (cached after the first run) ...")
     warm_up(model, params, train, cfg, forward=task.classifier)
     return _Run(model, task, train, val, out, cfg, params, history,
                 time.perf_counter() - start)
@@ -283,7 +192,7 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
         interrupted = True
         unfinished = f" (epoch {stop.epoch} unfinished, dropped)" if stop.partial else ""
         _flush()
-        _note(f"gradc train: interrupted (Ctrl-C) after epoch {history.last_epoch}"
+        note(f"gradc train: interrupted (Ctrl-C) after epoch {history.last_epoch}"
               f"{unfinished}: saving the params, optimizer state, history and plots of the "
               f"finished epochs")
     seconds = time.perf_counter() - t0
@@ -310,7 +219,7 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
                   f"samples{at})")
     print("wrote " + " ".join(str(p) for p in written), flush=True)
     if sigint.requested and not interrupted:
-        _note("gradc train: interrupted (Ctrl-C) after the last epoch; everything is saved")
+        note("gradc train: interrupted (Ctrl-C) after the last epoch; everything is saved")
     return EXIT_INTERRUPTED if interrupted or sigint.requested else EXIT_OK
 
 
@@ -324,7 +233,7 @@ def _flush() -> None:
 def _pictures(model, params, task, train, val, history, out: Path, args) -> list[Path]:
     """Write loss.png (and boundary.png for classifiers of 2-D points); return the paths."""
     if not plots.have_matplotlib():
-        _note("matplotlib is not installed: no pictures (pip install 'gradc[train]')")
+        note("matplotlib is not installed: no pictures (pip install 'gradc[train]')")
         return []
     plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}, "
                        f"lr {args.lr:g}, batch {args.batch_size}", note=task.describe())

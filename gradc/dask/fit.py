@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gradc.codegen.target import TARGETS
 from gradc.dask.fleet import Fleet, LostWorkers
 from gradc.dask.optimizer import HostOptimizer, weighted_mean
 from gradc.dask.sources import plan
@@ -80,9 +81,10 @@ def check_model(model) -> None:
         raise GradcError(f"model '{model.name}' uses dropout: each worker would draw its "
                          f"own masks, not those of single-process training; train it "
                          f"without --cluster")
-    if model.options.target == "cuda":
-        raise GradcError("gradc.dask trains target 'cpu' or 'numpy' models (the workers "
-                         "run NumPy/Numba kernels); compile with target='cpu'")
+    if TARGETS[model.options.target].device:
+        raise GradcError(f"gradc.dask trains models whose arrays are NumPy arrays (the "
+                         f"workers run NumPy/Numba kernels), not target "
+                         f"'{model.options.target}'; compile with target='cpu'")
 
 
 def _check_args(epochs, batch_size, lr, val_split, timeout) -> None:

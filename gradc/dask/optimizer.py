@@ -5,7 +5,7 @@ driver then takes one optimizer step. :class:`HostOptimizer` runs that step with
 rule the compiled ``train_step`` runs: the optimizer's row of
 :data:`gradc.options.OPTIMIZERS` (its ``update(s, sqrt, flush)`` stores, in order, each later
 store reading the values earlier ones wrote as ``new_<slot>``), turned into NumPy
-functions with SymPy's ``lambdify``, the same way :func:`gradc.passes.entries.optimizer_stores`
+functions with SymPy's ``lambdify``, the same way :func:`gradc.passes.programs.optimizer_stores`
 turns it into graph nodes (with the same ``flush`` of values below the dtype's smallest
 normal number). The per-step scalars (Adam's bias corrections) come from the
 generated module's ``_step_scalars``, the function its ``train_step`` calls.

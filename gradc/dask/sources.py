@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradc.dtypes import NUMPY_NAMES, numpy_dtype
 from gradc.errors import GradcError
 from gradc.training.data import (
-    NP_DTYPES,
     check_arrays,
     check_labels,
     count,
@@ -131,9 +131,9 @@ def _dask_parts(data: Mapping, signature: dict, client, timeout: float) -> list[
         if not isinstance(a, da.Array):
             raise ValueError(f"data['{name}']: expected a dask.array, got {type(a).__name__} "
                              f"(wrap it with dask.array.from_array(a, chunks=...))")
-        if a.dtype != NP_DTYPES[dtype]:
+        if a.dtype != numpy_dtype(dtype):
             raise ValueError(f"data['{name}']: dtype {a.dtype.name}, the input needs {dtype} "
-                             f"({NP_DTYPES[dtype].__name__})")
+                             f"({NUMPY_NAMES[dtype]})")
         fixed_ok = all(isinstance(d, str) or d == n for d, n in zip(shape[1:], a.shape[1:]))
         if a.ndim != len(shape) or not fixed_ok:
             raise ValueError(f"data['{name}']: shape {list(a.shape)}, the input needs "

@@ -32,12 +32,12 @@ from lark import Lark, Token, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 from lark.visitors import Transformer_NonRecursive
 
+from gradc.dtypes import NUMPY_NAMES
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
 from gradc.frontend.syntax_errors import SyntaxProblem, describe
 from gradc.source import Source, Span
 
-DTYPES = ("f32", "f64", "i32", "i64")
 
 _OPEN, _CLOSE = {"LPAR", "LSQB"}, {"RPAR", "RSQB"}
 
@@ -239,9 +239,9 @@ class _ToAst(Transformer_NonRecursive):
 
     def type(self, meta, c):
         dtype = str(c[0])
-        if dtype not in DTYPES:
+        if dtype not in NUMPY_NAMES:
             self.problem(f"unknown dtype '{dtype}' — expected f32, f64, i32 or i64",
-                         self.tspan(c[0]), did_you_mean(dtype, DTYPES))
+                         self.tspan(c[0]), did_you_mean(dtype, NUMPY_NAMES))
         shape = tuple(c[1]) if len(c) > 1 else None
         return ast.TypeExpr(dtype, shape, self.span(meta))
 

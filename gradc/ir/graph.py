@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from gradc.dtypes import FLOAT
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import Shape
 from gradc.source import Span
 
-FLOAT_DTYPES = ("f32", "f64")
-INT_DTYPES = ("i32", "i64")
 
 
 class Node:
@@ -64,7 +63,7 @@ class Node:
     @property
     def is_float(self) -> bool:
         """True for f32/f64 values (the differentiable ones)."""
-        return self.dtype in FLOAT_DTYPES
+        return self.dtype in FLOAT
 
     def __repr__(self) -> str:
         return f"%{self.id}:{self.op}"

@@ -14,7 +14,8 @@ from gradc.ir import build, expansion, layers
 from gradc.ir.builtins import (BUILTINS, call_elementwise, check_numel, check_size, index,
                                 literal)
 from gradc.ir.errors import LowerError, Poisoned
-from gradc.ir.graph import FLOAT_DTYPES, INT_DTYPES, Graph, Node
+from gradc.dtypes import FLOAT, INT
+from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import COMPARISONS, ELEMENTWISE, OPERATORS
 from gradc.ir.shapes import as_dim, fmt_shape, free_dims
 from gradc.source import Source
@@ -71,7 +72,7 @@ class _Lowerer:
     @staticmethod
     def _float_dtype(module: ast.Module) -> str:
         types = [s.type.dtype for s in module.stmts if isinstance(s, (ast.InputDecl,
-                 ast.ParamDecl)) and s.type.dtype in FLOAT_DTYPES]
+                 ast.ParamDecl)) and s.type.dtype in FLOAT]
         return "f64" if types and all(t == "f64" for t in types) else "f32"
 
     # ------------------------------------------------------------------ statements
@@ -168,7 +169,7 @@ class _Lowerer:
         elif isinstance(s, ast.ParamDecl):
             self._declare(s.name, s, s.name_span)
             dtype, shape = self._type(s.type)
-            if dtype in INT_DTYPES:
+            if dtype in INT:
                 raise LowerError(f"param '{s.name}' is {dtype}: params must be f32 or f64 "
                                  "(no gradient through an integer value)", s.type.span)
             free = sorted({x.name for d in shape for x in d.free_symbols})
@@ -266,7 +267,7 @@ class _Lowerer:
     # ------------------------------------------------------------------ declarations
     def _type(self, t: ast.TypeExpr) -> tuple[str, tuple]:
         dtype = t.dtype
-        if dtype in FLOAT_DTYPES:
+        if dtype in FLOAT:
             dtype = self.g.float_dtype
         shape = []
         for d in t.shape or ():

@@ -2,7 +2,7 @@
 
 Adding an elementwise op is adding a row here (and a row in ``tests/op_specs.py``): its VJP
 and JVP come from ``sympy.diff`` (:mod:`gradc.autodiff.derive`), its CPU code from the SymPy
-printer (:mod:`gradc.codegen.printer`), its reference value from ``sympy.lambdify``.
+printer (:mod:`gradc.codegen.scalar`), its reference value from ``sympy.lambdify``.
 
 Structural ops (matmul, reductions, reshape, transpose, gather) are graph node kinds of their
 own (:mod:`gradc.ir.graph`) with hand-written rules in :mod:`gradc.autodiff.rules`.

@@ -1,4 +1,4 @@
-"""The fused-kernel layer: what one compiled entry computes, independent of the target.
+"""The fused-kernel layer: what one compiled program computes, independent of the target.
 
 A :class:`Program` is a list of kernels over named :class:`Buffer`\\ s; every kernel class
 declares the buffers it ``writes()`` and ``reads()`` (the workspace planner trusts only
@@ -6,7 +6,7 @@ those, so a new kernel class states its buffers once, where it is defined). Elem
 a :class:`Loop` whose stores are SymPy expressions over :class:`Read` symbols (a buffer read
 through an index map), so elementwise chains, broadcasts and transposes fuse into one loop
 and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU emitter
-(:mod:`gradc.codegen.cpu`) and a CUDA emitter print the same program.
+(:mod:`gradc.codegen.cpu.emit`) and a CUDA emitter print the same program.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gradc.source import Span
 
 @dataclass(eq=False)
 class Buffer:
-    """A named array the entry reads or writes.
+    """A named array the program reads or writes.
 
     kind: 'arg' (a caller's array), 'scalar' (a caller's number: hyper-parameter, dim),
     'ws' (a slice of the workspace, planned once per dims), 'fresh' (allocated per call:
@@ -200,9 +200,9 @@ class Unpick(Kernel):
 @dataclass(eq=False)
 class Check(Kernel):
     """Raise unless every element of ``idx`` is in [0, ``limit``): the range check of a
-    label or index tensor (``kind`` 'label' or 'index') that an entry takes while none of
+    label or index tensor (``kind`` 'label' or 'index') that a program takes while none of
     its other kernels reads it with this limit (``hvp`` takes a cross-entropy's labels, but
-    the Hessian does not depend on them), so every entry checks its arguments as the
+    the Hessian does not depend on them), so every program checks its arguments as the
     function it differentiates does. Writes nothing."""
 
     idx: Buffer
@@ -233,14 +233,14 @@ class View(Kernel):
 
 @dataclass(eq=False)
 class Program:
-    """One compiled entry: arguments in call order, kernels in execution order, results.
+    """One compiled program: arguments in call order, kernels in execution order, results.
 
     Attributes:
-        name: the entry's name ('forward', 'loss_and_grad', ...).
+        name: the program's name ('forward', 'loss_and_grad', ...).
         args: the caller's arrays and scalars, in call order.
         dims: names of the call-time dims, passed after ``args``.
         kernels: in execution order.
-        results: what the entry returns, in order.
+        results: what the program returns, in order.
         ws_size: workspace elements needed (an expression in the dims).
         float_dtype: the dtype of the workspace.
     """

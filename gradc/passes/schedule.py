@@ -1,4 +1,4 @@
-"""Graph -> fused-kernel program for one entry: fusion decisions, kernels, buffer plan.
+"""Graph -> fused-kernel program for one spec: fusion decisions, kernels, buffer plan.
 
 Fusion: an elementwise node whose only consumer is elementwise over the same shape (or a
 reduction of it) is inlined into that consumer's expression; broadcasts and transposes are
@@ -30,17 +30,17 @@ MAX_FUSED_DEPTH = 24
 
 
 @dataclass
-class Entry:
-    """What one compiled entry computes.
+class ProgramSpec:
+    """What one kernel program (one compiled function) computes, before scheduling.
 
     Attributes:
         name: 'forward', 'loss_and_grad', 'train_step', 'jvp', 'vjp', ...
         args: leaf nodes in call order (arrays, then scalars).
         roots: values returned, in order.
         stores: (leaf, value) pairs written in place after everything else (optimizers).
-        graph: the graph the entry runs on (a model with batchnorm or dropout has two).
-        checks: (label or index tensor, limit, kind) for every lookup in what the entry
-            differentiates: each is range-checked even where the entry's kernels do not
+        graph: the graph the spec runs on (a model with batchnorm or dropout has two).
+        checks: (label or index tensor, limit, kind) for every lookup in what the spec
+            differentiates: each is range-checked even where the spec's kernels do not
             read it (see :class:`~gradc.passes.kernels.Check`).
     """
 
@@ -51,14 +51,26 @@ class Entry:
     graph: Graph | None = None
     checks: list[tuple[Node, sympy.Expr, str]] = field(default_factory=list)
 
+    @property
+    def batch_dim(self) -> str | None:
+        """The dim every model input of the program leads with (the batch dim of
+        ``train_epoch``), or None if they do not share a symbolic one."""
+        inputs = [n for n in self.args
+                  if n.op == "input" and n.attrs.get("role", "input") == "input"]
+        leads = {n.shape[0] if n.shape else None for n in inputs}
+        if len(leads) != 1:
+            return None
+        lead = leads.pop()
+        return lead.name if lead is not None and lead.is_Symbol else None
 
-def schedule(g: Graph, entry: Entry, arg_name: Callable[[Node], str]) -> Program:
-    """Return the kernel program of ``entry``; ``arg_name`` names each leaf's variable."""
-    return _Scheduler(g, entry, arg_name).run()
+
+def schedule(g: Graph, spec: ProgramSpec, arg_name: Callable[[Node], str]) -> Program:
+    """Return the kernel program of ``spec``; ``arg_name`` names each leaf's variable."""
+    return _Scheduler(g, spec, arg_name).run()
 
 
 def slice_index(spec: tuple, axes) -> tuple:
-    """The index map of a sliced array: one entry per axis of the array, given the index
+    """The index map of a sliced array: one spec per axis of the array, given the index
     map ``axes`` of the slice's own (kept) axes."""
     out, j = [], 0
     for s in spec:
@@ -76,14 +88,14 @@ def _is_swap(perm: tuple[int, ...]) -> bool:
 
 
 class _Scheduler:
-    def __init__(self, g: Graph, entry: Entry, arg_name):
-        self.g, self.entry = g, entry
-        self.values = [v for _, v in entry.stores]
-        self.nodes = g.topo(entry.roots + self.values + [t for t, _ in entry.stores]
-                            + [n for n, _, _ in entry.checks])
+    def __init__(self, g: Graph, spec: ProgramSpec, arg_name):
+        self.g, self.spec = g, spec
+        self.values = [v for _, v in spec.stores]
+        self.nodes = g.topo(spec.roots + self.values + [t for t, _ in spec.stores]
+                            + [n for n, _, _ in spec.checks])
         self.consumers = g.consumers(self.nodes)
-        self.root_ids = {r.id for r in entry.roots}
-        self.store_of = {v.id: t for t, v in entry.stores}
+        self.root_ids = {r.id for r in spec.roots}
+        self.store_of = {v.id: t for t, v in spec.stores}
         # Decided consumers first: whether a node fuses depends on where its consumers go.
         self.mode: dict[int, str] = {}
         self.home: dict[int, int] = {}  # the node whose kernel evaluates an inlined node
@@ -102,8 +114,8 @@ class _Scheduler:
             inline = self.mode[n.id] == "inline" and n.shape == self._space(cs[0])
             self.home[n.id] = self.home[cs[0].id] if inline else n.id
         self.buf: dict[int, Buffer] = {}
-        self.prog = Program(entry.name, [], [], float_dtype=g.float_dtype)
-        for n in entry.args:
+        self.prog = Program(spec.name, [], [], float_dtype=g.float_dtype)
+        for n in spec.args:
             kind = "scalar" if n.op == "hyper" else "arg"
             self.buf[n.id] = Buffer(arg_name(n), n.shape, n.dtype, kind,
                                     title=n.attrs["name"])
@@ -249,10 +261,10 @@ class _Scheduler:
         return self.buffer_or_leaf(n), flag
 
     def _checks(self) -> None:
-        """A :class:`Check` of each of the entry's label and index tensors that no kernel
+        """A :class:`Check` of each of the spec's label and index tensors that no kernel
         checks against the same limit (before the in-place stores)."""
         done = {(id(b), limit) for k in self.prog.kernels for b, limit, _ in k.bounds()}
-        for n, limit, kind in self.entry.checks:
+        for n, limit, kind in self.spec.checks:
             buf = self.buffer_or_leaf(n)
             if (id(buf), limit) not in done:
                 done.add((id(buf), limit))
@@ -260,7 +272,7 @@ class _Scheduler:
 
     def _stores(self) -> None:
         loops: dict[tuple, Loop] = {}
-        for target, value in self.entry.stores:
+        for target, value in self.spec.stores:
             tbuf = self.buf[target.id]
             expr = self.define(value, tuple(range(value.rank)))
             loop = loops.setdefault(tuple(value.shape), Loop(value.shape, [], value.span))
@@ -269,7 +281,7 @@ class _Scheduler:
 
     def _results(self) -> None:
         used = set()
-        for r in self.entry.roots:
+        for r in self.spec.roots:
             src = self.buf.get(r.id)
             if src is not None and not r.rank:
                 self.prog.results.append(src)  # scalars are returned by value

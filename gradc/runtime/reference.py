@@ -15,7 +15,6 @@ from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.sym import NUMPY_IMPLS
 
-NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
 
 
 @lru_cache(maxsize=4096)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gradc.dtypes import numpy_dtype
+
 #: the public functions a background compile of an entry calls (jacobian runs forward
 #: and one of jvp and vjp, whichever the shapes make cheaper: both are compiled)
 CALLS = {"jacobian": ("forward", "jvp", "vjp")}
@@ -77,9 +79,8 @@ def locked(folder: Path, names):
 def dummy_inputs(signature: dict) -> dict:
     """Inputs of the declared dtypes and shapes (symbolic dims :data:`DIM`): 0 for
     integers (a valid label and index), 0.5 for floats."""
-    kinds = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
     return {name: np.full([d if isinstance(d, int) else DIM for d in shape],
-                          0 if dtype[0] == "i" else 0.5, kinds[dtype])
+                          0 if dtype[0] == "i" else 0.5, numpy_dtype(dtype))
             for name, (dtype, shape) in signature["inputs"].items()}
 
 

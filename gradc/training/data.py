@@ -16,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gradc.dtypes import FLOAT, INT, NUMPY_NAMES, numpy_dtype
 from gradc.errors import GradcError
 
-NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
-FLOAT_DTYPES = ("f32", "f64")
-INT_DTYPES = ("i32", "i64")
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ def analyse(signature: dict, where: str = "", label: str | None = None) -> Task:
     task = label_task(signature, where, label)
     point = None
     if task.classifier and task.classes is not None:
-        floats = [n for n, (dt, _s) in inputs.items() if dt in FLOAT_DTYPES]
+        floats = [n for n, (dt, _s) in inputs.items() if dt in FLOAT]
         if len(floats) == 1 and tuple(inputs[floats[0]][1]) == (batch, 2):
             point = floats[0]
     return Task(batch, task.output, task.labels, task.classes, point)
@@ -145,15 +143,15 @@ def label_task(signature: dict, where: str = "", label: str | None = None) -> Ta
 def _named_labels(signature: dict, label: str, prefix: str) -> Task:
     inputs, outputs = signature["inputs"], signature.get("outputs", {})
     model = signature.get("model", "model")
-    ints = [n for n, (dt, _s) in inputs.items() if dt in INT_DTYPES]
-    if inputs.get(label, ("",))[0] not in INT_DTYPES:
+    ints = [n for n, (dt, _s) in inputs.items() if dt in INT]
+    if inputs.get(label, ("",))[0] not in INT:
         what = (f"input '{label}' is {inputs[label][0]}" if label in inputs
                 else f"model '{model}' has no input '{label}'")
         raise GradcError(f"{prefix}label '{label}': {what}; the labels must be an integer "
                          f"input (the model's integer inputs: {', '.join(ints) or 'none'})")
     shape = tuple(inputs[label][1])
     for name, (dtype, out_shape) in outputs.items():
-        if dtype in FLOAT_DTYPES and tuple(out_shape[:-1]) == shape \
+        if dtype in FLOAT and tuple(out_shape[:-1]) == shape \
                 and len(out_shape) == len(shape) + 1:
             classes = out_shape[-1] if isinstance(out_shape[-1], int) else None
             return Task(None, name, label, classes)
@@ -221,11 +219,11 @@ def check_arrays(path, arrays: dict, signature: dict, optional=()) -> dict[str, 
         if name not in arrays:
             continue
         a = arrays[name]
-        if a.dtype != NP_DTYPES[dtype]:
+        if a.dtype != numpy_dtype(dtype):
             raise GradcError(f"{path}: error: array '{name}' has dtype {a.dtype.name}, the "
-                             f"input needs {dtype} ({np.dtype(NP_DTYPES[dtype]).name})")
+                             f"input needs {dtype} ({NUMPY_NAMES[dtype]})")
         _check_shape(path, name, a, shape, dims)
-        if dtype in FLOAT_DTYPES and not np.isfinite(a).all():
+        if dtype in FLOAT and not np.isfinite(a).all():
             raise GradcError(f"{path}: error: array '{name}' contains NaN or infinite values")
         out[name] = np.ascontiguousarray(a)
     return out

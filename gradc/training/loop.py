@@ -141,13 +141,10 @@ def _steps(model, params: dict, data: dict, cfg: Config, rng, order):
 
 
 def _resident(model, data: dict) -> dict:
-    """``data`` where ``train_epoch`` reads it: for target cuda copied to the device once
-    an epoch (NumPy arrays would be copied again by every call), else as it is."""
-    if model.options.target != "cuda":
-        return data
-    from numba import cuda
-
-    return {k: cuda.to_device(a) for k, a in data.items()}
+    """``data`` where ``train_epoch`` reads it (:meth:`gradc.Model.to_device`): for a device
+    target copied to the device once an epoch (NumPy arrays would be copied again by every
+    call), else as it is."""
+    return {k: model.to_device(a) for k, a in data.items()}
 
 
 def evaluate(model, params: dict, data: dict, task: Task, stop=None,

@@ -1,5 +1,5 @@
 """The state dict's runtime helpers, copied verbatim into each generated module (beside
-:mod:`gradc.codegen.prelude`, under the same rules: numpy, the standard library the
+:mod:`gradc.codegen.runtime`, under the same rules: numpy, the standard library the
 module imports (``warnings`` here: a params file without the running statistics), the
 shared helpers and the module's tables).
 
@@ -24,11 +24,11 @@ def _state_key(role, name):
     return f"buffer:{name}" if role == "buffer" else f"{role[6:]}:{name}"
 
 
-def _state_reads(entry, seed):
-    """The state keys a call of program ``entry`` reads: the step count (train_step), the
+def _state_reads(program, seed):
+    """The state keys a call of program ``program`` reads: the step count (train_step), the
     noise counter (noise drawn without a seed), its optimizer slots and buffers."""
-    args = _ENTRIES[entry]["args"]
-    reads = ["step"] if entry == "train_step" else []
+    args = _PROGRAMS[program]["args"]
+    reads = ["step"] if program == "train_step" else []
     if seed is None and any(role == "noise" for role, _ in args):
         reads.append("rng")
     return reads + [_state_key(role, name) for role, name in args

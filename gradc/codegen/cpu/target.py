@@ -1,23 +1,25 @@
 """The CPU target: kernel programs as ``numba.njit`` functions (registered in
-:data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
+:data:`gradc.codegen.target.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
 
-Kernels are printed by :class:`gradc.codegen.cpu.CpuEmitter`, ``train_epoch``'s compiled
+Kernels are printed by :class:`gradc.codegen.cpu.emit.CpuEmitter`, ``train_epoch``'s compiled
 loop (train_step's statements inside a loop over the minibatches) by
-:mod:`gradc.codegen.epoch`, the vectorisable math they call by :mod:`gradc.codegen.mathlib`;
-the runtime hooks are :mod:`gradc.codegen.cpu_prelude`.
+:mod:`gradc.codegen.cpu.epoch`, the vectorisable math they call by :mod:`gradc.codegen.cpu.mathlib`;
+the runtime hooks are :mod:`gradc.codegen.host`.
 """
 
 from __future__ import annotations
 
-from gradc.codegen import cpu_prelude, cpu_views, mathlib
-from gradc.codegen.assemble import Unit, dim_var
+from gradc.codegen import host
+from gradc.codegen.assemble import Unit, definitions, dim_var
 from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import CpuEmitter
-from gradc.codegen.epoch import emit_epoch
+from gradc.codegen.cpu import mathlib, views
+from gradc.codegen.cpu.emit import CpuEmitter
+from gradc.codegen.cpu.epoch import emit_epoch
+from gradc.codegen.cpu.fastpath import emit_fast, supported
 from gradc.codegen.target import Target
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}"
-#: train_epoch gets a compiled loop (:mod:`gradc.codegen.epoch`) when train_step's program
+#: train_epoch gets a compiled loop (:mod:`gradc.codegen.cpu.epoch`) when train_step's program
 #: has at most this many kernels; a larger step runs in a host loop (``_epoch``), whose
 #: ~13 us of dispatch per minibatch is small beside such a step, while the compiled loop
 #: would cost more to compile than the step itself (Numba, 2 cores: spiral's 33 kernels
@@ -34,8 +36,7 @@ class CpuTarget(Target):
                "forward, loss, loss_and_grad, train_step, train_epoch, jvp, vjp, hvp,",
                "jacobian, as the model has them) work as in gradc's Python API.")
     imports = ("import numba as nb", "import numpy as np")
-    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS
-    fast_path = True
+    hooks = definitions(host)
 
     def constants(self, unit: Unit) -> list[str]:
         opts = unit.options
@@ -48,27 +49,38 @@ class CpuTarget(Target):
         kernels, extra = Builder(), {}
         for name, (prog, _) in unit.programs.items():
             emitter.emit(kernels, prog, unit.kernel_name(name))
-        prog, entry = unit.programs.get("train_step", (None, None))
+        prog, spec = unit.programs.get("train_step", (None, None))
         if prog is not None and unit.signature["batch"] is not None and \
                 len(prog.kernels) <= EPOCH_KERNELS_MAX:
             epoch = unit.kernel_name("train_epoch")
-            emit_epoch(kernels, emitter, entry, prog, epoch,
+            emit_epoch(kernels, emitter, spec, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
         if emitter.views_used:
-            b.lines.extend(cpu_views.source(emitter.views_used,
-                                            f"cache={bool(unit.options.cache)}, nogil=True, "
+            b.lines.extend(views.source(emitter.views_used,
+                                        f"cache={bool(unit.options.cache)}, nogil=True, "
                                             "boundscheck=False").split("\n"))
             b.line()
             b.line()
         if emitter.math_used:
-            b.line("# Vectorisable math (gradc.codegen.mathlib): error bounds tested against "
+            b.line("# Vectorisable math (gradc.codegen.cpu.mathlib): error bounds tested against "
                    "NumPy.")
             b.lines.extend(mathlib.sources(sorted(emitter.math_used), MATH_JIT).split("\n"))
             b.line()
             b.line()
         b.lines.extend(kernels.lines)
         return extra
+
+    def fast_path(self, b: Builder, entry, unit: Unit) -> None:
+        """The straight-line check of :mod:`gradc.codegen.cpu.fastpath`, for entries that
+        declare one (``PublicEntry.fast``) and whose program it supports."""
+        if entry.fast is None:
+            return
+        program, cond, ret = entry.fast
+        prog, spec = unit.programs[program]
+        if supported(spec):
+            emit_fast(b, spec, prog, dim_var, unit.kernel_name(program), ret,
+                      len(unit.signature["params"]), cond)
 
 
 TARGET = CpuTarget()

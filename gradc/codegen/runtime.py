@@ -1,8 +1,9 @@
 """Runtime helpers shared by every target, copied verbatim into each generated module.
 
-The assembler (:mod:`gradc.codegen.assemble`) pastes these functions with
-``inspect.getsource``; each target adds its own hooks (:mod:`gradc.codegen.cpu_prelude`,
-:mod:`gradc.codegen.cuda_prelude`): ``_check`` (validate one array, moving it where the
+The assembler (:mod:`gradc.codegen.assemble`) pastes every function and class of this
+module (and of :mod:`gradc.codegen.state`) with ``inspect.getsource``; each target adds its
+own hooks (:mod:`gradc.codegen.host` for the targets whose arrays are NumPy arrays,
+:mod:`gradc.codegen.cuda.runtime`): ``_check`` (validate one array, moving it where the
 kernels run), ``_fresh`` (an array made here, moved there), ``_keep`` (remember a state
 array moved to the device), ``_route`` (what a call's results go back as), ``_allocate``
 (one workspace), ``_result``/``_loss`` (a result as the caller gets it), ``_write_back``,
@@ -13,14 +14,14 @@ Contracts:
   (``_LOCAL``), optimizer state lives in the ``state`` dict the caller passes, so
   concurrent calls on one module from several threads give the single-threaded results.
   The state's own helpers (its layout, ``init_state``, ``save_params``/``load_params``)
-  are in :mod:`gradc.codegen.state_prelude`.
+  are in :mod:`gradc.codegen.state`.
 - A Ctrl-C that lands inside Numba's dispatcher reaches the caller as KeyboardInterrupt,
   not as the SystemError Numba wraps it in.
 - They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``,
   ``functools``, ``importlib`` (to find gradc when a function is pickled) and the
-  module's tables (``SIGNATURE``, ``_ENTRIES``, ``_NP``): the module runs without gradc.
+  module's tables (``SIGNATURE``, ``_PROGRAMS``, ``_NP``): the module runs without gradc.
 """
-# ruff: noqa: F821  (SIGNATURE, _ENTRIES and the target hooks are the generated module's)
+# ruff: noqa: F821  (SIGNATURE, _PROGRAMS and the target hooks are the generated module's)
 
 import difflib
 import functools
@@ -30,9 +31,8 @@ import threading
 
 import numpy as np
 
-_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
 _LOCAL = threading.local()
-_ENTRIES = {}
+_PROGRAMS = {}
 SIGNATURE = {}
 
 
@@ -119,19 +119,20 @@ def _zeros(kind, name, dims):
     return np.zeros([dims.get(d, 1) if isinstance(d, str) else d for d in shape], _NP[dtype])
 
 
-def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
-    """Validate everything program ``entry`` takes, in call order (its ``args`` roles).
+def _prepare(program, params, inputs, extra=None, state=None, seed=None):
+    """Validate everything ``program`` takes, in call order (its ``args`` roles).
 
     ``extra``: ``(argument name, dict)`` of the tangents, cotangents or vector; missing
     entries are zeros. Optimizer state and buffers come from ``state`` (see
-    ``state_prelude._use_state``); noise is drawn from ``seed`` (else from the counter in ``state``).
-    Returns the call ``(entry, arrays, dims tuple, route)``."""
-    info = _ENTRIES[entry]
+    ``state._use_state``); noise is drawn from ``seed`` (else from the counter in
+    ``state``).
+    Returns the call ``(program, arrays, dims tuple, route)``."""
+    info = _PROGRAMS[program]
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays, got {type(params).__name__}")
     _unknown(params, SIGNATURE["params"], "param")
     _unknown(inputs, SIGNATURE["inputs"], "input")
-    reads = _state_reads(entry, seed)
+    reads = _state_reads(program, seed)
     if reads:
         _use_state(state, reads)
     if extra is not None:
@@ -165,12 +166,12 @@ def _prepare(entry, params, inputs, extra=None, state=None, seed=None):
             dtype, shape = SIGNATURE["buffers" if role == "buffer" else "params"][name]
             arrays.append(_check(state[key], f"state '{key}'", dtype, shape, {}))
             _keep(state, key, arrays[-1], shape)
-    if entry == "train_step":
+    if program == "train_step":
         _writeable(params)
         if isinstance(state["step"], bool) or not isinstance(state["step"], (int, np.integer)):
             raise ValueError(f"state['step']: expected the step count (an int), got "
                              f"{state['step']!r}")
-    return (entry, arrays, tuple(dims[d] for d in info["dims"]),
+    return (program, arrays, tuple(dims[d] for d in info["dims"]),
             _route(info, arrays, params, inputs, None if extra is None else extra[1]))
 
 
@@ -182,13 +183,13 @@ def _writeable(params):
                              "place; pass a writeable copy (np.array(...))")
 
 
-def _workspace(entry, dims):
-    """The workspace of ``entry`` for these dims: allocated once per thread and reused, so
+def _workspace(program, dims):
+    """The workspace of ``program`` for these dims: allocated once per thread and reused, so
     that calls from several threads never share scratch memory."""
     spaces = _LOCAL.__dict__.setdefault("spaces", {})
-    ws = spaces.get((entry, dims))
+    ws = spaces.get((program, dims))
     if ws is None:
-        ws = spaces[(entry, dims)] = _allocate(entry, dims)
+        ws = spaces[(program, dims)] = _allocate(program, dims)
     return ws
 
 
@@ -213,8 +214,9 @@ def _invoke(kernel, *args):
 
 def _run(call, scalars=()):
     """Run a prepared call: the program's kernel with the thread's workspace."""
-    entry, arrays, dims, _ = call
-    return _invoke(_ENTRIES[entry]["kernel"], *arrays, *scalars, _workspace(entry, dims), *dims)
+    program, arrays, dims, _ = call
+    kernel = _PROGRAMS[program]["kernel"]
+    return _invoke(kernel, *arrays, *scalars, _workspace(program, dims), *dims)
 
 
 def _named(kind, values, call):
@@ -236,7 +238,7 @@ def _epoch_plan(params, lr, batch_size, seed, order, state, inputs):
     n samples; the epoch is their minibatches of ``batch_size``, the last one smaller."""
     lr = _rate(lr)
     call = _prepare("train_step", params, inputs, None, state, seed)
-    n = call[2][_ENTRIES["train_step"]["dims"].index(SIGNATURE["batch"])]
+    n = call[2][_PROGRAMS["train_step"]["dims"].index(SIGNATURE["batch"])]
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     rows = np.random.default_rng(seed).permutation(n) if order is None else \

@@ -1,7 +1,7 @@
 """The kernel programs of a model: what each compiled function computes, as graph roots.
 
 One builder per program (:data:`PROGRAMS`), each taking the :class:`Graphs` of a model and
-returning an :class:`Entry` (the leaves it takes in call order and its roots) or None when
+returning an :class:`ProgramSpec` (the leaves it takes in call order and its roots) or None when
 the model has no such program. Autodiff adds the backward and tangent nodes to the same
 hash-consed graph, so forward work is shared. Which public function calls which program is
 the public registry's business (:mod:`gradc.entries`); this module only builds graphs.
@@ -22,7 +22,7 @@ from gradc.ir import sym
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.options import OPTIMIZERS, Optimizer
-from gradc.passes.schedule import Entry
+from gradc.passes.schedule import ProgramSpec
 
 
 @dataclass(frozen=True)
@@ -78,17 +78,17 @@ def _state_leaves(g: Graph, roots: list[Node]) -> list[Node]:
     return [n for n in [*g.buffers.values(), *g.noise.values()] if n.id in ids]
 
 
-def _entry(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
-           stores: list = (), scalars: list[Node] = (), primal: list[Node] = ()) -> Entry:
-    """An entry taking the params, the inputs that ``primal`` (the values it differentiates
+def _spec(name: str, g: Graph, roots: list[Node], extra: list[Node] = (),
+           stores: list = (), scalars: list[Node] = (), primal: list[Node] = ()) -> ProgramSpec:
+    """The program taking the params, the inputs that ``primal`` (the values it differentiates
     and the leaves it differentiates with respect to) and ``roots`` (and ``stores``) read,
     the state leaves they read, then ``extra`` leaves and ``scalars``, in that call order.
-    A derivative entry takes the inputs of its primal and its ``wrt`` inputs even where the
+    A derivative program takes the inputs of its primal and its ``wrt`` inputs even where the
     derivative does not read them (a linear model's vjp; a zero gradient's shape), so that
     it is called like the function it differentiates and every dim is bound."""
     reads = list(primal) + roots + [v for _, v in stores]
     args = list(g.params.values()) + needed_inputs(g, reads)
-    return Entry(name, args + list(extra) + _state_leaves(g, reads) + list(scalars), roots,
+    return ProgramSpec(name, args + list(extra) + _state_leaves(g, reads) + list(scalars), roots,
                  list(stores), graph=g, checks=_lookups(g, reads))
 
 
@@ -115,69 +115,69 @@ def _gradients(g: Graph, gs: Graphs) -> list[Node]:
 
 
 # ---------------------------------------------------------------------- the programs
-def _outputs_of(name: str, g: Graph | None) -> Entry | None:
+def _outputs_of(name: str, g: Graph | None) -> ProgramSpec | None:
     """Program ``name``: the outputs of ``g`` (None without ``g`` or outputs)."""
-    return _entry(name, g, list(g.outputs.values())) if g is not None and g.outputs else None
+    return _spec(name, g, list(g.outputs.values())) if g is not None and g.outputs else None
 
 
-def _loss_of(name: str, g: Graph | None) -> Entry | None:
+def _loss_of(name: str, g: Graph | None) -> ProgramSpec | None:
     """Program ``name``: the loss of ``g`` alone (None without ``g`` or a loss)."""
-    return _entry(name, g, [g.loss]) if g is not None and g.loss is not None else None
+    return _spec(name, g, [g.loss]) if g is not None and g.loss is not None else None
 
 
-def _forward(gs: Graphs) -> Entry | None:
+def _forward(gs: Graphs) -> ProgramSpec | None:
     return _outputs_of("forward", gs.outputs_graph)
 
 
-def _forward_train(gs: Graphs) -> Entry | None:
+def _forward_train(gs: Graphs) -> ProgramSpec | None:
     return _outputs_of("forward_train", gs.train_twin)
 
 
-def _loss(gs: Graphs) -> Entry | None:
+def _loss(gs: Graphs) -> ProgramSpec | None:
     return _loss_of("loss", gs.outputs_graph)
 
 
-def _loss_train(gs: Graphs) -> Entry | None:
+def _loss_train(gs: Graphs) -> ProgramSpec | None:
     return _loss_of("loss_train", gs.train_twin)
 
 
-def _jvp(gs: Graphs) -> Entry | None:
+def _jvp(gs: Graphs) -> ProgramSpec | None:
     g = gs.outputs_graph
     if not g.outputs:
         return None
     outs, tans = list(g.outputs.values()), _tangents(g, gs)
     t_outs = jvp(g, outs, {n.id: t for n, t in zip(gs.diff(g), tans)})
-    return _entry("jvp", g, outs + t_outs, tans, primal=outs + gs.diff(g))
+    return _spec("jvp", g, outs + t_outs, tans, primal=outs + gs.diff(g))
 
 
-def _vjp(gs: Graphs) -> Entry | None:
+def _vjp(gs: Graphs) -> ProgramSpec | None:
     g = gs.outputs_graph
     if not g.outputs:
         return None
     cots = [leaf(g, "cotangent", name, n) for name, n in g.outputs.items()]
     grads = vjp(g, list(zip(g.outputs.values(), cots)), gs.diff(g))
-    return _entry("vjp", g, grads, cots, primal=list(g.outputs.values()) + gs.diff(g))
+    return _spec("vjp", g, grads, cots, primal=list(g.outputs.values()) + gs.diff(g))
 
 
-def _loss_and_grad(gs: Graphs) -> Entry | None:
+def _loss_and_grad(gs: Graphs) -> ProgramSpec | None:
     g = gs.train
     if g.loss is None:
         return None
-    return _entry("loss_and_grad", g, [g.loss, *_gradients(g, gs)],
+    return _spec("loss_and_grad", g, [g.loss, *_gradients(g, gs)],
                   primal=[g.loss, *gs.diff(g)])
 
 
-def _hvp(gs: Graphs) -> Entry | None:
+def _hvp(gs: Graphs) -> ProgramSpec | None:
     """Forward over reverse: the tangent of the gradient along ``vector``."""
     g = gs.train
     if g.loss is None:
         return None
     tans = _tangents(g, gs)
     hv = jvp(g, _gradients(g, gs), {n.id: t for n, t in zip(gs.diff(g), tans)})
-    return _entry("hvp", g, hv, tans, primal=[g.loss, *gs.diff(g)])
+    return _spec("hvp", g, hv, tans, primal=[g.loss, *gs.diff(g)])
 
 
-def _train_step(gs: Graphs) -> Entry | None:
+def _train_step(gs: Graphs) -> ProgramSpec | None:
     g = gs.train
     if g.loss is None:
         return None
@@ -193,7 +193,7 @@ def _train_step(gs: Graphs) -> Entry | None:
                                    scalars)
     stores += g.buffer_updates
     extra = [v for s in rule.states for v in states[s]]
-    return _entry("train_step", g, [g.loss], extra, stores, scalars)
+    return _spec("train_step", g, [g.loss], extra, stores, scalars)
 
 
 def optimizer_stores(g: Graph, opt: Optimizer, p: Node, grad: Node, states: dict,
@@ -222,21 +222,21 @@ def optimizer_stores(g: Graph, opt: Optimizer, p: Node, grad: Node, states: dict
 
 
 #: every kernel program, by name, in the order the module lists them
-PROGRAMS: dict[str, Callable[[Graphs], Entry | None]] = {
+PROGRAMS: dict[str, Callable[[Graphs], ProgramSpec | None]] = {
     "forward": _forward, "forward_train": _forward_train, "jvp": _jvp, "vjp": _vjp,
     "loss": _loss, "loss_train": _loss_train, "loss_and_grad": _loss_and_grad,
     "train_step": _train_step, "hvp": _hvp,
 }
 
 
-def build_entries(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
+def build_programs(g: Graph, wrt: tuple[str, ...], opt: Optimizer,
                   g_eval: Graph | None = None,
-                  names: tuple[str, ...] | None = None) -> dict[str, Entry]:
+                  names: tuple[str, ...] | None = None) -> dict[str, ProgramSpec]:
     """Every program the model has (or those of ``names``), by name; see :class:`Graphs`."""
     gs = Graphs(g, g_eval, tuple(wrt), opt)
     built = {name: PROGRAMS[name](gs) for name in (names or PROGRAMS)}
     return {name: e for name, e in built.items() if e is not None}
 
 
-__all__ = ["OPTIMIZERS", "Optimizer", "Graphs", "PROGRAMS", "build_entries", "needed_inputs",
+__all__ = ["OPTIMIZERS", "Optimizer", "Graphs", "PROGRAMS", "build_programs", "needed_inputs",
            "leaf", "hyper", "optimizer_stores"]

@@ -1,14 +1,14 @@
 """CUDA code generation: each kernel of a program becomes a ``numba.cuda`` kernel.
 
-The mirror of :mod:`gradc.codegen.cpu`: the same :class:`~gradc.passes.kernels.Program`,
-printed as ``@cuda.jit`` kernels plus one host function per entry that launches them in
+The mirror of :mod:`gradc.codegen.cpu.emit`: the same :class:`~gradc.passes.kernels.Program`,
+printed as ``@cuda.jit`` kernels plus one host function per program that launches them in
 order. Elementwise work runs as grid-stride loops over the flattened iteration space (the
 flat index is decomposed into the loop axes with integer math); reductions are
-shared-memory trees (:mod:`gradc.codegen.cuda_reduce`); contractions go to ``_matmul``
+shared-memory trees (:mod:`gradc.codegen.cuda.reduce`); contractions go to ``_matmul``
 (cuBLAS through CuPy, else a tiled shared-memory kernel); scatter-adds use atomics; the
 other structural kernels are written in gather form (each output computed by one thread),
 so they need neither a zeroing pass nor atomics. Workspace buffers are views planned once
-per dims (``_views_<entry>``); index and label checks raise a device flag that the host
+per dims (``_views_<program>``); index and label checks raise a device flag that the host
 turns into the CPU target's ValueError before any in-place update.
 """
 
@@ -19,26 +19,16 @@ from collections.abc import Callable
 
 import sympy
 
-from gradc.codegen import cuda_kernels as ck
-from gradc.codegen.builder import DTYPES, Builder
-from gradc.codegen.cpu import NP, Indexing
-from gradc.codegen.cuda_reduce import emit_reduce
-from gradc.codegen.printer import ScalarPrinter, cse_block
+from gradc.codegen.cuda import kernels as ck
+from gradc.codegen.builder import Builder
+from gradc.codegen.indexing import NP, Indexing
+from gradc.codegen.cuda.reduce import emit_reduce
+from gradc.codegen.scalar import ScalarPrinter, cse_block
+from gradc.dtypes import NUMPY_NAMES
 from gradc.ir.shapes import numel
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
                                   Recur, Reduce, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import kernel_outputs
-
-
-TYPES = DTYPES
-
-
-class CudaPrinter(ScalarPrinter):
-    """The scalar printer for device code: ``math.*`` of a float32 value maps to the
-    float32 libdevice function, literals are typed, so float32 kernels stay float32."""
-
-    def _print_exp(self, expr):
-        return f"math.exp({self._print(expr.args[0])})"
 
 
 class Kernel:
@@ -68,7 +58,7 @@ class Kernel:
 
 def array_type(dtype: str, rank: int) -> str:
     """The Numba type of a C-contiguous array (rank 0 is stored as 1 element)."""
-    return f"{TYPES[dtype]}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
+    return f"{NUMPY_NAMES[dtype]}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
 
 
 class CudaEmitter(Indexing):
@@ -98,7 +88,7 @@ class CudaEmitter(Indexing):
 
     def scalar_ref(self, buf: Buffer) -> str:
         """Make ``buf`` a scalar argument of the current kernel."""
-        return self.scalar(buf.name, TYPES[self.dtype])
+        return self.scalar(buf.name, NUMPY_NAMES[self.dtype])
 
     def use(self, buf: Buffer) -> None:
         self.kernel.use(buf)
@@ -141,7 +131,7 @@ class CudaEmitter(Indexing):
         self.kernel.body.line(f"{target} = {self.printer.doprint(reduced)}")
 
     def begin(self, span) -> Kernel:
-        """Start a new kernel (named after the entry) and make it current."""
+        """Start a new kernel (named after the program) and make it current."""
         name = f"{self.fname}_k{self.count}"
         self.count += 1
         self.kernel = Kernel(name, self.comment(span) if span is not None and self.comment
@@ -175,12 +165,12 @@ class CudaEmitter(Indexing):
             self.hb.line("_raise_flag(flag, _ERRORS)")
             self.pending = False
 
-    # ------------------------------------------------------------------ entry
+    # ---------------------------------------------------------------- program
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the kernels of ``prog``, its views planner ``_views<fname>`` and its host
         function ``fname`` to ``b``."""
         self.dtype, self.fname, self.count = prog.float_dtype, fname, 0
-        self.printer = CudaPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
+        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
         self.kb, self.hb = Builder(), Builder()
         self.hb.depth = 1
         self.planned: dict[str, Buffer] = {}
@@ -240,8 +230,7 @@ class CudaEmitter(Indexing):
         if span is not None and self.comment:
             self.hb.line(f"# {self.comment(span)}")
         if isinstance(kern, View):
-            base = kern.out.base
-            self.hb.line(f"{kern.out.name} = {base.name}.reshape({self.shape(kern.out.shape)})")
+            PRINTERS[View](self, kern)
             return
         for out in kernel_outputs(kern):
             if out.kind == "ws" and out.dtype != self.dtype:
@@ -254,13 +243,12 @@ class CudaEmitter(Indexing):
             elif out.kind == "fresh":
                 self.hb.line(f"{out.name} = cuda.device_array({self.shape(out.shape)}, "
                              f"{NP[out.dtype]})")
-        {Loop: self._loop, Reduce: lambda k: emit_reduce(self, k), Dot: self._dot,
-         Pick: lambda k: ck.pick(self, k), Unpick: lambda k: ck.unpick(self, k),
-         Scatter: lambda k: ck.scatter(self, k), Take: lambda k: ck.take(self, k),
-         Put: lambda k: ck.take(self, k), Patches: lambda k: ck.patches(self, k),
-         Unpatches: lambda k: ck.unpatches(self, k),
-         Recur: lambda k: ck.recur(self, k),
-         Check: lambda k: ck.check(self, k)}[type(kern)](kern)
+        PRINTERS[type(kern)](self, kern)
+
+    def _reshape(self, kern: View) -> None:
+        """A view of another buffer, on the host: no kernel."""
+        base = kern.out.base
+        self.hb.line(f"{kern.out.name} = {base.name}.reshape({self.shape(kern.out.shape)})")
 
     # ------------------------------------------------------------------ kernels
     def _loop(self, k: Loop) -> None:
@@ -292,3 +280,11 @@ class CudaEmitter(Indexing):
               "boolean, boolean)"
         if sig not in self.signatures.setdefault(name, []):
             self.signatures[name].append(sig)
+
+
+#: kernel class -> the function printing it, called with the emitter (every class of
+#: :mod:`gradc.passes.kernels`: each target's table covers them all)
+PRINTERS = {View: CudaEmitter._reshape, Loop: CudaEmitter._loop, Reduce: emit_reduce,
+            Dot: CudaEmitter._dot, Pick: ck.pick, Unpick: ck.unpick, Scatter: ck.scatter,
+            Take: ck.take, Put: ck.take, Patches: ck.patches, Unpatches: ck.unpatches,
+            Recur: ck.recur, Check: ck.check}

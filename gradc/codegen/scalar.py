@@ -1,7 +1,12 @@
-"""SymPy -> Numba scalar source, with typed literals so float32 code stays float32.
+"""SymPy -> scalar Python source, with typed literals so float32 code stays float32: the
+printer every target's kernels start from.
 
-:class:`ScalarPrinter` prints one elementwise expression; the reads of buffers
-(:class:`gradc.passes.kernels.Read`) are printed by a callback that knows the loop indices.
+:class:`ScalarPrinter` prints one elementwise expression as the scalar code Numba compiles
+(the CPU and CUDA kernels); the reads of buffers (:class:`gradc.passes.kernels.Read`) are
+printed by a callback that knows the loop indices. :data:`TEMPLATES` spells each function
+of :mod:`gradc.ir.sym`; a target that spells some differently derives its table from it
+(``{**TEMPLATES, **overrides}``, the numpy target's array forms), so every table has every
+function. The CPU target's printer adds its vectorisable math (:mod:`gradc.codegen.cpu.printer`).
 """
 
 from __future__ import annotations
@@ -11,11 +16,10 @@ from collections.abc import Callable
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
-from gradc.codegen.mathlib import VARIANTS
 from gradc.passes.kernels import Read
 
 #: language-level functions -> a template over the printed arguments; Z/O are typed 0 and 1.
-_TEMPLATES = {
+TEMPLATES = {
     "Relu": "max({0}, {Z})",
     "Step": "({O} if {0} > {Z} else {Z})",
     "Sign": "({O} if {0} > {Z} else (-{O} if {0} < {Z} else {Z}))",
@@ -36,7 +40,8 @@ _TEMPLATES = {
     "erf": "math.erf({0})",
 }
 
-_CONDITIONS = {"Less": "{0} < {1}", "LessEq": "{0} <= {1}", "Greater": "{0} > {1}",
+#: the comparisons a ``Select`` may test directly (no 0/1 value in between)
+CONDITIONS = {"Less": "{0} < {1}", "LessEq": "{0} <= {1}", "Greater": "{0} > {1}",
                "GreaterEq": "{0} >= {1}", "Equal": "{0} == {1}"}
 
 
@@ -46,21 +51,22 @@ class ScalarPrinter(PythonCodePrinter):
     Args:
         dtype: 'f32' or 'f64': literals are typed to it.
         read: callback printing a :class:`Read` (a buffer element or a scalar argument).
+
+    A subclass changes the spelling through :attr:`templates` (its table, derived from
+    :data:`TEMPLATES`) and :attr:`select` (a ``Select`` of a comparison).
     """
 
-    def __init__(self, dtype: str, read: Callable[[Read], str], fast: bool = False):
-        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-        self.dtype, self.read, self.fast = dtype, read, fast
-        self.used: set[str] = set()  # the mathlib functions the printed code calls
+    templates = TEMPLATES
+    select = "({a} if {test} else {b})"
 
-    def _fast(self, name: str, args) -> str | None:
-        """``name`` through :mod:`gradc.codegen.mathlib` (vectorisable, tested error
-        bounds) when printing fast CPU code, else None."""
-        if not self.fast or name not in VARIANTS:
-            return None
-        fn = VARIANTS[name][self.dtype == "f32"].__name__
-        self.used.add(fn)
-        return f"{fn}({', '.join(self._print(a) for a in args)})"
+    def __init__(self, dtype: str, read: Callable[[Read], str]):
+        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
+        self.dtype, self.read = dtype, read
+
+    def _template(self, name: str, args) -> str:
+        """The function ``name`` of the table, over the printed ``args``."""
+        return self.templates[name].format(*[self._print(a) for a in args], Z=self.lit(0),
+                                           O=self.lit(1))
 
     def lit(self, value) -> str:
         """A literal of the kernel's float dtype."""
@@ -111,26 +117,22 @@ class ScalarPrinter(PythonCodePrinter):
 
     def _print_Function(self, expr):
         name = type(expr).__name__
-        fast = self._fast(name.lower(), expr.args)
-        if fast:
-            return fast
-        if name == "Select" and type(expr.args[0]).__name__ in _CONDITIONS:
+        if name == "Select" and type(expr.args[0]).__name__ in CONDITIONS:
             cond, a, b = expr.args
-            test = _CONDITIONS[type(cond).__name__].format(*map(self._print, cond.args))
-            return f"({self._print(a)} if {test} else {self._print(b)})"
-        if name in _TEMPLATES:
-            args = [self._print(a) for a in expr.args]
-            return _TEMPLATES[name].format(*args, Z=self.lit(0), O=self.lit(1))
+            test = CONDITIONS[type(cond).__name__].format(*map(self._print, cond.args))
+            return self.select.format(test=test, a=self._print(a), b=self._print(b))
+        if name in self.templates:
+            return self._template(name, expr.args)
         return super()._print_Function(expr)
 
     def _print_exp(self, expr):
-        return self._fast("exp", expr.args) or f"math.exp({self._print(expr.args[0])})"
+        return f"math.exp({self._print(expr.args[0])})"
 
     def _print_log(self, expr):
-        return self._fast("log", expr.args) or f"math.log({self._print(expr.args[0])})"
+        return f"math.log({self._print(expr.args[0])})"
 
     def _print_tanh(self, expr):
-        return self._fast("tanh", expr.args) or f"math.tanh({self._print(expr.args[0])})"
+        return f"math.tanh({self._print(expr.args[0])})"
 
 
 def cse_block(exprs: list[sympy.Expr], prefix: str = "t") -> tuple[list, list[sympy.Expr]]:

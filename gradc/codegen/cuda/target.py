@@ -1,28 +1,28 @@
 """The CUDA target: kernel programs as ``numba.cuda`` kernels plus a host function per
-program (registered in :data:`gradc.options.TARGETS`; see ``docs/cuda.md``).
+program (registered in :data:`gradc.codegen.target.TARGETS`; see ``docs/cuda.md``).
 
-Kernels are printed by :class:`gradc.codegen.cuda.CudaEmitter`; the launch helpers and
-device functions are :mod:`gradc.codegen.cuda_prelude`, the runtime hooks
-:mod:`gradc.codegen.cuda_host`. ``_SIGNATURES`` records the argument types each kernel is
+Kernels are printed by :class:`gradc.codegen.cuda.emit.CudaEmitter`; the launch helpers and
+device functions are :mod:`gradc.codegen.cuda.helpers`, the runtime hooks
+:mod:`gradc.codegen.cuda.runtime`. ``_SIGNATURES`` records the argument types each kernel is
 launched with, so that ``cuda.compile_ptx`` can compile every kernel without a GPU.
 """
 
 from __future__ import annotations
 
-import inspect
-
-from gradc.codegen import cuda_host, cuda_prelude
-from gradc.codegen.assemble import Unit, dim_var
-from gradc.codegen.builder import DTYPES, Builder
-from gradc.codegen.cuda import CudaEmitter
+from gradc.codegen.assemble import Unit, definitions, dim_var, paste
+from gradc.codegen.builder import Builder
+from gradc.codegen.cuda import helpers, runtime
+from gradc.codegen.cuda.emit import CudaEmitter
 from gradc.codegen.target import Target
+from gradc.dtypes import NUMPY_NAMES
 
 #: (threads per block, reduction columns, block cap, matmul threads per side, outputs per
 #: thread per side, K slab) on a GPU and in the simulator (tiny, so that it stays fast
 #: and every multi-block, multi-tile path still runs)
 LAUNCH = {"gpu": (256, 32, 4096, 16, 4, 16), "sim": (8, 4, 2, 2, 2, 4)}
-_DEVICE = (cuda_prelude._k_mm2, cuda_prelude._k_mm3, cuda_prelude._k_gather_rows,
-           cuda_prelude._k_accumulate)
+#: the device functions of the helpers (``_k_*``, decorated ``@cuda.jit`` when pasted);
+#: the others are host-side launch helpers
+_DEVICE = tuple(f for f in definitions(helpers) if f.__name__.startswith("_k_"))
 
 
 class CudaTarget(Target):
@@ -37,15 +37,11 @@ class CudaTarget(Target):
         "device arrays, NumPy otherwise.")
     imports = ("import os", "", "import numba as nb", "import numpy as np",
                "from numba import cuda")
-    hooks = (cuda_prelude._grid, cuda_prelude._blocks, cuda_prelude._raise_flag,
-             cuda_prelude._matmul, cuda_host._is_device, cuda_host._check, cuda_host._fresh,
-             cuda_host._keep, cuda_host._route, cuda_host._allocate, cuda_host._result,
-             cuda_host._loss, cuda_host._write_back, cuda_host.init_params,
-             cuda_host.to_host, cuda_host.load_params, cuda_host._epoch)
-    fast_path = False
+    hooks = tuple(f for f in definitions(helpers) if f not in _DEVICE) + \
+        definitions(runtime)
 
     def constants(self, unit: Unit) -> list[str]:
-        ft = "np." + DTYPES[unit.signature["float"]]
+        ft = "np." + NUMPY_NAMES[unit.signature["float"]]
         return [
             "_SIM = bool(nb.config.ENABLE_CUDASIM)  # the CUDA simulator: tiny launches",
             f"_CJIT = dict(cache={bool(unit.options.cache)} and not _SIM)",
@@ -78,19 +74,13 @@ class CudaTarget(Target):
         b.line()
         for fn in _DEVICE:
             b.line("@cuda.jit(**_CJIT)")
-            b.lines.extend(_source(fn))
-            b.line()
-            b.line()
+            paste(b, fn)
         return extra
-
-
-def _source(fn) -> list[str]:
-    return inspect.getsource(fn).rstrip("\n").split("\n")
 
 
 def _signatures(emitter: CudaEmitter, dtype: str) -> dict:
     out = dict(emitter.signatures)
-    ft = DTYPES[dtype]
+    ft = NUMPY_NAMES[dtype]
     out["_k_gather_rows"] = [f"void({t}[:, ::1], {t}[:, ::1], int64[::1], int64, int64)"
                              for t in (ft, "int64")]
     out["_k_accumulate"] = [f"void({ft}[::1], {ft}[::1], {ft})"]

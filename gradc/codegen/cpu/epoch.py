@@ -1,12 +1,12 @@
 """``train_epoch``: a whole epoch of ``train_step`` in one compiled call.
 
 The epoch is given as its rows in order (int64 indices into the data: the caller's
-``order`` or the shuffle of ``seed``, see ``prelude._epoch_plan``); its length is the
+``order`` or the shuffle of ``seed``, see ``runtime._epoch_plan``); its length is the
 epoch's size. The compiled loop copies each minibatch's rows into preallocated
 contiguous buffers, element by element, and runs train_step's own statements on them
-(printed by :meth:`gradc.codegen.cpu.CpuEmitter.body`, inside the loop). One workspace, planned for
-the full batch size, serves the smaller last batch too, since every workspace offset
-grows with the batch dim.
+(printed by :meth:`gradc.codegen.cpu.emit.CpuEmitter.body`, inside the loop). One
+workspace, planned for the full batch size, serves the smaller last batch too, since
+every workspace offset grows with the batch dim.
 
 Why the step is printed inside the loop rather than called: a call of the train_step
 kernel makes Numba link that kernel's library into the loop's, and LLVM optimises and
@@ -26,24 +26,15 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import NP, CpuEmitter, int_expr
+from gradc.codegen.cpu.emit import CpuEmitter
+from gradc.codegen.indexing import NP, int_expr
 from gradc.passes.kernels import Program
-from gradc.passes.schedule import Entry
+from gradc.passes.schedule import ProgramSpec
 
 
-def batch_dim(entry: Entry) -> str | None:
-    """The dim every input of ``entry`` leads with, or None if they do not share one."""
-    inputs = [n for n in entry.args if n.op == "input" and n.attrs.get("role", "input") == "input"]
-    leads = {n.shape[0] if n.shape else None for n in inputs}
-    if len(leads) != 1:
-        return None
-    lead = leads.pop()
-    return lead.name if lead is not None and lead.is_Symbol else None
-
-
-def emit_epoch(b: Builder, emitter: CpuEmitter, entry: Entry, prog: Program, fname: str,
+def emit_epoch(b: Builder, emitter: CpuEmitter, spec: ProgramSpec, prog: Program, fname: str,
                step_scalars: list[tuple[str, str]]) -> None:
-    """Append the njit epoch loop of the train_step program ``prog`` of ``entry`` (see the
+    """Append the njit epoch loop of the train_step program ``prog`` of ``spec`` (see the
     module docstring), named ``fname``; ``step_scalars`` are the optimizer's per-step
     scalars (name, expression in ``e_t``), given to the step after the learning rate.
 
@@ -53,13 +44,13 @@ def emit_epoch(b: Builder, emitter: CpuEmitter, entry: Entry, prog: Program, fna
     workspace and the dims (the batch dim at its full size); it returns the mean loss,
     each minibatch weighted by its size."""
     dim_var = emitter.dim_var
-    bdim = batch_dim(entry)
+    bdim = spec.batch_dim
     arrays = [a for a in prog.args if a.kind == "arg"]
     scalars = [a.name for a in prog.args if a.kind == "scalar"]
     if len(scalars) != 1 + len(step_scalars):
         raise AssertionError("train_step's scalars are the rate and the optimizer's")
     roles = {a.name: n.attrs.get("role", "input") if n.op == "input" else n.op
-             for a, n in zip(arrays, entry.args)}
+             for a, n in zip(arrays, spec.args)}
     inputs = [a for a in arrays if roles[a.name] == "input"]
     noise = [a for a in arrays if roles[a.name] == "noise"]
     rows = {a.name for a in inputs + noise}

@@ -1,6 +1,6 @@
 """The CUDA target's runtime hooks, copied verbatim into its generated modules.
 
-They complete the shared helpers of :mod:`gradc.codegen.prelude` (see there for each
+They complete the shared helpers of :mod:`gradc.codegen.runtime` (see there for each
 hook's contract). The design (see ``docs/cuda.md``): params and optimizer state live on
 the device. ``init_params`` and ``load_params`` return device arrays; ``init_state``
 creates the optimizer state and batchnorm statistics on the device. Every array argument
@@ -10,10 +10,10 @@ in-place contract of the CPU target holds either way. Results are device arrays 
 caller passed a device array as an input (or tangent / cotangent; for entries without
 those: as a param), NumPy arrays otherwise; losses are floats.
 
-Same rules as :mod:`gradc.codegen.cuda_prelude`: numpy, math, cuda and the generated
+Same rules as :mod:`gradc.codegen.cuda.helpers`: numpy, math, cuda and the generated
 module's names only.
 """
-# ruff: noqa: F821  (cuda, SIGNATURE, _ENTRIES and the helpers are the generated module's)
+# ruff: noqa: F821  (cuda, SIGNATURE, _PROGRAMS and the helpers are the generated module's)
 
 import numpy as np
 
@@ -73,9 +73,9 @@ def _route(info, arrays, params, inputs, extra):
     return (any(data) if data else any(on_device)), back
 
 
-def _allocate(entry, dims):
-    """The workspace views of ``entry`` for these dims."""
-    info = _ENTRIES[entry]
+def _allocate(program, dims):
+    """The workspace views of ``program`` for these dims."""
+    info = _PROGRAMS[program]
     ws = cuda.device_array(max(info["ws"](*dims), 1), _FT)
     return info["views"](ws, *dims)
 
@@ -134,7 +134,7 @@ def _epoch(params, lr, batch_size, seed, order, state, inputs):
     wait at the end)."""
     lr, call, rows, bs = _epoch_plan(params, lr, batch_size, seed, order, state, inputs)
     _, arrays, dims, _ = call
-    info, bdim, n = _ENTRIES["train_step"], SIGNATURE["batch"], len(rows)
+    info, bdim, n = _PROGRAMS["train_step"], SIGNATURE["batch"], len(rows)
     rows_dev = cuda.to_device(rows)
     noise = np.random.RandomState(seed)  # the CPU target's epoch draws the same masks
     roles = [role for role, _ in info["args"]]

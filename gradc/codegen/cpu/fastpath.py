@@ -1,17 +1,17 @@
 """A straight-line argument check per entry: the per-call overhead on small models.
 
-The general validator (``_prepare`` in the prelude) is generic and gives precise messages.
-The fast path generated here handles the common case only — exactly the needed names, the
-declared dtypes, C-contiguous arrays of the declared shapes, a workspace already planned —
-with one comparison per fact and no loops; anything else falls through to ``_prepare``,
-which either accepts the call or raises the precise ``ValueError``.
+The general validator (``_prepare`` of :mod:`gradc.codegen.runtime`) is generic and gives
+precise messages. The fast path generated here handles the common case only — exactly the
+needed names, the declared dtypes, C-contiguous arrays of the declared shapes, a workspace
+already planned — with one comparison per fact and no loops; anything else falls through
+to ``_prepare``, which either accepts the call or raises the precise ``ValueError``.
 """
 
 from __future__ import annotations
 
 from gradc.codegen.builder import Builder
 from gradc.passes.kernels import Program
-from gradc.passes.schedule import Entry
+from gradc.passes.schedule import ProgramSpec
 
 
 def _source(node) -> str:
@@ -26,30 +26,30 @@ def _source(node) -> str:
     return f"state[{(role.split(':', 1)[1] + ':' + name)!r}]"
 
 
-def supported(entry: Entry) -> bool:
-    """The fast path covers entries without scalar (rank-0) array arguments and without
+def supported(spec: ProgramSpec) -> bool:
+    """The fast path covers programs without scalar (rank-0) array arguments and without
     noise (dropout masks are drawn by the general path)."""
-    return all(n.shape for n in entry.args if n.op != "hyper") and \
-        not any(n.attrs.get("role") == "noise" for n in entry.args)
+    return all(n.shape for n in spec.args if n.op != "hyper") and \
+        not any(n.attrs.get("role") == "noise" for n in spec.args)
 
 
-def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: str,
+def emit_fast(b: Builder, spec: ProgramSpec, prog: Program, dim_var, call: str, ret: str,
               n_params: int, extra: str = "") -> None:
-    """Emit ``if <all checks pass>: return <ret of call(...)>`` for ``entry``.
+    """Emit ``if <all checks pass>: return <ret of call(...)>`` for ``spec``.
 
     ``call`` is the kernel's name; ``ret`` an expression of the kernel's result ``r``;
     ``extra`` one more condition. The state dict must already be named ``state``. The
     workspace comes from the calling thread's cache (``_LOCAL``); the first call of a
     thread for given dims takes the general path, which allocates it.
     """
-    arrays = [n for n in entry.args if n.op != "hyper"]
-    scalars = [n for n in entry.args if n.op == "hyper"]
+    arrays = [n for n in spec.args if n.op != "hyper"]
+    scalars = [n for n in spec.args if n.op == "hyper"]
     if not arrays:  # nothing to check (a constant model): the general path is as fast
         return
     n_inputs = sum(1 for n in arrays if n.op == "input" and
                    n.attrs.get("role", "input") == "input")
     cond = f"type(params) is dict and len(params) == {n_params} and len(inputs) == {n_inputs}"
-    if entry.name == "train_step" or any(
+    if spec.name == "train_step" or any(
             n.op == "input" and n.attrs.get("role", "").startswith(("state", "buffer"))
             for n in arrays):
         # a complete state of the right layout (anything else: _prepare's checks)
@@ -76,7 +76,7 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
                 shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
                 checks += [f"a{k}.shape == {shape}", f"a{k}.dtype is _DT[{n.dtype!r}]",
                            f"a{k}.flags.c_contiguous"]
-                if entry.stores:  # updated in place: must be writeable
+                if spec.stores:  # updated in place: must be writeable
                     checks.append(f"a{k}.flags.writeable")
             b.line(f"ok = ({checks[0]}")
             for check in checks[1:]:
@@ -86,7 +86,7 @@ def emit_fast(b: Builder, entry: Entry, prog: Program, dim_var, call: str, ret: 
             b.line("ok = False")
         with b.block("if ok:"):
             dims = "(" + "".join(f"{dim_var(d)}, " for d in prog.dims) + ")"
-            b.line(f"ws = _LOCAL.__dict__.get('spaces', {{}}).get(({entry.name!r}, {dims}))")
+            b.line(f"ws = _LOCAL.__dict__.get('spaces', {{}}).get(({spec.name!r}, {dims}))")
             with b.block("if ws is not None:"):
                 args = [f"a{k}" for k in range(len(arrays))]
                 if scalars:  # train_step: the learning rate, then the optimizer's scalars

@@ -3,7 +3,7 @@
 Every kernel is a few array statements, never a loop over elements (the only loops are
 over the time steps of a recurrence and the k*k offsets of a convolution window):
 
-- a :class:`Loop` store is one array expression (:mod:`gradc.codegen.numpy_printer`); a
+- a :class:`Loop` store is one array expression (:mod:`gradc.codegen.numpy.printer`); a
   read through an index map is a view of the buffer: a broadcast axis is a ``None`` axis,
   a transpose is ``.transpose``, an affine slice a basic slice. A new value is bound to
   the buffer's name (NumPy allocates it), a store into a caller's array (the optimizer's
@@ -28,9 +28,9 @@ from collections.abc import Callable
 import sympy
 
 from gradc.codegen.builder import Builder
-from gradc.codegen.cpu import NP, Indexing, int_expr
-from gradc.codegen.numpy_printer import ArrayPrinter
-from gradc.codegen.printer import cse_block
+from gradc.codegen.indexing import NP, Indexing, int_expr
+from gradc.codegen.numpy.printer import ArrayPrinter
+from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.ir.sym import Detach
 from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
@@ -64,7 +64,7 @@ class NumpyEmitter(Indexing):
         dim_var: maps a dim name to its (mangled) variable name.
         comment: maps a span to a one-line comment text (sanitised), or None.
 
-    ``helpers`` collects the module helpers (:mod:`gradc.codegen.numpy_prelude`) the
+    ``helpers`` collects the module helpers (:mod:`gradc.codegen.numpy.helpers`) the
     printed kernels call.
     """
 
@@ -137,7 +137,7 @@ class NumpyEmitter(Indexing):
         return {a for r in expr.atoms(Read) if r.buffer.shape and
                 r.buffer.kind not in ("scalar", "dim") for a in _loop_axes(r.axes)}
 
-    # ------------------------------------------------------------------ entry
+    # ---------------------------------------------------------------- program
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the function of ``prog`` named ``fname`` to ``b``."""
         self.dtype, self.loop = prog.float_dtype, ()  # loop: the shape being printed
@@ -190,10 +190,7 @@ class NumpyEmitter(Indexing):
     def _kernel(self, b: Builder, kern) -> None:
         if kern.span is not None and self.comment:
             b.line(f"# {self.comment(kern.span)}")
-        {View: self._view, Loop: self._loop, Reduce: self._reduce, Dot: self._dot,
-         Pick: self._pick, Unpick: self._unpick, Scatter: self._scatter, Take: self._take,
-         Put: self._put, Patches: self._patches, Unpatches: self._unpatches,
-         Recur: self._recur, Check: self._check}[type(kern)](b, kern)
+        PRINTERS[type(kern)](self, b, kern)
 
     # ------------------------------------------------------------------ kernels
     def _view(self, b: Builder, k: View) -> None:
@@ -389,3 +386,12 @@ class NumpyEmitter(Indexing):
             b.line(f"{out}[:, t_] = h_")
             if k.kind == "scan_bwd":
                 b.line(f"c_ = np.dot(h_, {wh.name}.T)")
+
+
+#: kernel class -> the emitter method printing it (every class of
+#: :mod:`gradc.passes.kernels`: each target's table covers them all)
+PRINTERS = {View: NumpyEmitter._view, Loop: NumpyEmitter._loop, Reduce: NumpyEmitter._reduce,
+            Dot: NumpyEmitter._dot, Pick: NumpyEmitter._pick, Unpick: NumpyEmitter._unpick,
+            Scatter: NumpyEmitter._scatter, Take: NumpyEmitter._take, Put: NumpyEmitter._put,
+            Patches: NumpyEmitter._patches, Unpatches: NumpyEmitter._unpatches,
+            Recur: NumpyEmitter._recur, Check: NumpyEmitter._check}

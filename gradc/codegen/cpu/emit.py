@@ -12,74 +12,20 @@ from contextlib import ExitStack
 
 import sympy
 
-from gradc.codegen.builder import DTYPES, Builder
-from gradc.codegen.mathlib import VARIANTS
-from gradc.codegen.printer import ScalarPrinter, cse_block
+from gradc.codegen.builder import Builder
+from gradc.codegen.cpu.mathlib import VARIANTS
+from gradc.codegen.indexing import NP, Indexing, int_expr
+from gradc.codegen.cpu.printer import CpuPrinter
+from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.passes.collapse import collapse
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
                                   Recur, Reduce, Scatter, Take, Unpatches, Unpick, View,
                                   out_of_range)
-from gradc.passes.schedule import ALIGN, Align, kernel_outputs
+from gradc.passes.schedule import Align, kernel_outputs
 
-NP = {k: f"np.{v}" for k, v in DTYPES.items()}
 PARALLEL_MIN = 1 << 15
 INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
-
-
-def int_expr(e: sympy.Expr, dim_var: Callable[[str], str]) -> str:
-    """Print an integer dim expression (sizes, offsets) as Python over dim variables."""
-    if e.is_Integer:
-        return str(int(e))
-    if e.is_Symbol:
-        return dim_var(e.name)
-    if isinstance(e, Align):
-        return f"(({int_expr(e.args[0], dim_var)} + {ALIGN - 1}) // {ALIGN} * {ALIGN})"
-    if e.is_Add:
-        return "(" + " + ".join(int_expr(a, dim_var) for a in e.args) + ")"
-    if e.is_Mul:
-        return " * ".join(int_expr(a, dim_var) for a in e.args)
-    if e.is_Pow and e.exp.is_Integer and e.exp > 0:
-        return " * ".join([int_expr(e.base, dim_var)] * int(e.exp))
-    raise AssertionError(f"not an integer dim expression: {e}")
-
-
-class Indexing:
-    """How every emitter prints sizes, shapes and ``buf[index]`` reads (the CPU and CUDA
-    emitters share it). Needs ``dim_var``, ``dtype`` and ``scalar_ref(buf)`` (a scalar
-    buffer's expression); ``use(buf)`` is told of every array read."""
-
-    def size(self, e) -> str:
-        return int_expr(sympy.sympify(e), self.dim_var)
-
-    def shape(self, shape) -> str:
-        items = [self.size(d) for d in shape] or ["1"]
-        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
-
-    def use(self, buf: Buffer) -> None:
-        """Note that the current kernel reads ``buf`` (nothing to note by default)."""
-
-    def index(self, buf: Buffer, axes) -> str:
-        """``buf[...]`` at loop axes ``axes`` (None: the broadcast index 0)."""
-        if buf.kind == "scalar":
-            return self.scalar_ref(buf)
-        if buf.kind == "dim":
-            return f"{NP[self.dtype]}({self.dim_var(buf.name)})"
-        self.use(buf)
-        if not buf.shape:
-            return f"{buf.name}[0]"
-        return f"{buf.name}[{', '.join(self._axis_index(a) for a in axes)}]"
-
-    def _axis_index(self, a) -> str:
-        if a is None:
-            return "0"
-        if isinstance(a, int):
-            return f"i{a}"
-        start = "" if a.start == 0 else self.size(a.start)
-        if a.axis is None:
-            return start or "0"
-        term = f"i{a.axis}" if a.step == 1 else f"{a.step} * i{a.axis}"
-        return f"{start} + {term}" if start else term
 
 
 class CpuEmitter(Indexing):
@@ -117,7 +63,7 @@ class CpuEmitter(Indexing):
         for ctx in reversed(ctxs):
             ctx.__exit__(None, None, None)
 
-    # ------------------------------------------------------------------ entry
+    # ---------------------------------------------------------------- program
     def emit(self, b: Builder, prog: Program, fname: str) -> None:
         """Append the njit function of ``prog`` named ``fname`` to ``b``."""
         arrays = [a.name for a in prog.args if a.kind == "arg"]
@@ -138,8 +84,7 @@ class CpuEmitter(Indexing):
         every name they assign starts with a letter other than ``e`` (the prefix left to
         a caller that wraps them, as train_epoch's loop does)."""
         self.dtype = prog.float_dtype
-        self.printer = ScalarPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes),
-                                     fast=True)
+        self.printer = CpuPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
         self.printer.used = self.math_used
         for s in (a.name for a in prog.args if a.kind == "scalar"):
             b.line(f"{s} = {NP[self.dtype]}({s}_in)")
@@ -179,7 +124,7 @@ class CpuEmitter(Indexing):
     def _view(self, b: Builder, name: str, base: Buffer, shape) -> None:
         """Print ``name = `` ``base`` seen with ``shape``. Whatever lies in the workspace
         (``base`` or the buffer it views) is sliced from ``ws`` at its offset, through
-        :func:`gradc.codegen.cpu_views._ws_view` from rank 2 on: a ``.reshape`` costs
+        :func:`gradc.codegen.cpu.views._ws_view` from rank 2 on: a ``.reshape`` costs
         Numba about 40 ms of lowering per use, a call of that function about 10 ms."""
         root = base
         while root.kind == "view":
@@ -198,18 +143,16 @@ class CpuEmitter(Indexing):
     def _kernel(self, b: Builder, kern) -> None:
         if kern.span is not None and self.comment:
             b.line(f"# {self.comment(kern.span)}")
-        if isinstance(kern, View):
-            self._view(b, kern.out.name, kern.out.base, kern.out.shape)
-            return
-        self._declare(b, kern)
+        if not isinstance(kern, View):
+            self._declare(b, kern)
         if isinstance(kern, (Loop, Reduce)):
             views, kern = collapse(kern)
             for v in views:
                 self._view(b, v.name, v.base, v.shape)
-        {Loop: self._loop, Reduce: self._reduce, Dot: self._dot, Pick: self._pick,
-         Unpick: self._unpick, Scatter: self._scatter, Take: self._take, Put: self._take,
-         Patches: self._patches, Unpatches: self._patches,
-         Recur: self._recur, Check: self._check}[type(kern)](b, kern)
+        PRINTERS[type(kern)](self, b, kern)
+
+    def _reshape(self, b: Builder, kern: View) -> None:
+        self._view(b, kern.out.name, kern.out.base, kern.out.shape)
 
     # ------------------------------------------------------------------ kernels
     def _math(self, name: str, arg: str) -> str:
@@ -420,6 +363,15 @@ class CpuEmitter(Indexing):
                 b.line("h_[i_, j_] = v_")
             if k.kind == "scan_bwd":
                 b.line(f"np.dot(h_, {wh.name}.T, c_)")
+
+
+#: kernel class -> the emitter method printing it (every class of
+#: :mod:`gradc.passes.kernels`: each target's table covers them all)
+PRINTERS = {View: CpuEmitter._reshape, Loop: CpuEmitter._loop, Reduce: CpuEmitter._reduce,
+            Dot: CpuEmitter._dot, Pick: CpuEmitter._pick, Unpick: CpuEmitter._unpick,
+            Scatter: CpuEmitter._scatter, Take: CpuEmitter._take, Put: CpuEmitter._take,
+            Patches: CpuEmitter._patches, Unpatches: CpuEmitter._patches,
+            Recur: CpuEmitter._recur, Check: CpuEmitter._check}
 
 
 def _scaled(index: str, step: int) -> str:

@@ -1,14 +1,15 @@
-"""The CPU target's runtime hooks, copied verbatim into its generated modules.
+"""The runtime hooks of the targets whose arrays are NumPy arrays (cpu and numpy), copied
+verbatim into their generated modules (every function here: the assembler pastes the
+whole module).
 
-They complete the shared helpers of :mod:`gradc.codegen.prelude` (see there for each
+They complete the shared helpers of :mod:`gradc.codegen.runtime` (see there for each
 hook's contract): arrays stay NumPy arrays, the workspace is one NumPy array, results are
 handed out as they come from the kernel. Same rules: numpy, math and the module's tables.
 """
-# ruff: noqa: F821  (SIGNATURE, _ENTRIES and the shared helpers are the generated module's)
+# ruff: noqa: F821  (SIGNATURE, _PROGRAMS and the shared helpers are the generated module's)
 
 import numpy as np
 
-_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64}
 
 
 def _check(value, name, dtype, shape, dims):
@@ -38,8 +39,8 @@ def _route(info, arrays, params, inputs, extra):
     """Results are NumPy arrays: no routing needed."""
 
 
-def _allocate(entry, dims):
-    info = _ENTRIES[entry]
+def _allocate(program, dims):
+    info = _PROGRAMS[program]
     return np.empty(max(info["ws"](*dims), 1), _NP[SIGNATURE["float"]])
 
 
@@ -65,11 +66,11 @@ def _epoch(params, lr, batch_size, seed, order, state, inputs):
     the stream of the compiled loop's np.random.seed(seed))."""
     lr, (_, arrays, dims, _), rows, bs = _epoch_plan(params, lr, batch_size, seed, order,
                                                      state, inputs)
-    info, bdim, n = _ENTRIES["train_step"], SIGNATURE["batch"], len(rows)
+    info, bdim, n = _PROGRAMS["train_step"], SIGNATURE["batch"], len(rows)
     ws = _workspace("train_step", tuple(bs if d == bdim else v
                                         for d, v in zip(info["dims"], dims)))
-    if "train_epoch" in _ENTRIES:
-        loss = _invoke(_ENTRIES["train_epoch"]["kernel"], *arrays, lr, state["step"], rows,
+    if "train_epoch" in _PROGRAMS:
+        loss = _invoke(_PROGRAMS["train_epoch"]["kernel"], *arrays, lr, state["step"], rows,
                        bs, seed, ws, *dims)
         state["step"] += -(-n // bs)
         return float(loss)
@@ -107,7 +108,3 @@ def to_host(values):
         return {k: to_host(v) for k, v in values.items()}
     return np.asarray(values)
 
-
-#: the hooks of every target whose arrays are NumPy arrays (cpu, numpy)
-NUMPY_ARRAY_HOOKS = (_check, _fresh, _keep, _route, _allocate, _result, _loss, _write_back,
-                     _epoch, init_params, load_params, to_host)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from gradc.dtypes import NUMPY_NAMES
 
-from gradc.codegen.builder import DTYPES
 
 
 def _ws_view(ws, offset, shape):
@@ -37,7 +37,7 @@ def signatures(used: set[tuple[str, int]]) -> list[str]:
     """Numba signatures of :func:`_ws_view` for each (gradc dtype, rank) in ``used``."""
     out = []
     for dtype, rank in sorted(used):
-        t = DTYPES[dtype]
+        t = NUMPY_NAMES[dtype]
         axes = ", ".join([":"] * (rank - 1) + ["::1"])
         out.append(f"{t}[{axes}]({t}[::1], int64, UniTuple(int64, {rank}))")
     return out

@@ -1,4 +1,5 @@
-"""The command-line side of gradc.dask: ``gradc train --cluster`` and ``gradc sweep``.
+"""The cluster commands: ``gradc train --cluster`` and ``gradc sweep``, the command-line side
+of the :mod:`gradc.dask` library (which imports no CLI code).
 
 ``train(args)`` is what ``gradc train MODEL --data D --cluster C`` runs (the options of
 :mod:`gradc.commands.train`, checked the same way): data-parallel :func:`gradc.dask.fit`
@@ -17,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from gradc.commands import EXIT_OK, EXIT_USER, load_model
+from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, load_model
+from gradc.commands.options import check_options, n_epochs, out_dir, percent
 from gradc.dask.cluster import check, open_cluster
 from gradc.dask.fit import fit
 from gradc.dask.fleet import LostWorkers
@@ -57,8 +59,6 @@ def write_workers(result, path: Path) -> None:
 
 def train(args) -> int:
     """Run ``gradc train ... --cluster``; return the exit code."""
-    from gradc.commands.train import (EXIT_INTERRUPTED, check_options, n_epochs, out_dir,
-                                      percent)
 
     check_options(args)
     check(args.cluster)
@@ -143,7 +143,6 @@ def sweep(args) -> int:
     n = len(settings_of(grid, {}))
     cluster = args.cluster or f"local:{max(1, min(n, os.cpu_count() or 1))}"
     check(cluster)
-    from gradc.commands.train import n_epochs
 
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)
     task = analyse(model.signature, args.model, args.label)

@@ -1,8 +1,8 @@
 """The vectorised helpers the numpy target's kernels call (``_sigmoid``, ``_erf``), copied
 verbatim into its modules where used. Its runtime hooks are the CPU target's
-(:mod:`gradc.codegen.cpu_prelude`: arrays are NumPy arrays, params are updated in place,
+(:mod:`gradc.codegen.host`: arrays are NumPy arrays, params are updated in place,
 train_epoch is a loop over the minibatches calling the train_step kernel). Same rules as
-every prelude: numpy, math and the module's own names only.
+every pasted runtime module: numpy, math and the module's own names only.
 """
 
 import numpy as np
@@ -27,7 +27,7 @@ def _erf(x):
     x = np.asarray(x, np.float64)
     a = np.minimum(np.abs(x), 6.0)
     r1, r2, r3 = a < 0.84375, a < 1.25, a < 2.857142857142857
-    w = 1.0 / a
+    w = 1.0 / np.maximum(a, 0.84375)  # read for |x| >= 1.25 only; no 1/0 at x = 0
     t = np.where(r1, a * a, a - 1.0)
     pa = ((0.0, -2.16637559486879084300e-03), (0.0, 3.54783043256182359371e-02),
           (-2.37630166566501626084e-05, -1.10894694282396677476e-01),

@@ -3,15 +3,15 @@
 Launch helpers (grid sizes, the error flag, the matmul dispatch) and the device
 functions (named ``_k_*``, decorated ``@cuda.jit`` by the generator): the tiled matmul and
 the train_epoch row gather. The host-side runtime hooks are in
-:mod:`gradc.codegen.cuda_host`.
+:mod:`gradc.codegen.cuda.runtime`.
 
 They may use only ``numpy`` (as ``np``), ``math``, ``cuda`` (``numba.cuda``), the
-generated module's tables and constants (``SIGNATURE``, ``_ENTRIES``, ``_FT``, ``_TPB``,
+generated module's tables and constants (``SIGNATURE``, ``_PROGRAMS``, ``_FT``, ``_TPB``,
 ``_MAXB``, ``_MT``, ``_MR``, ``_MK``, ``_MS``, ``_MSP``, ``_BLAS``) and each other (and the
-shared prelude's helpers): the generated module runs without gradc.
+shared runtime's helpers): the generated module runs without gradc.
 This file itself never imports numba.cuda (the CPU path must not).
 """
-# ruff: noqa: F821  (cuda, SIGNATURE, _ENTRIES and the constants are the generated module's)
+# ruff: noqa: F821  (cuda, SIGNATURE, _PROGRAMS and the constants are the generated module's)
 
 import numpy as np
 

@@ -1,6 +1,6 @@
 """CUDA kernels of the structural kernel classes: labels, slices, gathers, im2col, scans.
 
-Each function takes the :class:`~gradc.codegen.cuda.CudaEmitter` and one kernel of the
+Each function takes the :class:`~gradc.codegen.cuda.emit.CudaEmitter` and one kernel of the
 program. Gathers (Pick, Unpick, Take, Patches) compute each output in one thread.
 The adjoints are written as gathers too where the index map can be inverted statically —
 Scatter (the adjoint of a slice) and Unpatches (col2im: each image pixel sums the window

@@ -1,6 +1,6 @@
 """SymPy -> NumPy array source: one elementwise expression evaluated over whole arrays.
 
-:class:`ArrayPrinter` is the CPU's :class:`gradc.codegen.printer.ScalarPrinter` (typed
+:class:`ArrayPrinter` is the CPU's :class:`gradc.codegen.scalar.ScalarPrinter` (typed
 literals, so float32 code stays float32; integer powers as products, as the CPU prints
 them) with every scalar construct replaced by its array form: ``math.f`` by ``np.f``,
 ``a if c else b`` by ``np.where``, ``max`` by ``np.maximum``. The reads of buffers
@@ -9,14 +9,17 @@ them) with every scalar construct replaced by its array form: ``math.f`` by ``np
 
 from __future__ import annotations
 
+import inspect
+
 import sympy
 from sympy.printing.precedence import PRECEDENCE
 
-from gradc.codegen.printer import ScalarPrinter
+from gradc.codegen import scalar
+from gradc.codegen.numpy import helpers
 
-#: the functions of :mod:`gradc.ir.sym` -> a template over the printed arguments (Z, O:
-#: the typed 0 and 1); helpers named ``_x`` are :mod:`gradc.codegen.numpy_prelude`'s
-TEMPLATES = {
+#: the scalar printer's templates with their array forms (Z, O: the typed 0 and 1);
+#: helpers named ``_x`` are :mod:`gradc.codegen.numpy.helpers`'s
+TEMPLATES = {**scalar.TEMPLATES, **{
     "Relu": "np.maximum({0}, {Z})",
     "Step": "np.where({0} > {Z}, {O}, {Z})",
     "Sign": "np.sign({0})",
@@ -31,22 +34,19 @@ TEMPLATES = {
     "Select": "np.where({0} != {Z}, {1}, {2})",
     "Max2": "np.maximum({0}, {1})",
     "Min2": "np.minimum({0}, {1})",
-    "Detach": "{0}",
     "log1p": "np.log1p({0})",
     "expm1": "np.expm1({0})",
     "erf": "_erf({0})",
-}
-#: helpers of the generated module a template may call
-HELPERS = ("_sigmoid", "_erf")
-
-_CONDITIONS = {"Less": "{0} < {1}", "LessEq": "{0} <= {1}", "Greater": "{0} > {1}",
-               "GreaterEq": "{0} >= {1}", "Equal": "{0} == {1}"}
+}}
+#: helpers of the generated module a template may call: those of the helpers module
+HELPERS = tuple(name for name, value in vars(helpers).items()
+                if inspect.isfunction(value) and value.__module__ == helpers.__name__)
 #: ``math`` functions whose NumPy name differs
 _RENAMED = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "atan2": "arctan2",
             "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "fabs": "abs"}
 
 
-class ArrayPrinter(ScalarPrinter):
+class ArrayPrinter(scalar.ScalarPrinter):
     """Prints elementwise expressions as NumPy array code of one float dtype.
 
     Args:
@@ -56,8 +56,11 @@ class ArrayPrinter(ScalarPrinter):
     ``helpers`` collects the module helpers (``_erf``, ``_sigmoid``) the printed code calls.
     """
 
+    templates = TEMPLATES
+    select = "np.where({test}, {a}, {b})"
+
     def __init__(self, dtype: str, read):
-        super().__init__(dtype, read, fast=False)
+        super().__init__(dtype, read)
         self.helpers: set[str] = set()
 
     def _module_format(self, fqn, register=True):
@@ -66,21 +69,9 @@ class ArrayPrinter(ScalarPrinter):
             return "np." + _RENAMED.get(name, name)
         return super()._module_format(fqn, register)
 
-    def _call(self, template: str, args) -> str:
-        for helper in HELPERS:
-            if helper + "(" in template:
-                self.helpers.add(helper)
-        return template.format(*[self._print(a) for a in args], Z=self.lit(0), O=self.lit(1))
-
-    def _print_Function(self, expr):
-        name = type(expr).__name__
-        if name == "Select" and type(expr.args[0]).__name__ in _CONDITIONS:
-            cond, a, b = expr.args
-            test = _CONDITIONS[type(cond).__name__].format(*map(self._print, cond.args))
-            return f"np.where({test}, {self._print(a)}, {self._print(b)})"
-        if name in TEMPLATES:
-            return self._call(TEMPLATES[name], expr.args)
-        return super()._print_Function(expr)
+    def _template(self, name: str, args) -> str:
+        self.helpers.update(h for h in HELPERS if h + "(" in self.templates[name])
+        return super()._template(name, args)
 
     def _print_exp(self, expr):
         return f"np.exp({self._print(expr.args[0])})"
@@ -92,13 +83,13 @@ class ArrayPrinter(ScalarPrinter):
         return f"np.tanh({self._print(expr.args[0])})"
 
     def _print_erf(self, expr):
-        return self._call(TEMPLATES["erf"], expr.args)
+        return self._template("erf", expr.args)
 
     def _print_log1p(self, expr):
-        return self._call(TEMPLATES["log1p"], expr.args)
+        return self._template("log1p", expr.args)
 
     def _print_expm1(self, expr):
-        return self._call(TEMPLATES["expm1"], expr.args)
+        return self._template("expm1", expr.args)
 
     def _print_sign(self, expr):
         return f"np.sign({self._print(expr.args[0])})"

@@ -1,23 +1,22 @@
 """The numpy target: kernel programs as vectorised NumPy functions (registered in
-:data:`gradc.options.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
+:data:`gradc.codegen.target.TARGETS`; the interface is :class:`gradc.codegen.target.Target`).
 
 The module imports NumPy alone and compiles nothing, so it starts in milliseconds and runs
 wherever NumPy does; its results agree with the CPU target's to rounding (~1e-16 relative
 in float64: only summation orders differ). Kernels are printed by
-:class:`gradc.codegen.numpy_emit.NumpyEmitter`, the array helpers they call are
-:mod:`gradc.codegen.numpy_prelude`'s; the runtime hooks are the CPU target's
-(:mod:`gradc.codegen.cpu_prelude`; with no train_epoch kernel, ``_epoch`` loops over the
+:class:`gradc.codegen.numpy.emit.NumpyEmitter`, the array helpers they call are
+:mod:`gradc.codegen.numpy.helpers`'s; the runtime hooks are the CPU target's
+(:mod:`gradc.codegen.host`; with no train_epoch kernel, ``_epoch`` loops over the
 minibatches in Python).
 """
 
 from __future__ import annotations
 
-import inspect
-
-from gradc.codegen import cpu_prelude, numpy_prelude
-from gradc.codegen.assemble import Unit, dim_var
+from gradc.codegen import host
+from gradc.codegen.assemble import Unit, definitions, dim_var, paste
 from gradc.codegen.builder import Builder
-from gradc.codegen.numpy_emit import NumpyEmitter
+from gradc.codegen.numpy import helpers
+from gradc.codegen.numpy.emit import NumpyEmitter
 from gradc.codegen.target import Target
 
 
@@ -30,8 +29,7 @@ class NumpyTarget(Target):
                "loss_and_grad, train_step, train_epoch, jvp, vjp, hvp, jacobian, as the model",
                "has them) work as in gradc's Python API.")
     imports = ("import numpy as np",)
-    hooks = cpu_prelude.NUMPY_ARRAY_HOOKS
-    fast_path = False
+    hooks = definitions(host)
 
     def constants(self, unit: Unit) -> list[str]:
         return []
@@ -43,10 +41,7 @@ class NumpyTarget(Target):
             emitter.emit(kernels, prog, unit.kernel_name(name))
             kernels.line()
         for helper in sorted(emitter.helpers):
-            b.lines.extend(inspect.getsource(getattr(numpy_prelude, helper)).rstrip("\n")
-                           .split("\n"))
-            b.line()
-            b.line()
+            paste(b, getattr(helpers, helper))
         b.lines.extend(kernels.lines)
         return {}
 
