@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 # Tests see blocking compiles (no background processes, one tier) unless they ask for
-# tiers (``wait=False``); tests/test_tiers.py covers tiered start.
+# tiers (``wait=False``); tests/runtime/test_tiers.py covers tiered start.
 os.environ.setdefault("GRADC_TIERED", "0")
 
 
