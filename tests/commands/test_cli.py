@@ -26,7 +26,7 @@ from tests.harness.paths import ROOT
 
 SCALAR = ROOT / "examples" / "scalar.grad"
 MLP = ROOT / "examples" / "mlp.grad"
-SEMANTIC = ROOT / "tests" / "golden" / "semantic"
+SEMANTIC = ROOT / "tests" / "ir" / "golden" / "semantic"
 
 # A tiny classifier: integer labels, a float input, a user fn, elementwise built-ins.
 TINY = """\

@@ -15,10 +15,7 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 FILENAME = "fuzz.grad"
 
 #: seconds of CPU time one front-end input may take: a hang or a blow-up is caught, while a

@@ -36,7 +36,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .common import ROOT, Outcome
+from ..paths import ROOT
+from .common import Outcome
 
 BATCH = """
 model misuse_batch

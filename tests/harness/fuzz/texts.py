@@ -26,7 +26,7 @@ import random
 import re
 from functools import lru_cache
 
-from .common import EXAMPLES
+from ..paths import EXAMPLES
 
 UNARY = ["exp", "log", "log1p", "sqrt", "abs", "sin", "cos", "tan", "tanh", "sigmoid",
          "relu", "softplus", "silu", "gelu", "step", "sign", "leaky_relu", "elu"]
