@@ -4,13 +4,14 @@ or raise GradcError, and leave no module in the cache that cannot be imported.""
 
 from __future__ import annotations
 
+from tests.harness import seeds
 from tests.harness.fuzz import campaign
 
 COUNT = 120 * campaign.env_int("GRADC_FUZZ_SCALE", 1)
 
 
 def test_options_compile_or_raise_gradc_error():
-    tally = campaign.options(count=COUNT, seed0=1)
+    tally = campaign.options(count=COUNT, seed0=seeds.seed(1))
     print(tally.report())
     failure = tally.failure()
     assert failure is None, failure

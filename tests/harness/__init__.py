@@ -1,6 +1,6 @@
 """The code the tests share (test modules import only from here and from gradc):
 
-* :mod:`.paths` — the checkout's folders;
+* :mod:`.paths` — the checkout's folders; :mod:`.seeds` — the one seed of random draws;
 * :mod:`.oracles` — finite differences and the reference interpreter as gradient oracles;
   :mod:`.op_specs` — the op table's rows and groups;
 * :mod:`.agreement` — comparing a target with the CPU target, group by group, in worker

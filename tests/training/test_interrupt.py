@@ -10,8 +10,8 @@ The trials run the command as a user does (``python -m gradc`` in a subprocess, 
 :mod:`tests.harness.cli`), wait for the output line that shows where the run is, sleep a
 random delay and send SIGINT. They share the session's ``GRADC_CACHE_DIR`` (conftest), where
 the kernels are compiled once first (in this process), so every trial loads them from the
-cache; two trials run at a time. Set ``GRADC_INTERRUPT_SEED`` to replay the delays of a
-failed run (failures print it).
+cache; two trials run at a time. The delays are drawn from :mod:`tests.harness.seeds`
+(``GRADC_TEST_SEED``, printed with a failure): set it to replay or vary them.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import numpy as np
 import pytest
 
 from tests.harness.cli import SPIRAL, env, gradc, make_spiral, read_history
+from tests.harness import seeds
 from tests.harness.paths import ROOT
 
 BATCH = 32                  # the default --batch-size
 RUN_ON = 100_000            # --epochs of the trials that must still be running at the signal
-SEED = int(os.environ.get("GRADC_INTERRUPT_SEED") or random.randrange(2**32))
+SEED = seeds.seed(0)
 NOTE = re.compile(r"interrupted \(Ctrl-C\) (?:after epoch (\d+)( \(epoch \d+ unfinished)?"
                   r"|(after the last epoch)|(before training started))")
 
@@ -216,7 +217,7 @@ def test_sigint_saves_finished_epochs_and_exits_130(results, model, splits):
             failures.append(f"{r.trial} -> exit {r.returncode}: {e}\n{r.output[-2000:]}")
     if failures:
         pytest.fail(f"{len(failures)} of {len(results)} trials failed "
-                    f"(GRADC_INTERRUPT_SEED={SEED}):\n" + "\n\n".join(failures),
+                    f"({seeds.ENV}={seeds.base()}):\n" + "\n\n".join(failures),
                     pytrace=False)
     trained = [o for o in outcomes if o[1] != "before training"]
     assert len(trained) >= 20
@@ -235,7 +236,7 @@ def test_resume_after_sigint_continues_like_one_run(results, model, datasets, tm
             and NOTE.search(r.output).group(1) and r.trial.epochs == RUN_ON]
     k, r = min(((k, r) for k, r in done if k > 0), key=lambda p: p[0], default=(0, None))
     if r is None:
-        pytest.skip(f"no small trial finished an epoch (GRADC_INTERRUPT_SEED={SEED})")
+        pytest.skip(f"no small trial finished an epoch ({seeds.ENV}={seeds.base()})")
     more = 3
     res = gradc("train", SPIRAL, "--data", datasets["small"], "--epochs", more,
                 "--out", tmp_path, "--resume", r.out / "params.npz", "--no-progress")
