@@ -36,6 +36,8 @@ from tests.harness import data
 from tests.harness.oracles import rel_err, shifted
 from tests.harness.paths import EXAMPLES
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 

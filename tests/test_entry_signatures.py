@@ -15,6 +15,8 @@ import gradc
 from gradc.entries import ENTRIES, argument_names
 from gradc.errors import ErrorGroup
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 MODEL = ("input x : f64[B, 3]\ninput y : i64[B]\nparam W : f64[3, 2]\n"
          "output o = x @ W\nloss = cross_entropy(o, y)\n")
 

@@ -4,8 +4,12 @@ or raise GradcError, and leave no module in the cache that cannot be imported.""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.harness import seeds
 from tests.harness.fuzz import campaign
+
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
 COUNT = 120 * campaign.env_int("GRADC_FUZZ_SCALE", 1)
 

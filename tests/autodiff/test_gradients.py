@@ -17,6 +17,8 @@ from tests.harness.op_specs import ROWS, Row, by_name, group
 from tests.harness.oracles import (diff_leaves, directions, fd_check_jvp, fd_check_loss,
                                    fd_check_vjp, reference_check, rel_err)
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 ROW_PARAMS = [pytest.param(r, id=r.name) for r in ROWS]
 
 

@@ -31,6 +31,8 @@ from tests.harness.oracles import (diff_leaves, directions, fd_check_jvp, fd_che
                                    fd_check_vjp, reference_check, reference_graph,
                                    reference_values, rel_err)
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 
 ROWS: list[Row] = []
 

@@ -112,6 +112,7 @@ def model(request):
     return gradc.compile_string(MODEL, name="nondiff", target=request.param, wrt=WRT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DOCUMENTED))
 def test_documented_derivative(model, name):
     _check(model, name)

@@ -6,8 +6,12 @@ non-differentiable point are skips, not failures; at most a few may be."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.harness import seeds
 from tests.harness.fuzz import campaign
+
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
 SCALE = campaign.env_int("GRADC_FUZZ_SCALE", 1)
 

@@ -137,6 +137,7 @@ def standalone(xor_adam, tmp_path_factory):
     return folder, arrays, first, _cache_files(folder)
 
 
+@pytest.mark.slow
 def test_standalone_module_matches_the_api(xor_adam, standalone):
     _, arrays, res, _ = standalone
     model = xor_adam
@@ -160,6 +161,7 @@ def test_standalone_module_matches_the_api(xor_adam, standalone):
         np.testing.assert_array_equal(res[f"trained:{k}"], v)
 
 
+@pytest.mark.slow
 def test_second_process_loads_kernels_from_numbas_cache(standalone):
     folder, arrays, first, files = standalone
     assert any(n.endswith(".nbi") for n in files) and any(n.endswith(".nbc") for n in files)
@@ -182,6 +184,7 @@ def test_module_path_is_the_module_source(xor_adam):
     assert Path(xor_adam.path).read_text(encoding="utf-8") == xor_adam.source
 
 
+@pytest.mark.slow
 def test_cli_compile_writes_the_api_module(xor_adam, tmp_path):
     """``gradc compile`` writes the same module the API loads (same file, same options)."""
     out = tmp_path / "xor_gen.py"
@@ -263,6 +266,7 @@ def _numpy_tricky(p: dict, i: dict) -> tuple[dict, float]:
     return {"v4": v4, "class": ret, "x_x": v4}, float(loss)
 
 
+@pytest.mark.slow
 def test_tricky_names_are_mangled_and_work():
     names = _names()
     plain = {n: f"n{i}" for i, n in enumerate(names)}
@@ -331,6 +335,7 @@ def test_tricky_names_are_mangled_and_work():
             np.testing.assert_allclose(w[k], expected[k], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_names_that_extend_other_names_do_not_collide():
     """Temporaries derived from a variable's name (e.g. a batched matmul's 3-D views) must
     not land on another variable: here params W and W3 (p_W, p_W3) in a batched matmul."""

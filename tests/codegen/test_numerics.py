@@ -15,6 +15,8 @@ import pytest
 
 import gradc
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 SRC = """\
 model numerics
 input z : f64[B, 2]

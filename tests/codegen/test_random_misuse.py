@@ -10,6 +10,8 @@ import pytest
 
 from tests.harness.fuzz import campaign
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 
 @pytest.mark.parametrize("target", ["cpu", "numpy"])
 def test_call_time_misuse_is_a_value_error(target):

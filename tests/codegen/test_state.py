@@ -127,6 +127,7 @@ def test_a_training_step_updates_the_callers_statistics_in_place():
     assert state["step"] == 1 and state["rng"] == 0       # seed given: counter unused
 
 
+@pytest.mark.slow
 def test_the_cpu_fast_path_checks_the_state_too():
     """The CPU target's fast path (taken once a call has planned the workspace) refuses
     what the general path refuses: an unknown key, a missing one (a model without

@@ -18,6 +18,8 @@ import pytest
 from tests.harness.cli import SPIRAL, env, gradc, make_spiral, read_history
 from tests.harness.models import DROPOUT
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 
 @pytest.fixture(scope="module")
 def spiral_data(tmp_path_factory) -> Path:

@@ -20,6 +20,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
 

@@ -103,6 +103,7 @@ def test_no_limit_on_the_number_of_arguments(n):
     np.testing.assert_allclose(grads["x"], 2 * n * x)
 
 
+@pytest.mark.slow
 def test_no_limit_on_the_number_of_arguments_compiled():
     n = 65
     text = ("input x : f64[B, 2]\nloss = l2(" + ", ".join(["x"] * n) + ")\n"
@@ -265,6 +266,7 @@ def test_pow_gradients_at_zero_match_torch_reference():
     _check_pow(ReferenceModel(POW, wrt=("x", "a", "b")))
 
 
+@pytest.mark.slow
 def test_pow_gradients_at_zero_match_torch_compiled():
     _check_pow(gradc.compile_string(POW, cache=False, wrt=["x", "a", "b"]))
 

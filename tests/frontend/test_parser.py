@@ -457,6 +457,7 @@ def _parse_or_error_group(text: str) -> None:
         str(exc)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=80))
 def test_fuzz_random_text(text):

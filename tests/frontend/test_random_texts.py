@@ -16,6 +16,8 @@ import pytest
 from tests.harness import seeds
 from tests.harness.fuzz import campaign
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 SCALE = campaign.env_int("GRADC_FUZZ_SCALE", 1)
 SLICES = {"grammar": 800, "mutate": 800, "model-mutate": 400, "shapes": 400}
 

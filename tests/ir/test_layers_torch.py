@@ -30,6 +30,8 @@ from gradc.source import Source
 
 from tests.harness.oracles import rel_err
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 

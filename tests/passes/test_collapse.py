@@ -89,6 +89,7 @@ def kernels(draw):
     return prog, arrays
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(kernels())
 def test_collapsed_kernels_are_bitwise_the_full_nest(case):

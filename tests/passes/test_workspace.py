@@ -5,15 +5,15 @@ dead slots are reused."""
 
 from __future__ import annotations
 
+import pytest
 import sympy
-
-from tests.harness.fuzz.common import FRONT_LIMIT, Timeout, cpu_time, time_limit
 
 from gradc.ir.shapes import numel
 from gradc.passes.schedule import kernel_buffers, kernel_outputs
 from gradc.pipeline import Options, eval_graph, front, programs
 from gradc.source import Source
 
+from tests.harness.fuzz.common import FRONT_LIMIT, Timeout, cpu_time, time_limit
 from tests.harness.paths import EXAMPLES
 
 
@@ -30,6 +30,7 @@ def all_programs(text: str, name: str = "m.grad") -> dict:
     return programs(graph, eval_graph(source, opts, graph), opts)
 
 
+@pytest.mark.slow
 def test_a_600_layer_chain_compiles_its_programs_within_the_fuzz_bound():
     """Front end + every program (autodiff, schedule, workspace plan; not Numba) of a
     600-layer matmul chain within the front-end fuzzers' bound of CPU time (it took about

@@ -223,6 +223,7 @@ def _start(wait: bool, reference) -> None:
     assert model.tier("forward") == model.tier("loss") == "numba"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wait", [True, False], ids=["blocking", "tiered"])
 @pytest.mark.parametrize("file, damage, warning", DAMAGES, ids=[d[0] for d in DAMAGES])
 def test_a_damaged_cache_file_is_rebuilt(warm_cache, tmp_path, monkeypatch, wait, file,
@@ -256,6 +257,7 @@ def test_a_damaged_cache_file_is_rebuilt(warm_cache, tmp_path, monkeypatch, wait
 
 # ------------------------------------------------- a cache Numba or gradc cannot write
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wait", [True, False], ids=["blocking", "tiered"])
 @pytest.mark.parametrize("where", ["under a file", "unwritable", "no home directory"])
 def test_an_unusable_cache_folder_gives_way_to_a_temporary_one(tmp_path, monkeypatch, where,
@@ -286,6 +288,7 @@ def test_an_unusable_cache_folder_gives_way_to_a_temporary_one(tmp_path, monkeyp
     _forget_all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wait", [True, False], ids=["blocking", "tiered"])
 def test_a_folder_numba_cannot_write_compiles_in_memory(tmp_path, monkeypatch, wait,
                                                         reference):
@@ -314,6 +317,7 @@ def test_a_folder_numba_cannot_write_compiles_in_memory(tmp_path, monkeypatch, w
     _forget_all()
 
 
+@pytest.mark.slow
 def test_four_processes_compile_one_model_at_once(cache, reference):
     """Four processes write one module and one Numba cache at once: all agree."""
     code = ("import sys, numpy as np, gradc\n"

@@ -25,6 +25,8 @@ import gradc
 
 from tests.harness.paths import EXAMPLES
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 THREADS, CALLS = 4, 50
 
 MLP = """

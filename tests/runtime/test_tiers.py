@@ -85,6 +85,7 @@ def switched(tmp_path_factory):
         tiers.stop_all()
 
 
+@pytest.mark.slow
 def test_entries_switch_to_numba_with_the_same_numbers(switched):
     model, params, state, before, _ = switched
     assert model.tier("loss") == model.tier("train_step") == "numba"
@@ -167,6 +168,7 @@ def test_a_tiered_model_pickles(switched):
     assert back.loss(params, x=X, y=Y) == pytest.approx(before["loss"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_threads_across_the_switch(cache):
     """Four threads call loss while its compile runs and finishes: every result is the
     NumPy tier's or the Numba tier's, equal to rounding."""
@@ -225,6 +227,7 @@ def test_kernels_of_concurrent_compiles_never_overlap():
     assert not tiers.kernels("loss") & tiers.kernels("forward")
 
 
+@pytest.mark.slow
 def test_train_epoch_is_one_kernel_that_compiles_no_train_step(cache):
     """The CPU train_epoch runs train_step's statements inside its own loop: its
     background compile writes its kernel alone to Numba's cache (no train_step kernel, no
@@ -276,6 +279,7 @@ def test_gradc_train_shows_the_tier_and_starts_only_what_it_uses(cache, tmp_path
     assert len(jobs) <= 2  # entries waiting for a worker share one process
 
 
+@pytest.mark.slow
 def test_entries_waiting_for_a_worker_compile_in_one_process(cache, monkeypatch):
     """With one worker busy, the entries called meanwhile queue into one job (one
     process compiles them in turn); each ends on Numba with the NumPy tier's numbers."""
@@ -327,6 +331,7 @@ def _tiered_env(cache: Path) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_gradc_train_ends_every_background_compile(cache, tmp_path):
     """gradc train on a cold cache, tiered, SIGINT once training runs: exit 130 and no
     compile of it left a second later (issue 20, item 7: they ran on for seconds)."""
@@ -377,6 +382,7 @@ def test_an_uncaught_keyboard_interrupt_ends_the_compiles_at_exit(cache):
     assert not list(cache.rglob("ready/*"))  # killed, not finished
 
 
+@pytest.mark.slow
 def test_a_normal_exit_lets_the_compile_finish_niced(cache):
     """A script that ends normally leaves its compile running at a lower priority, and
     the compile finishes: the next process starts warm."""

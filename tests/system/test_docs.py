@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from gradc.cli import main
 
 from tests.harness.paths import DOCS
@@ -92,6 +94,7 @@ def test_cli_md_compile_header_is_the_real_first_line(tmp_path, monkeypatch, cap
     assert capsys.readouterr().out.split("\n", 1)[0] == shown
 
 
+@pytest.mark.slow
 def test_cli_md_check_table_is_the_real_output(tmp_path, monkeypatch, capsys):
     """Everything of ``gradc check xor.grad`` as printed, except the digits of the
     errors (rounding noise, different on other machines): those must be numbers within

@@ -13,6 +13,8 @@ import gradc
 from tests.harness.data import XOR_X, XOR_Y, mlp_batch, svm_data
 from tests.harness.paths import EXAMPLES
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 
 
 def compile_example(name: str, **options) -> gradc.Model:

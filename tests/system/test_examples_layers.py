@@ -21,6 +21,8 @@ from tests.harness.data import bags, char_data, digits, mixing_task
 from tests.harness.oracles import fd_check_loss
 from tests.harness.paths import EXAMPLES
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 NAMES = ("cnn", "resmlp", "attention_block", "char_rnn", "embedding_bag")
 
 

@@ -18,8 +18,11 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.harness.paths import ROOT
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
 CHECK = textwrap.dedent("""
     import importlib.resources, os, sys

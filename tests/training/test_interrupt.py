@@ -36,6 +36,8 @@ from tests.harness.cli import SPIRAL, env, gradc, make_spiral, read_history
 from tests.harness import seeds
 from tests.harness.paths import ROOT
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 BATCH = 32                  # the default --batch-size
 RUN_ON = 100_000            # --epochs of the trials that must still be running at the signal
 SEED = seeds.seed(0)

@@ -22,6 +22,8 @@ import gradc
 from tests.harness.models import DROPOUT as ORDERED  # a tiny f64 model with dropout
 from tests.harness.paths import ROOT
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 RUN = r"""
 import sys, numpy as np, gradc, gradc.datasets
 model = gradc.compile(sys.argv[1], optimizer="adam", wait=True)

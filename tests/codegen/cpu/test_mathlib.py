@@ -156,6 +156,7 @@ def _samples(op: str, dtype: str, n: int, seed: int = 0) -> np.ndarray:
 # -------------------------------------------------------------------------------- accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,dtype", CASES)
 def test_error_bound(op, dtype):
     """Max relative error over grids, random samples, random bit patterns, edges."""
@@ -171,6 +172,7 @@ def test_error_bound(op, dtype):
     assert err[i] <= bound, f"{op}/{dtype}: err {err[i]:.3g} > {bound:.3g} at x={x[i]!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,dtype", CASES)
 def test_error_bound_plain_driver(op, dtype):
     """Same bound when the calling kernel is compiled without fastmath (no FMA contraction)."""

@@ -15,6 +15,8 @@ from gradc.codegen.cpu import views as cpu_views
 
 from tests.harness.paths import EXAMPLES
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 
 
 def test_a_view_is_the_slice_reshaped_without_a_copy():

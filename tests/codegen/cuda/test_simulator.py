@@ -27,6 +27,8 @@ import pytest
 
 from tests.harness.agreement import GROUP_NAMES, check_result, run_workers, selected
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 needs_cuda = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
                                 reason="numba-cuda is not installed (pip install gradc[cuda])")
 

@@ -51,6 +51,7 @@ def results(request):
                        env, n, timeout=1800)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", GROUP_NAMES)
 def test_numpy_matches_cpu(results, group):
     check_result(results, group)
