@@ -1,9 +1,12 @@
 """Shared test setup.
 
-* Compiled modules go to a fresh temporary cache folder per session (unless
-  ``GRADC_CACHE_DIR`` is already set), so tests never touch the user's cache.
+* Compiled modules go to one temporary cache folder per run (unless ``GRADC_CACHE_DIR`` is
+  already set), made by the controlling process before pytest-xdist starts its workers, so
+  that the workers share it (they inherit the environment; the cache is safe for concurrent
+  writers): a model one worker compiled, the other loads. Tests never touch the user's cache.
 * Blocking compiles (no background processes, one tier) unless a test asks for tiers
   (``wait=False``); tests/runtime/test_tiers.py covers tiered start.
+* Files of slow tests run first (:func:`pytest_collection_modifyitems`).
 * Random draws are reproducible: :mod:`tests.harness.seeds` (``GRADC_TEST_SEED``, printed
   in the header and beside the failures of the modules that use it) and the derandomized
   Hypothesis profile ``ci`` (``--hypothesis-profile=random`` draws new examples;
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import tempfile
@@ -27,28 +31,39 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("random", derandomize=False, print_blob=True)
 settings.load_profile("ci")
 
+_OWN_CACHE = "_gradc_test_cache"   # the config attribute naming a cache folder made here
+
 
 def pytest_configure(config):
-    """Check ``GRADC_TEST_SEED``."""
+    """Check ``GRADC_TEST_SEED``; point ``GRADC_CACHE_DIR`` at a fresh temporary folder, if
+    unset (in the controlling process: xdist's workers inherit it)."""
     try:
         seeds.base()
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
+    if not os.environ.get("GRADC_CACHE_DIR"):
+        path = tempfile.mkdtemp(prefix="gradc_test_cache_")
+        os.environ["GRADC_CACHE_DIR"] = path
+        setattr(config, _OWN_CACHE, path)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def gradc_cache_dir():
-    """Point ``GRADC_CACHE_DIR`` at a temporary folder for the session, if unset."""
-    if os.environ.get("GRADC_CACHE_DIR"):
-        yield os.environ["GRADC_CACHE_DIR"]
-        return
-    path = tempfile.mkdtemp(prefix="gradc_test_cache_")
-    os.environ["GRADC_CACHE_DIR"] = path
-    try:
-        yield path
-    finally:
+def pytest_unconfigure(config):
+    """Remove the cache folder :func:`pytest_configure` made (where it made it)."""
+    path = getattr(config, _OWN_CACHE, None)
+    if path:
         os.environ.pop("GRADC_CACHE_DIR", None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the files whose tests are all slow first, then those with some slow tests, then
+    the rest (each group in collection order, each file's tests together): pytest-xdist's
+    ``--dist loadfile`` hands whole files to its workers in this order, and a long file
+    handed out last would keep one worker running alone."""
+    marked = collections.Counter(it.path for it in items if it.get_closest_marker("slow"))
+    total = collections.Counter(it.path for it in items)
+    items.sort(key=lambda it: 0 if marked[it.path] == total[it.path] else
+               1 if marked[it.path] else 2)
 
 
 def pytest_report_header(config):
