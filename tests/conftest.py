@@ -6,7 +6,7 @@
   writers): a model one worker compiled, the other loads. Tests never touch the user's cache.
 * Blocking compiles (no background processes, one tier) unless a test asks for tiers
   (``wait=False``); tests/runtime/test_tiers.py covers tiered start.
-* Files of slow tests run first (:func:`pytest_collection_modifyitems`).
+* Files of slow tests run first (:mod:`tests.harness.order`).
 * Random draws are reproducible: :mod:`tests.harness.seeds` (``GRADC_TEST_SEED``, printed
   in the header and beside the failures of the modules that use it) and the derandomized
   Hypothesis profile ``ci`` (``--hypothesis-profile=random`` draws new examples;
@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import collections
 import os
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ import tempfile
 import pytest
 from hypothesis import settings
 
-from tests.harness import seeds
+from tests.harness import order, seeds
 
 os.environ.setdefault("GRADC_TIERED", "0")
 
@@ -56,14 +55,7 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the files whose tests are all slow first, then those with some slow tests, then
-    the rest (each group in collection order, each file's tests together): pytest-xdist's
-    ``--dist loadfile`` hands whole files to its workers in this order, and a long file
-    handed out last would keep one worker running alone."""
-    marked = collections.Counter(it.path for it in items if it.get_closest_marker("slow"))
-    total = collections.Counter(it.path for it in items)
-    items.sort(key=lambda it: 0 if marked[it.path] == total[it.path] else
-               1 if marked[it.path] else 2)
+    order.slow_files_first(items)
 
 
 def pytest_report_header(config):
