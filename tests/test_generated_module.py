@@ -20,7 +20,7 @@ import gradc
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ALLOWED_IMPORTS = {"math", "numpy", "numba", "difflib", "threading", "functools", "importlib",
-                   "warnings"}
+                   "warnings", "os", "ctypes", "time"}
 PREFIXES = ("p_", "x_", "t_", "c_", "m_", "s_", "d_", "h_")
 
 # Run in a fresh interpreter, with ``import gradc`` made impossible. Loads the module

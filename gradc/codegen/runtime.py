@@ -17,7 +17,9 @@ Contracts:
   are in :mod:`gradc.codegen.state`.
 - A Ctrl-C that lands inside Numba's dispatcher reaches the caller as KeyboardInterrupt,
   not as the SystemError Numba wraps it in.
-- They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``,
+- Every kernel call goes through ``_invoke`` with the threads of its ``_plan`` (the thread
+  budget of :mod:`gradc.codegen.threads`, pasted beside these helpers).
+- They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``, ``time``,
   ``functools``, ``importlib`` (to find gradc when a function is pickled) and the
   module's tables (``SIGNATURE``, ``_PROGRAMS``, ``_NP``): the module runs without gradc.
 """
@@ -28,6 +30,7 @@ import functools
 import importlib
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -183,14 +186,20 @@ def _writeable(params):
                              "place; pass a writeable copy (np.array(...))")
 
 
-def _workspace(entry, dims):
-    """The workspace of ``entry`` for these dims: allocated once per thread and reused, so
-    that calls from several threads never share scratch memory."""
+def _plan(entry, dims):
+    """What a call of ``entry`` for these dims runs with: ``(workspace, threads)``, made
+    once per thread and reused (calls from several threads never share scratch memory).
+    ``threads`` is the plan's :class:`_Threads` (:mod:`gradc.codegen.threads`: the budget
+    of the program's mean BLAS product, ``_PROGRAMS[entry]["macs"]``, against the cores;
+    GRADC_NUM_THREADS is read here)."""
     spaces = _LOCAL.__dict__.setdefault("spaces", {})
-    ws = spaces.get((entry, dims))
-    if ws is None:
-        ws = spaces[(entry, dims)] = _allocate(entry, dims)
-    return ws
+    plan = spaces.get((entry, dims))
+    if plan is None:
+        cores = _usable_cores()
+        plan = spaces[(entry, dims)] = (
+            _allocate(entry, dims),
+            _Threads(_thread_budget(_PROGRAMS[entry]["macs"](*dims), cores), cores))
+    return plan
 
 
 def _interrupted(error):
@@ -200,11 +209,19 @@ def _interrupted(error):
     return KeyboardInterrupt() if isinstance(cause, KeyboardInterrupt) else error
 
 
-def _invoke(kernel, *args):
-    """Call a compiled kernel, turning Numba's SystemError around a Ctrl-C back into the
-    KeyboardInterrupt it was."""
+def _invoke(kernel, threads, *args):
+    """Call a compiled kernel with ``threads`` (the :class:`_Threads` of its :func:`_plan`;
+    timed where the plan races thread counts), turning Numba's SystemError around a Ctrl-C
+    back into the KeyboardInterrupt it was."""
+    n = _set_threads(threads)
     try:
-        return kernel(*args)
+        if threads.most == 1:
+            return kernel(*args)
+        start = time.perf_counter()
+        out = kernel(*args)
+        end = time.perf_counter()
+        threads.record(n, end - start, end)
+        return out
     except SystemError as e:
         error = _interrupted(e)
         if error is e:
@@ -213,9 +230,10 @@ def _invoke(kernel, *args):
 
 
 def _run(call, scalars=()):
-    """Run a prepared call: the program's kernel with the thread's workspace."""
+    """Run a prepared call: the program's kernel with the thread's workspace and threads."""
     entry, arrays, dims, _ = call
-    return _invoke(_PROGRAMS[entry]["kernel"], *arrays, *scalars, _workspace(entry, dims), *dims)
+    ws, threads = _plan(entry, dims)
+    return _invoke(_PROGRAMS[entry]["kernel"], threads, *arrays, *scalars, ws, *dims)
 
 
 def _named(kind, values, call):
