@@ -93,26 +93,57 @@ def _race(threads, seconds_of, now):
             return used, now
 
 
+@pytest.fixture
+def idle_machine(monkeypatch):
+    """A machine whose load leaves every core idle: ``idle_machine(module)`` makes it so
+    for a generated module (whatever the real load is)."""
+    return lambda module: monkeypatch.setattr(module, "_idle_cores", lambda own: 64)
+
+
+@pytest.mark.parametrize("own, load, cpus, idle", [
+    (1, 1.0, 2, 2),      # only this process runs: both cores are its
+    (1, 2.1, 2, 1),      # another process spins on a core
+    (2, 3.0, 2, 1),      # ... while this one runs two threads
+    (2, 2.0, 2, 2),      # this one's two threads are the load
+    (1, 0.2, 16, 16),    # never more than the CPUs
+    (1, 40.0, 16, 1),    # an overloaded machine: at least 1
+])
+def test_idle_cores_are_the_cpus_less_the_others_load(own, load, cpus, idle):
+    assert threads._idle_cores(own, load, cpus) == idle
+
+
+def test_no_race_while_no_core_is_idle(monkeypatch):
+    idle = {"cores": 1}
+    monkeypatch.setattr(threads, "_idle_cores", lambda own: idle["cores"])
+    plan = _Threads(4, 4)
+    assert plan.count(0.0) == 1 and plan.until == _PROBE_S   # one thread, for a while
+    assert plan.count(_PROBE_S / 2) == 1
+    idle["cores"] = 4                                       # the machine got quiet
+    used, _ = _race(plan, {1: 0.010, 4: 0.004}, _PROBE_S)
+    assert used == [4, 1] * _PROBE_CALLS and plan.n == 4
+
+
 @pytest.mark.parametrize("faster, kept", [(1, 1), (4, 4)])
-def test_a_race_keeps_the_faster_count_for_a_while(faster, kept):
-    threads = _Threads(4, 4)
+def test_a_race_keeps_the_faster_count_for_a_while(faster, kept, idle_machine):
+    idle_machine(threads)
+    plan = _Threads(4, 4)
     seconds_of = {1: 0.010, 4: 0.030} if faster == 1 else {1: 0.010, 4: 0.004}
-    used, now = _race(threads, seconds_of, 100.0)
+    used, now = _race(plan, seconds_of, 100.0)
     assert used == [4, 1] * _PROBE_CALLS          # alternately, the budget's count first
-    assert threads.n == kept and threads.until == pytest.approx(now + _PROBE_S)
-    assert threads.count(now + _PROBE_S - 0.001) == kept
+    assert plan.n == kept and plan.until == pytest.approx(now + _PROBE_S)
+    assert plan.count(now + _PROBE_S - 0.001) == kept
     # the load changed meanwhile: the next race, after _PROBE_S, sees it
     seconds_of = {1: seconds_of[4], 4: seconds_of[1]}
-    used, _ = _race(threads, seconds_of, now + _PROBE_S)
-    assert used == [4, 1] * _PROBE_CALLS and threads.n == (4 if kept == 1 else 1)
+    used, _ = _race(plan, seconds_of, now + _PROBE_S)
+    assert used == [4, 1] * _PROBE_CALLS and plan.n == (4 if kept == 1 else 1)
 
 
 def test_a_budget_of_one_thread_never_races():
-    threads = _Threads(1, 8)
+    plan = _Threads(1, 8)
     for now in (0.0, 1e3, 1e6):
-        assert threads.count(now) == 1
-        threads.record(1, 5.0, now)
-    assert threads.until == 0.0 and threads.times == {1: []}
+        assert plan.count(now) == 1
+        plan.record(1, 5.0, now)
+    assert plan.until == 0.0 and plan.times == {1: []}
 
 
 # ------------------------------------------------------------------ generated modules
@@ -150,11 +181,13 @@ def two_threads_at_most():
 @pytest.mark.parametrize("target", ["numpy", "cpu"])
 @pytest.mark.parametrize("threadpoolctl_importable", [True, False])
 def test_module_sets_the_blas_threads_of_the_budget(target, threadpoolctl_importable,
-                                                    two_threads_at_most, monkeypatch):
+                                                    two_threads_at_most, monkeypatch,
+                                                    idle_machine):
     monkeypatch.setenv("GRADC_NUM_THREADS", "2")
     if not threadpoolctl_importable:  # the standalone module's ctypes path
         monkeypatch.setitem(sys.modules, "threadpoolctl", None)
     model, mod = _module(target)
+    idle_machine(mod)
     params = model.init_params(0)
     small = np.full((8, 256), 0.01)               # 8*256*512 = 1M multiply-adds a product
     model.loss_and_grad(params, a=small)
@@ -168,13 +201,15 @@ def test_module_sets_the_blas_threads_of_the_budget(target, threadpoolctl_import
 
 
 @pytest.mark.parametrize("target", ["numpy", "cpu"])
-def test_results_do_not_depend_on_the_thread_count(target, two_threads_at_most, monkeypatch):
+def test_results_do_not_depend_on_the_thread_count(target, two_threads_at_most, monkeypatch,
+                                                    idle_machine):
     """OpenBLAS splits a product's output between threads, never its sums: the loss and
     gradient are the same to the last bit (0 ulp) on one and on two threads."""
     seed = random.randrange(1 << 30)
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
     model, mod = _module(target, "f32")
+    idle_machine(mod)
     params = {"W": (0.05 * rng.standard_normal((256, 512))).astype(np.float32)}
     a = rng.standard_normal((-(-2 * M // (256 * 512)), 256)).astype(np.float32)
     results = {}

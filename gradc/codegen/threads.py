@@ -15,7 +15,8 @@ The rules, in one function (:func:`_thread_budget`):
 - where that allows more than one thread, the calls are timed (:class:`_Threads`): one
   thread and the budget's count take turns for a few calls, the faster is kept, and the
   race is run again every :data:`_PROBE_S` seconds: a machine that gets busy (another
-  process on a core) goes back to one thread, a quiet one fans out.
+  process on a core) goes back to one thread, a quiet one fans out. No race is run (one
+  thread) while the machine's load leaves no idle core (:func:`_idle_cores`).
 
 Contracts:
 - Threads change results only by rounding: OpenBLAS's GEMM splits the output, not the sum,
@@ -95,6 +96,20 @@ def _thread_budget(macs, cores):
     return max(1, min(cores, int(macs) // _MACS_PER_THREAD))
 
 
+def _idle_cores(own, load=None, cpus=None):
+    """The cores other processes leave idle: the machine's CPUs (``cpus``) less its
+    1-minute load average (``load``; ``os.getloadavg``), with the ``own`` threads this
+    plan runs now counted as idle, rounded, at least 1; the CPUs where the load is
+    unknown."""
+    cpus = cpus or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return cpus
+    return max(1, min(cpus, round(cpus - load + own)))
+
+
 def _blas_setters():
     """Functions ``set(n)`` for every BLAS library loaded here whose thread count can be
     set: threadpoolctl's controllers when it is installed, else (Linux) OpenBLAS's own
@@ -141,7 +156,8 @@ class _Threads:
     (Numba's parallel loops). With ``most`` = 1 every call runs on one thread. Otherwise a
     race: :data:`_PROBE_CALLS` calls on ``most`` threads and as many on one, alternately
     (``most`` first), then the count of the smaller median time runs every call for
-    :data:`_PROBE_S` seconds, then the next race. ``count(now)`` is the count of the next
+    :data:`_PROBE_S` seconds, then the next race; while the load leaves no core idle,
+    one thread instead of a race. ``count(now)`` is the count of the next
     call, ``record(n, seconds, now)`` the time a call on ``n`` threads took."""
 
     __slots__ = ("most", "cores", "n", "times", "until")
@@ -151,9 +167,13 @@ class _Threads:
         self.times, self.until = {most: [], 1: []}, 0.0
 
     def count(self, now):
-        """The thread count of the next call at time ``now`` (seconds, perf_counter)."""
+        """The thread count of the next call at time ``now`` (seconds, perf_counter); a
+        race starts only while :func:`_idle_cores` finds two cores idle."""
         if self.most == 1 or now < self.until:
             return self.n
+        if not self.times[1] and not self.times[self.most] and _idle_cores(self.n) < 2:
+            self.n, self.until = 1, now + _PROBE_S  # a busy machine: no race
+            return 1
         return self.most if len(self.times[self.most]) <= len(self.times[1]) else 1
 
     def record(self, n, seconds, now):
