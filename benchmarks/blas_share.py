@@ -24,7 +24,7 @@ from benchmarks.busy_models import WORKLOADS, gradc_step
 
 def products(work) -> list[tuple[tuple[int, int], tuple[int, int], int, str]]:
     """The train_step's BLAS products at the workload's batch: ((m, k), (k, n), how many
-    times per step, where in the model)."""
+    times per step, the kernel class)."""
     from gradc.options import Options
     from gradc.passes.kernels import Dot, Recur
     from gradc.pipeline import eval_graph, front, programs
@@ -38,7 +38,9 @@ def products(work) -> list[tuple[tuple[int, int], tuple[int, int], int, str]]:
     size = {**dims, **{d: 32 for d in prog.dims if d != prog.dims[0]}}
 
     def value(e) -> int:
-        return int(e.subs(size)) if hasattr(e, "subs") else int(e)
+        if hasattr(e, "free_symbols"):
+            e = e.subs({s: size[s.name] for s in e.free_symbols})
+        return int(e)
 
     out = []
     for k in prog.kernels:
@@ -46,10 +48,10 @@ def products(work) -> list[tuple[tuple[int, int], tuple[int, int], int, str]]:
             m, n = value(k.out.shape[-2]), value(k.out.shape[-1])
             inner = value(k.a.shape[-2] if k.ta else k.a.shape[-1])
             count = int(np.prod([value(d) for d in k.out.shape[:-2]] or [1]))
-            out.append(((m, inner), (inner, n), count, f"line {k.span.line}" if k.span else ""))
+            out.append(((m, inner), (inner, n), count, "Dot"))
         elif isinstance(k, Recur):
             b, t, h = (value(d) for d in k.out.shape)
-            out.append(((b, h), (h, h), t, f"{k.kind}, line {k.span.line}" if k.span else k.kind))
+            out.append(((b, h), (h, h), t, f"Recur ({k.kind})"))
     return out
 
 
@@ -85,7 +87,7 @@ def run(name: str) -> None:
           f"{1e3 * floor:.3f} ms ({100 * floor / total:.0f}%), the rest "
           f"{1e3 * (total - floor):.3f} ms (load average {os.getloadavg()[0]:.2f})")
     for (m, k, n), count, where, t in rows:
-        print(f"  [{m}, {k}] @ [{k}, {n}] x{count:<3} {1e3 * count * t:8.3f} ms  "
+        print(f"  {f'[{m}, {k}] @ [{k}, {n}] x{count}':34} {1e3 * count * t:8.3f} ms  "
               f"{2 * m * k * n / t / 1e9:6.1f} GFLOP/s  {where}")
 
 
