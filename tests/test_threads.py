@@ -164,7 +164,7 @@ def _blas_counts():
 
 def _module(target, dtype="f64"):
     model = gradc.compile_string(PRODUCT.format(t=dtype), "prod", target=target, wait=True)
-    model.module._BLAS.update(threads=None, setters=None)  # counts are changed behind it
+    model.module._BLAS_THREADS.update(threads=None, setters=None)  # counts are changed behind it
     model.module._LOCAL = type(model.module._LOCAL)()       # no plan (and race) of before
     return model, model.module
 
@@ -221,6 +221,17 @@ def test_results_do_not_depend_on_the_thread_count(target, two_threads_at_most, 
         assert set(_blas_counts().values()) == {min(int(n), two_threads_at_most)}
     assert results["1"][0] == results["2"][0]
     np.testing.assert_array_equal(results["1"][1], results["2"][1])
+
+
+def test_a_parallel_module_runs_its_loops_on_the_usable_cores(monkeypatch):
+    import numba
+
+    monkeypatch.setenv("GRADC_NUM_THREADS", "1")
+    model = gradc.compile_string(PRODUCT.format(t="f64"), "prod", parallel=True, wait=True)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    model.module._LOCAL = type(model.module._LOCAL)()
+    loss, _ = model.loss_and_grad(model.init_params(0), a=np.full((4, 256), 0.01))
+    assert numba.get_num_threads() == 1 and np.isfinite(loss)
 
 
 def test_a_bad_gradc_num_threads_is_a_value_error_at_the_call(monkeypatch):

@@ -49,7 +49,7 @@ _PROBE_CALLS = 3
 _PROBE_S = 10.0
 _CGROUP = "/sys/fs/cgroup"
 #: the count the BLAS libraries were last set to, and their setters (None: not found yet)
-_BLAS = {"threads": None, "setters": None}
+_BLAS_THREADS = {"threads": None, "setters": None}
 
 
 def _cgroup_cores(root=_CGROUP):
@@ -193,12 +193,12 @@ def _set_threads(threads):
     cores for Numba's parallel loops (at most Numba's pool; Numba's count is per calling
     thread, so it is set on every call). Returns the BLAS count."""
     n = threads.count(time.perf_counter())
-    if _BLAS["setters"] is None:
-        _BLAS["setters"] = _blas_setters()
-    if n != _BLAS["threads"]:
-        for setter in _BLAS["setters"]:
+    if _BLAS_THREADS["setters"] is None:
+        _BLAS_THREADS["setters"] = _blas_setters()
+    if n != _BLAS_THREADS["threads"]:
+        for setter in _BLAS_THREADS["setters"]:
             setter(n)
-        _BLAS["threads"] = n
+        _BLAS_THREADS["threads"] = n
     if _PARALLEL:
         nb.set_num_threads(min(threads.cores, nb.config.NUMBA_NUM_THREADS))
     return n
