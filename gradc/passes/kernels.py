@@ -254,6 +254,25 @@ class Program:
     float_dtype: str = "f32"
 
 
+def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
+    """The BLAS products one call of ``prog`` makes: (their multiply-adds in all, their
+    number), expressions in the dims. A :class:`Dot` is one product per leading index of
+    its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step. The thread
+    budget (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
+    macs, calls = sympy.Integer(0), sympy.Integer(0)
+    for k in prog.kernels:
+        if isinstance(k, Dot):
+            count = sympy.Mul(*k.out.shape[:-2])
+            inner = k.a.shape[-2] if k.ta else k.a.shape[-1]
+            macs += count * k.out.shape[-2] * k.out.shape[-1] * inner
+            calls += count
+        elif isinstance(k, Recur):
+            b, t, h = k.out.shape
+            macs += t * b * h * h
+            calls += t
+    return sympy.expand(macs), sympy.expand(calls)
+
+
 @dataclass(eq=False)
 class Scatter(Kernel):
     """out = zeros; then for every index i of ``shape``: out[index(i)] = src[i]

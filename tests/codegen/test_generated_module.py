@@ -23,7 +23,7 @@ from gradc.options import OPTIMIZERS
 from tests.harness.paths import EXAMPLES
 
 ALLOWED_IMPORTS = {"math", "numpy", "numba", "difflib", "threading", "functools", "importlib",
-                   "warnings"}
+                   "warnings", "os", "ctypes", "time"}
 #: every prefix a generated variable of a model name may carry: a leaf's role, a dim, an
 #: optimizer's state slot (read from the library, so a new slot or role cannot drift)
 PREFIXES = (*ROLE_PREFIX.values(), DIM_PREFIX,

@@ -79,7 +79,7 @@ def test_readme_names_every_module_the_generated_module_imports():
     module = generated_module(ROOT / "examples" / "mlp.grad")
     imported = set(re.findall(r"^import ([a-z_]+)", module, re.M))
     assert imported == {"difflib", "functools", "importlib", "math", "threading", "warnings",
-                        "numba", "numpy"}
+                        "os", "ctypes", "time", "numba", "numpy"}
     assert named == imported
     assert "unpickling" in sentence and "needs gradc" in sentence
 
