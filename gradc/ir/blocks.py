@@ -28,7 +28,7 @@ from gradc.errors import did_you_mean
 from gradc.frontend import ast
 from gradc.ir import layers
 from gradc.ir.builtins import check_size
-from gradc.ir.errors import LowerError
+from gradc.ir.errors import LowerError, Poisoned
 from gradc.ir.graph import Node
 
 #: the most layer instances (block instances and the layers in them) one model may
@@ -91,6 +91,8 @@ def declare(lw, s: ast.LayerDecl, prefix: str = "", env: Env | None = None) -> l
     value = fold(s.value, env) if env is not None else s.value
     s = ast.LayerDecl(s.span, s.name, s.name_span, value)
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+        if value.func.id in lw.bad_fns:
+            raise Poisoned()  # the block's declaration already gave the error
         if value.func.id in lw.blocks:
             return _instantiate(lw, prefix + s.name, value, s)
         if value.func.id == "repeat":
@@ -259,7 +261,15 @@ def layer_ref(lw, e: ast.Expr, scope) -> layers.Layer | None:
         return lw.layers.get(e.id) if instance_of(scope) is None else None
     if isinstance(e, ast.Attr):
         owner = layer_ref(lw, e.obj, scope)
-        return owner.children.get(e.attr) if owner is not None else None
+        if owner is None or e.attr in owner.children:
+            return owner.children[e.attr] if owner is not None else None
+        if e.attr in owner.params:
+            raise LowerError(f"'{owner.name}.{e.attr}' is a param: it has no attributes",
+                             e.span)
+        names = [*owner.children, *owner.params]
+        raise LowerError(f"layer '{owner.name}' has no layer '{e.attr}'", e.span,
+                         did_you_mean(e.attr, names)
+                         or f"it has: {', '.join(names) or 'nothing'}")
     return None
 
 

@@ -63,7 +63,7 @@ class _Lowerer:
         self.bad_fns: set[str] = set()  # fns whose declaration failed (calls are skipped)
         self.dims: dict[str, int | None] = {}
         self.used: set[str] = set()
-        self.stack: list[str] = []
+        self.stack: list[int] = []  # id() of the fns being inlined (no recursion)
         self.layers: dict[str, layers.Layer] = {}
         self.blocks: dict[str, ast.BlockDecl] = {}
         self.block_stack: list[str] = []  # the blocks being instantiated, outermost first
@@ -505,9 +505,9 @@ class _Lowerer:
             raise LowerError(f"{func.id} is a block: declare an instance first, e.g. "
                              f"layer b1 = {func.id}(...)", func.span,
                              "each instance owns its params")
-        if not args:
+        if not args or isinstance(args[0], ast.Num):
             raise LowerError(f"{func.id}(...) written inline is applied to a value: "
-                             f"x |> {func.id}(...)", call.span)
+                             f"x |> {func.id}(...) or {func.id}(x, ...)", call.span)
         x = args[0] if isinstance(args[0], Node) else (yield self._expr(args[0], scope))
         inst = blocks.instance_of(scope)
         v = blocks.fold(ast.Call(call.span, func, tuple(args[1:]), tuple(kwargs)), scope)
@@ -525,12 +525,12 @@ class _Lowerer:
         if len(args) != len(fn.params):
             raise LowerError(f"{fn.name}() takes {len(fn.params)} argument(s), got {len(args)}",
                              call.span)
-        if fn.name in self.stack:
+        if id(fn) in self.stack:
             raise LowerError(f"'{fn.name}' calls itself (recursion is not allowed)", call.span)
         nodes = []
         for a in args:
             nodes.append(a if isinstance(a, Node) else (yield self._expr(a, scope)))
-        self.stack.append(fn.name)
+        self.stack.append(id(fn))
         inner = blocks.Env(outer or {}, inst=blocks.instance_of(outer))
         inner.update((p.id, n) for p, n in zip(fn.params, nodes))
         try:
