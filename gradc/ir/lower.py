@@ -101,6 +101,15 @@ class _Lowerer:
                         self.c.error(e.message, e.span, e.hint, tuple(e.notes))
                         self.dims[stmt.name] = None  # no cascade: a call-time dim
         self.sizes = expansion.Sizes(self.fns, self.module)
+        for block in list(self.blocks.values()):
+            local = {f.name: f for f in block.body if isinstance(f, ast.FnDecl)}
+            sizes = expansion.Sizes({**self.fns, **local}, ast.Module(block.body))
+            try:
+                for f in local.values():
+                    self._check_size(expansion.fn_body(f), sizes)
+            except LowerError as e:
+                self.c.error(e.message, e.span, e.hint)
+                self.bad_fns.add(block.name)
         for stmt in self.module.stmts:
             try:
                 self._stmt(stmt)
@@ -154,11 +163,13 @@ class _Lowerer:
         raise LowerError(f"'{name}' is already defined ({kind})", span,
                          f"rename it, e.g. 'my_{name}'")
 
-    def _check_size(self, e: ast.Expr) -> None:
-        """Refuse an expression that inlining fns would blow up (before lowering it)."""
-        size = self.sizes.of_expr(e)
+    def _check_size(self, e: ast.Expr, sizes: expansion.Sizes | None = None) -> None:
+        """Refuse an expression that inlining fns would blow up (before lowering it);
+        ``sizes`` counts with a block's own fns (default: the model's)."""
+        sizes = sizes or self.sizes
+        size = sizes.of_expr(e)
         if size > expansion.MAX_EXPANDED:
-            where, hint = self.sizes.culprit(e)
+            where, hint = sizes.culprit(e)
             shown = f"more than {100 * expansion.MAX_EXPANDED}" \
                 if size >= 100 * expansion.MAX_EXPANDED else str(size)
             raise LowerError(f"this expression expands to {shown} operations once its fn "
