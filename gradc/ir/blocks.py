@@ -31,8 +31,8 @@ from gradc.ir.builtins import check_size
 from gradc.ir.errors import LowerError, Poisoned
 from gradc.ir.graph import Node
 
-#: the most layer instances (block instances and the layers in them) one model may
-#: declare through blocks and ``repeat`` (nested repeats multiply).
+#: the most layers (block instances, repeats and the layers in them included) one model
+#: may declare: nested repeats multiply.
 MAX_INSTANCES = 10_000
 #: the layer kinds a block may not be called (``repeat`` is the repetition form).
 RESERVED = ("repeat",)
@@ -88,6 +88,11 @@ def check_block(lw, b: ast.BlockDecl) -> None:
 def declare(lw, s: ast.LayerDecl, prefix: str = "", env: Env | None = None) -> layers.Layer:
     """Declare the layer of ``layer NAME = ...`` (a block instance, a repeat, a layer kind
     or a composition) under ``prefix`` (the enclosing instance's path and a dot)."""
+    lw.instances += 1
+    if lw.instances > MAX_INSTANCES:
+        raise LowerError(f"this model declares more than {MAX_INSTANCES} layers",
+                         s.value.span, "nested repeats multiply: repeat(b, 10) inside a "
+                         "block repeated 10 times is 100 instances of b")
     value = fold(s.value, env) if env is not None else s.value
     s = ast.LayerDecl(s.span, s.name, s.name_span, value)
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
@@ -105,12 +110,6 @@ def _instantiate(lw, name: str, call: ast.Call, decl: ast.LayerDecl) -> layers.L
     if block.name in lw.block_stack:
         raise LowerError(f"block '{block.name}' contains an instance of itself", call.span,
                          "blocks may nest, but not recursively")
-    lw.instances += 1
-    if lw.instances > MAX_INSTANCES:
-        raise LowerError(f"this model declares more than {MAX_INSTANCES} layer instances "
-                         "through blocks and repeat", call.span,
-                         "nested repeats multiply: repeat(b, 10) inside a block repeated "
-                         "10 times is 100 instances")
     inst = layers.Layer("block", name, _arguments(block, call), decl=decl)
     shown = ", ".join(f"{k}={v:g}" for k, v in inst.config.items())
     lw.g.instances[name] = f"{block.name}({shown})"

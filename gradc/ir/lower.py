@@ -67,7 +67,7 @@ class _Lowerer:
         self.layers: dict[str, layers.Layer] = {}
         self.blocks: dict[str, ast.BlockDecl] = {}
         self.block_stack: list[str] = []  # the blocks being instantiated, outermost first
-        self.instances = 0  # block instances declared so far (see blocks.MAX_INSTANCES)
+        self.instances = 0  # layers declared so far (see blocks.MAX_INSTANCES)
         self.bn_buffers: dict[str, tuple] = {}
         self.mode = "train"
         self.root_stmts: list[tuple[ast.Stmt, Node]] = []  # outputs and the loss
