@@ -30,25 +30,33 @@ class SourceError(GradcError):
         span: where; None for file-level errors (then only ``FILE: error: ...`` is shown).
         hint: an optional second line such as ``did you mean 'relu'?``.
         severity: ``"error"`` or ``"warning"``.
+        notes: ``(message, span)`` pairs shown after it as ``FILE:LINE:COL: note: ...`` with
+            their own caret: the context of the error, innermost first (for an error inside
+            a block, the instance that used it).
     """
 
     def __init__(self, message: str, source: Source, span: Span | None,
-                 hint: str | None = None, severity: str = "error"):
+                 hint: str | None = None, severity: str = "error",
+                 notes: tuple[tuple[str, Span], ...] = ()):
         super().__init__(message)
         self.message, self.source, self.span = message, source, span
-        self.hint, self.severity = hint, severity
+        self.hint, self.severity, self.notes = hint, severity, tuple(notes)
 
     def render(self) -> str:
-        """Return ``FILE:LINE:COL: error: MESSAGE``, the line, a caret and the hint."""
+        """Return ``FILE:LINE:COL: error: MESSAGE``, the line, a caret, the hint and the
+        notes."""
         if self.span is None:
             head = f"{self.source.filename}: {self.severity}: {self.message}"
             return head + (f"\n  hint: {self.hint}" if self.hint else "")
-        head = f"{self.source.filename}:{self.span.line}:{self.span.col}: " \
-               f"{self.severity}: {self.message}"
-        parts = [head, render_caret(self.source, self.span)]
+        parts = [self._located(self.severity, self.message, self.span)]
         if self.hint:
             parts.append(f"  hint: {self.hint}")
+        parts += [self._located("note", message, span) for message, span in self.notes]
         return "\n".join(parts)
+
+    def _located(self, severity: str, message: str, span: Span) -> str:
+        return f"{self.source.filename}:{span.line}:{span.col}: {severity}: {message}\n" \
+            + render_caret(self.source, span)
 
     def __str__(self) -> str:
         return self.render()
@@ -76,9 +84,10 @@ class Collector:
         self.errors: list[SourceError] = []
         self.warnings: list[SourceError] = []
 
-    def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
-        """Record an error at ``span``."""
-        self.errors.append(SourceError(message, self.source, span, hint))
+    def error(self, message: str, span: Span | None, hint: str | None = None,
+              notes: tuple[tuple[str, Span], ...] = ()) -> None:
+        """Record an error at ``span`` (with the context ``notes``, see SourceError)."""
+        self.errors.append(SourceError(message, self.source, span, hint, notes=notes))
 
     def warn(self, message: str, span: Span | None, hint: str | None = None) -> None:
         """Record a warning at ``span`` (shown, never fatal)."""

@@ -82,6 +82,8 @@ def interface(graph: Graph, source: Source) -> str:
             for k, p in graph.params.items()]
     tensors = f"{len(rows)} tensor{'s' if len(rows) != 1 else ''}"
     lines += _table(f"params ({tensors}, {total:,} number{'s' if total != 1 else ''})", rows)
+    if graph.instances:
+        lines += instances_section(graph)
     lines += _table("inputs", [(k, format_type(n), "") for k, n in graph.inputs.items()])
     lines += _table("outputs", [(k, format_type(n), "") for k, n in graph.outputs.items()])
     if graph.loss is not None:
@@ -89,6 +91,37 @@ def interface(graph: Graph, source: Source) -> str:
     else:
         lines += ["loss", "  (none: the model has no loss_and_grad or train_step)"]
     return "\n".join(lines).rstrip()
+
+
+def instances_section(graph: Graph) -> list[str]:
+    """The block instances and repeats as a tree: each with what it instantiates, then its
+    nested instances and its own params (names relative to it, types aligned)."""
+    paths = list(graph.instances)
+
+    def parent(path: str) -> str | None:
+        owners = [p for p in paths if path.startswith(p + ".")]
+        return max(owners, key=len) if owners else None
+
+    rows: list[tuple[str, str | None, str]] = []  # (indented name, type or None, init)
+
+    def walk(path: str | None, depth: int) -> None:
+        for child in (p for p in paths if parent(p) == path):
+            rows.append(("  " * depth + f"{_relative(child, path)} = "
+                         f"{graph.instances[child]}", None, ""))
+            walk(child, depth + 1)
+            rows.extend(("  " * (depth + 1) + _relative(k, child), format_type(n),
+                         f"~ {format_init(graph.param_inits[k])}")
+                        for k, n in graph.params.items() if parent(k) == child)
+
+    walk(None, 0)
+    w0 = max((len(a) for a, b, _ in rows if b is not None), default=0)
+    w1 = max((len(b) for _, b, _ in rows if b is not None), default=0)
+    return [f"block instances ({len(paths)})"] + [
+        f"  {a}" if b is None else f"  {a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+
+
+def _relative(path: str, owner: str | None) -> str:
+    return path[len(owner) + 1:] if owner else path
 
 
 def _table(title: str, rows: list[tuple[str, str, str]]) -> list[str]:

@@ -220,12 +220,26 @@ class LayerDecl(Stmt):
 
 @dataclass(frozen=True)
 class FnDecl(Stmt):
-    """``fn NAME(ARGS) = EXPR``."""
+    """``fn NAME(ARGS) = EXPR``, or ``fn NAME(ARGS) { LETS; return EXPR }``: ``lets`` are
+    the body's assignments in order (empty for the ``=`` form), ``body`` the returned
+    expression."""
 
     name: str
     name_span: Span
     params: tuple[Name, ...]
     body: Expr
+    lets: tuple[Assign, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlockDecl(Stmt):
+    """``block NAME(ARGS) { ... }``: ``body`` holds its layer, param and fn declarations
+    (one of them ``fn forward``) in source order."""
+
+    name: str
+    name_span: Span
+    params: tuple[Name, ...]
+    body: tuple[Stmt, ...]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ Contracts:
 * Statements end at a newline.  Inside ``(...)`` and ``[...]`` a statement may go on over
   several lines, except that a line beginning in column 1 with a statement keyword or
   ``NAME =`` always starts a new statement (so an unclosed ``(`` cannot swallow the file).
+  A ``{ ... }`` body (``block``, multi-statement ``fn``) keeps its newlines, which end the
+  statements inside it; a line starting in column 1 with ``model``, ``dim``, ``input``,
+  ``output``, ``loss`` or ``block`` (never inside a body) ends an unclosed ``{``.
 * ``-`` directly before a number literal is folded into it: ``-1`` is ``Num(-1.0)``, while
   ``-x`` and ``-2^2`` stay :class:`~gradc.frontend.ast.UnaryOp` (``-(2^2)``).
 * ``**`` is written ``'^'`` in :class:`~gradc.frontend.ast.BinOp`; ``a >> b >> c`` is one
@@ -83,13 +86,16 @@ def lark_parser() -> Lark:
 # ----------------------------------------------------------------------------- statements
 
 _STMT_START = re.compile(
-    r"(model|dim|input|param|layer|fn|output)[ \t]+[A-Za-z_]|loss[ \t]*="
+    r"(model|dim|input|param|layer|fn|output|block)[ \t]+[A-Za-z_]|loss[ \t]*="
     r"|[A-Za-z_][A-Za-z0-9_]*[ \t]*=(?!=)")
+#: statements that never stand inside ``{ }``: in column 1 they end an unclosed brace.
+_TOP_ONLY = re.compile(r"(model|dim|input|output|block)[ \t]+[A-Za-z_]|loss[ \t]*=")
 
 
-def _depth_after(line: str, depth: int) -> int:
-    """Bracket depth after ``line``, ignoring brackets in strings and comments."""
-    in_string = False
+def _depth_after(line: str, depth: tuple[int, int]) -> tuple[int, int]:
+    """(bracket depth, brace depth) after ``line``, ignoring brackets in strings and
+    comments."""
+    (paren, brace), in_string = depth, False
     for ch in line:
         if in_string:
             in_string = ch != '"'
@@ -98,24 +104,30 @@ def _depth_after(line: str, depth: int) -> int:
         elif ch == "#":
             break
         elif ch in "([":
-            depth += 1
+            paren += 1
         elif ch in ")]":
-            depth = max(depth - 1, 0)
-    return depth
+            paren = max(paren - 1, 0)
+        elif ch == "{":
+            brace += 1
+        elif ch == "}":
+            brace = max(brace - 1, 0)
+    return paren, brace
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:
     """Split ``text`` into ``(first_line, text)`` pieces of whole lines, one statement each
-    (plus blank and comment lines), following the line rules of the module docstring."""
+    (plus blank and comment lines), following the line rules of the module docstring.
+    A ``{ ... }`` body (a block, a multi-statement fn) is one piece."""
     lines = text.split("\n")
     pieces: list[tuple[int, str]] = []
-    start, depth = 0, 0
+    start, depth = 0, (0, 0)
     for i, line in enumerate(lines):
-        if depth > 0 and _STMT_START.match(line):
+        paren, brace = depth
+        if (paren > 0 and _STMT_START.match(line)) or (brace > 0 and _TOP_ONLY.match(line)):
             pieces.append((start + 1, "\n".join(lines[start:i])))
-            start, depth = i, 0
+            start, depth = i, (0, 0)
         depth = _depth_after(line, depth)
-        if depth == 0:
+        if depth == (0, 0):
             pieces.append((start + 1, "\n".join(lines[start:i + 1])))
             start = i + 1
     if start < len(lines):
@@ -216,13 +228,25 @@ class _ToAst(Transformer_NonRecursive):
     def layer_decl(self, meta, c):
         return ast.LayerDecl(self.span(meta), *self.decl_name(c[0]), c[1])
 
-    def fn_decl(self, meta, c):
+    def _params(self, params: list[ast.Name]) -> tuple[ast.Name, ...]:
         seen: set[str] = set()
-        for p in c[1]:
+        for p in params:
             if p.id in seen:
                 self.problem(f"parameter '{p.id}' appears twice", p.span)
             seen.add(p.id)
-        return ast.FnDecl(self.span(meta), *self.decl_name(c[0]), tuple(c[1]), c[2])
+        return tuple(params)
+
+    def fn_decl(self, meta, c):
+        lets, body = c[2] if isinstance(c[2], tuple) else ((), c[2])
+        return ast.FnDecl(self.span(meta), *self.decl_name(c[0]), self._params(c[1]), body,
+                          lets)
+
+    def fn_body(self, meta, c):
+        return tuple(c[:-1]), c[-1]
+
+    def block_decl(self, meta, c):
+        return ast.BlockDecl(self.span(meta), *self.decl_name(c[0]), self._params(c[1]),
+                             tuple(c[2:]))
 
     def fn_params(self, meta, c):
         return [ast.Name(self.decl_name(t)[1], str(t)) for t in c]

@@ -32,7 +32,8 @@ FORMS = {
     "input": "input NAME : TYPE",
     "param": "param NAME : TYPE  or  param NAME : TYPE ~ INIT",
     "layer": "layer NAME = EXPR",
-    "fn": "fn NAME(ARG, ...) = EXPR",
+    "fn": "fn NAME(ARG, ...) = EXPR  or  fn NAME(ARG, ...) { NAME = EXPR ... return EXPR }",
+    "block": "block NAME(ARG, ...) { layer, param and fn declarations, fn forward(h) ... }",
     "output": "output NAME  or  output NAME = EXPR",
     "loss": "loss = EXPR",
 }
@@ -41,7 +42,7 @@ _NAMED = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": 
 _EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "(", "[", "-", "+", "true", "false"}
 _OPERATORS = {"+", "-", "*", "/", "@", "^", "**", "<", "<=", ">", ">=", "==", ">>", "|>",
               ".", "(", "[", "->", "="}
-_PAIRS = {"(": ")", "[": "]"}
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
 
 
 def _join(words: list[str]) -> str:
@@ -72,7 +73,7 @@ class _Context:
         for tok in self.before:
             if tok in _PAIRS:
                 self.stack.append(tok)
-            elif tok in (")", "]") and self.stack:
+            elif tok in _PAIRS.values() and self.stack:
                 self.stack.pop()
 
     def _replay(self, exc: UnexpectedInput, piece: str, pos: int, parser: Lark) -> set[str]:
@@ -163,7 +164,7 @@ def _end_of_line(ctx: _Context) -> SyntaxProblem:
 
 def _bad_token(ctx: _Context, tok: Token) -> SyntaxProblem:
     span, shown = ctx.span(tok), f"'{tok}'"
-    if tok in (")", "]"):
+    if tok in _PAIRS.values():
         if not ctx.stack:
             return SyntaxProblem(f"unmatched {shown}", span, "nothing before it is open")
         opener = ctx.stack[-1]

@@ -43,11 +43,19 @@ def _refs(e) -> list[str]:
     return [p.id for p in parts if isinstance(p, ast.Name)]
 
 
+def fn_body(f: ast.FnDecl) -> ast.Expr:
+    """A fn's whole body as one expression: its return value, with the values of its
+    local assignments alongside (a tuple) when it has any."""
+    if not f.lets:
+        return f.body
+    return ast.TupleLit(f.span, (*(let.value for let in f.lets), f.body))
+
+
 class Sizes:
     """Expanded sizes of the fns and layer compositions of one module, memoised."""
 
     def __init__(self, fns: dict[str, ast.FnDecl], module: ast.Module):
-        self.bodies: dict[str, ast.Expr] = {n: f.body for n, f in fns.items()}
+        self.bodies: dict[str, ast.Expr] = {n: fn_body(f) for n, f in fns.items()}
         for s in module.stmts:
             if isinstance(s, ast.LayerDecl) and s.name not in self.bodies:
                 self.bodies[s.name] = s.value

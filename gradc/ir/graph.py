@@ -83,7 +83,9 @@ class Graph:
     ((leaf, new value) pairs); ``noise`` leaves are uniform [0, 1) arrays drawn per call
     by the caller (dropout masks). ``label_uses`` holds, in lowering order, a
     ``(scores, labels, pick)`` triple for each ``cross_entropy``/``hinge`` with integer
-    labels (``pick`` the node that reads the labels).
+    labels (``pick`` the node that reads the labels). ``instances`` maps the path of each
+    block instance and repeat (``b1``, ``tower``, ``tower.0``) to what it instantiates
+    (``res(n=32)``, ``repeat(res(32), 4)``), in declaration order (for ``gradc show``).
     """
 
     name: str
@@ -101,6 +103,7 @@ class Graph:
     buffer_updates: list = field(default_factory=list)
     noise: dict[str, Node] = field(default_factory=dict)
     label_uses: list = field(default_factory=list)
+    instances: dict[str, str] = field(default_factory=dict)
     _table: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ node creation

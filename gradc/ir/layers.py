@@ -25,7 +25,11 @@ from gradc.ir.sym import GreaterEq, Select
 
 @dataclass
 class Layer:
-    """A declared layer instance (or a composition: ``kind == 'compose'``)."""
+    """A declared layer instance: of a layer kind, a composition (``kind == 'compose'``,
+    ``parts`` applied in order), a block instance (``'block'``, see
+    :mod:`gradc.ir.blocks`: ``children`` its layers, ``env`` its names, ``block`` its
+    declaration) or a repeat (``'repeat'``: ``parts`` and ``children`` the instances
+    ``'0'``, ``'1'``, ...). ``name`` is the full path (``tower.0.fc1``)."""
 
     kind: str
     name: str
@@ -33,6 +37,9 @@ class Layer:
     params: dict[str, Node] = field(default_factory=dict)
     parts: list = field(default_factory=list)
     decl: ast.Stmt | None = None
+    children: dict[str, Layer] = field(default_factory=dict)
+    env: dict | None = None
+    block: ast.Stmt | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,9 @@ class LayerKind:
         kwargs: keyword -> literal kind, with ``defaults``.
         params: ``params(config) -> [(name, shape, init)]``.
         apply: ``apply(lowerer, layer, x, call) -> Node``.
+        aliases: other accepted keyword names (PyTorch's) -> the argument's name.
+        inline: whether it may be written inline, without a declaration
+            (``h |> maxpool2d(2)``): true for the kinds that own no params.
     """
 
     args: tuple[str, ...]
@@ -53,6 +63,7 @@ class LayerKind:
     params: Callable
     apply: Callable
     aliases: dict = field(default_factory=dict)
+    inline: bool = False
 
 
 def _arg_value(e: ast.Expr, kind: str, what: str):
@@ -69,8 +80,9 @@ def _arg_value(e: ast.Expr, kind: str, what: str):
     if isinstance(e, ast.Num) and (kind == "number" or e.is_int) and e.value > 0:
         return check_size(int(e.value), e.span, f"{what}: this size") if kind == "int" \
             else float(e.value)
-    raise LowerError(f"{what}: expected a positive {'integer' if kind == 'int' else 'number'}",
-                     e.span)
+    got = f", got {e.value:g}" if isinstance(e, ast.Num) else ""
+    raise LowerError(f"{what}: expected a positive {'integer' if kind == 'int' else 'number'}"
+                     f"{got}", e.span)
 
 
 def _keywords(kind: str, spec: LayerKind, v: ast.Call) -> tuple[dict, list]:
@@ -104,20 +116,31 @@ def _keywords(kind: str, spec: LayerKind, v: ast.Call) -> tuple[dict, list]:
     return by_name, kwargs
 
 
-def declare(lw, s: ast.LayerDecl) -> Layer:
-    """Create the layer of ``layer NAME = ...`` and its params in the graph."""
-    v = s.value
-    if isinstance(v, ast.Compose):
-        return Layer("compose", s.name, {}, parts=[callable_part(lw, p) for p in v.parts], decl=s)
-    if isinstance(v, ast.Name):
-        return Layer("compose", s.name, {}, parts=[callable_part(lw, v)], decl=s)
+def declare(lw, s: ast.LayerDecl, prefix: str = "", env: dict | None = None) -> Layer:
+    """Create the layer of ``layer NAME = ...`` (a layer kind or a composition) and its
+    params in the graph, named ``PREFIX NAME.PARAM``; ``env`` is the scope of the enclosing
+    block, where a composition's parts are looked up first. (Block instances and repeats
+    are declared by :func:`gradc.ir.blocks.declare`, which calls this for the rest.)"""
+    v, name = s.value, prefix + s.name
+    if isinstance(v, (ast.Compose, ast.Name)):
+        parts = v.parts if isinstance(v, ast.Compose) else (v,)
+        return Layer("compose", name, {}, parts=[callable_part(lw, p, env) for p in parts],
+                     decl=s)
     if not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in LAYERS):
         hint = f"layer kinds: {', '.join(LAYERS)}"
+        if lw.blocks:
+            hint += f"; blocks: {', '.join(lw.blocks)}"
         if isinstance(v, ast.Call) and isinstance(v.func, ast.Name):
             raise LowerError(f"unknown layer kind '{v.func.id}'", v.func.span,
-                             did_you_mean(v.func.id, LAYERS) or hint)
+                             did_you_mean(v.func.id, [*LAYERS, *lw.blocks, "repeat"]) or hint)
         raise LowerError("a layer is a layer call such as dense(3 -> 4) or a composition "
                          "a >> b", v.span, hint)
+    return make(lw, name, s.name_span, v, s)
+
+
+def make(lw, path: str, name_span, v: ast.Call, decl: ast.Stmt | None) -> Layer:
+    """The layer ``path`` of the layer-kind call ``v`` (its arguments literals), with its
+    params in the graph; ``decl`` is its declaration (None for an inline layer)."""
     kind, spec = v.func.id, LAYERS[v.func.id]
     what = f"{kind}()"
     by_name, kwargs = _keywords(kind, spec, v)
@@ -144,45 +167,69 @@ def declare(lw, s: ast.LayerDecl) -> Layer:
             if kw.name == "pad" and value == 0:
                 continue  # no padding
             check_size(value, kw.value.span, f"{what}: {kw.name}")
-    layer = Layer(kind, s.name, config, decl=s)
+    layer = Layer(kind, path, config, decl=decl)
     for pname, shape, init in spec.params(config):
-        full = f"{s.name}.{pname}"
+        full = f"{path}.{pname}"
         check_numel(tuple(as_dim(d) for d in shape), v.span, f"{kind} param {pname}")
         node = lw.g.add("param", (), tuple(as_dim(d) for d in shape), lw.g.float_dtype,
-                        s.name_span, full, name=full)
+                        name_span, full, name=full)
         lw.g.params[full], lw.g.param_inits[full] = node, init
         lw.values[full] = layer.params[pname] = node
     return layer
 
 
-def callable_part(lw, e: ast.Expr):
-    """A part of a composition: a layer, a user fn, an activation, or an activation call
-    with keywords only (``leaky_relu(alpha=0.2)``)."""
-    if isinstance(e, ast.Name) and e.id in lw.layers:
-        return lw.layers[e.id]
+def inline(lw, v: ast.Call, prefix: str) -> Layer:
+    """The layer of a layer-kind call written inline (``h |> maxpool2d(2)``, ``conv >> relu
+    >> maxpool2d(2)``), its value left out of ``v``; named ``PREFIX KIND_LINE_COL``. Only
+    the kinds marked ``inline`` (they own no params) may be: the others need a declaration."""
+    kind = v.func.id
+    if not LAYERS[kind].inline:
+        raise LowerError(f"{kind} owns params, so it cannot be written inline: declare it: "
+                         f"layer NAME = {kind}(...)", v.func.span,
+                         "then apply it by its name, e.g. x |> NAME; kinds usable inline: "
+                         + ", ".join(k for k, spec in LAYERS.items() if spec.inline))
+    name = f"{prefix}{kind}_{v.span.line}_{v.span.col}"
+    return make(lw, name, v.span, v, None)
+
+
+def callable_part(lw, e: ast.Expr, env: dict | None = None):
+    """A part of a composition: a layer (of the enclosing block's ``env`` first), a user
+    fn, an activation, an activation call with keywords only (``leaky_relu(alpha=0.2)``)
+    or an inline layer kind (``maxpool2d(2)``)."""
+    if isinstance(e, ast.Name):
+        found = (env or {}).get(e.id)
+        if isinstance(found, Layer):
+            return found
+        if e.id in lw.layers and env is None:
+            return lw.layers[e.id]
     if isinstance(e, (ast.Name, ast.Call)):
         return e
     raise LowerError("a composition joins layers and functions: name them, e.g. "
                      "fc1 >> relu >> fc2", e.span)
 
 
+#: the layers that apply their parts in order: kind -> (what it is, what a part is).
+_SEQUENCES = {"compose": ("the composition", "part"), "repeat": ("the repeat", "instance")}
+
+
 def apply(lw, layer: Layer, x: Node, call: ast.Expr, scope: dict):
     """Apply ``layer`` to the value ``x`` (at the call site ``call``): a lowering step
     (a generator run by :func:`gradc.ir.lower.run_steps`) whose value is the result."""
-    if layer.kind == "compose":
+    if layer.kind in _SEQUENCES:
+        what, each = _SEQUENCES[layer.kind]
         for k, part in enumerate(layer.parts):
             try:
                 if isinstance(part, Layer):
-                    x = yield apply(lw, part, x, call, scope)
+                    x = yield lw.apply_layer(part, x, call, scope)
                 elif isinstance(part, ast.Call):
                     x = yield lw._call(part.func, [x, *part.args], part.kwargs, part, scope)
                 else:
                     x = yield lw._call(part, [x], (), part, scope)
             except LowerError as err:
                 if k and not err.in_fn:
-                    err.hint = (f"in the composition '{layer.name}' (line "
-                                f"{layer.decl.span.line}), part {k + 1} receives "
-                                f"{fmt_shape(x.shape)} from the part before it")
+                    err.hint = (f"in {what} '{layer.name}' (line "
+                                f"{layer.decl.span.line}), {each} {k + 1} receives "
+                                f"{fmt_shape(x.shape)} from the {each} before it")
                     err.in_fn = True
                 raise
         return x
@@ -358,9 +405,11 @@ LAYERS: dict[str, LayerKind] = {
                     ("glorot_uniform",)), ("b", (c["channels"][1],), ("zeros",))], _conv2d,
         {"kernel_size": "kernel", "padding": "pad"}),
     "maxpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
-                           lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"}),
+                           lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"},
+                           inline=True),
     "avgpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
-                           lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"}),
+                           lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"},
+                           inline=True),
     "layernorm": LayerKind(
         ("int",), ("features",), {}, {},
         lambda c: [("gamma", (c["features"],), ("ones",)),
@@ -369,7 +418,7 @@ LAYERS: dict[str, LayerKind] = {
         ("int",), ("features",), {}, {},
         lambda c: [("gamma", (c["features"],), ("ones",)),
                    ("beta", (c["features"],), ("zeros",))], _batchnorm),
-    "dropout": LayerKind(("prob",), ("p",), {}, {}, lambda c: [], _dropout),
+    "dropout": LayerKind(("prob",), ("p",), {}, {}, lambda c: [], _dropout, inline=True),
     "rnn": LayerKind(
         ("arrow",), ("features",), {}, {},
         lambda c: [("Wx", _io(c), ("glorot_uniform",)),

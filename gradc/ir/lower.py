@@ -10,7 +10,7 @@ from __future__ import annotations
 from gradc.entries import argument_names
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
-from gradc.ir import build, expansion, layers
+from gradc.ir import blocks, build, expansion, layers
 from gradc.ir.builtins import (BUILTINS, call_elementwise, check_numel, check_size, index,
                                 literal)
 from gradc.ir.errors import LowerError, Poisoned
@@ -63,8 +63,11 @@ class _Lowerer:
         self.bad_fns: set[str] = set()  # fns whose declaration failed (calls are skipped)
         self.dims: dict[str, int | None] = {}
         self.used: set[str] = set()
-        self.stack: list[str] = []
+        self.stack: list[int] = []  # id() of the fns being inlined (no recursion)
         self.layers: dict[str, layers.Layer] = {}
+        self.blocks: dict[str, ast.BlockDecl] = {}
+        self.block_stack: list[str] = []  # the blocks being instantiated, outermost first
+        self.instances = 0  # layers declared so far (see blocks.MAX_INSTANCES)
         self.bn_buffers: dict[str, tuple] = {}
         self.mode = "train"
         self.root_stmts: list[tuple[ast.Stmt, Node]] = []  # outputs and the loss
@@ -78,12 +81,16 @@ class _Lowerer:
     # ------------------------------------------------------------------ statements
     def run(self, wrt: tuple[str, ...]) -> None:
         for stmt in self.module.stmts:
-            if isinstance(stmt, ast.FnDecl):
+            if isinstance(stmt, (ast.FnDecl, ast.BlockDecl)):
                 try:
                     self._declare(stmt.name, stmt, stmt.name_span)
-                    self.fns[stmt.name] = stmt
+                    if isinstance(stmt, ast.BlockDecl):
+                        blocks.check_block(self, stmt)
+                        self.blocks[stmt.name] = stmt
+                    else:
+                        self.fns[stmt.name] = stmt
                 except LowerError as e:
-                    self.c.error(e.message, e.span, e.hint)
+                    self.c.error(e.message, e.span, e.hint, tuple(e.notes))
                     self.bad_fns.add(stmt.name)
             elif isinstance(stmt, ast.DimDecl):
                 self.dims[stmt.name] = stmt.value
@@ -91,14 +98,23 @@ class _Lowerer:
                     try:
                         check_size(stmt.value, stmt.span, f"dim {stmt.name}")
                     except LowerError as e:
-                        self.c.error(e.message, e.span, e.hint)
+                        self.c.error(e.message, e.span, e.hint, tuple(e.notes))
                         self.dims[stmt.name] = None  # no cascade: a call-time dim
         self.sizes = expansion.Sizes(self.fns, self.module)
+        for block in list(self.blocks.values()):
+            local = {f.name: f for f in block.body if isinstance(f, ast.FnDecl)}
+            sizes = expansion.Sizes({**self.fns, **local}, ast.Module(block.body))
+            try:
+                for f in local.values():
+                    self._check_size(expansion.fn_body(f), sizes)
+            except LowerError as e:
+                self.c.error(e.message, e.span, e.hint)
+                self.bad_fns.add(block.name)
         for stmt in self.module.stmts:
             try:
                 self._stmt(stmt)
             except LowerError as e:
-                self.c.error(e.message, e.span, e.hint)
+                self.c.error(e.message, e.span, e.hint, tuple(e.notes))
                 self._poison(stmt)
             except Poisoned:
                 self._poison(stmt)
@@ -107,7 +123,8 @@ class _Lowerer:
 
     def _poison(self, stmt: ast.Stmt) -> None:
         name = getattr(stmt, "name", None)
-        if name and not isinstance(stmt, (ast.FnDecl, ast.ModelDecl, ast.DimDecl)):
+        if name and not isinstance(stmt, (ast.FnDecl, ast.BlockDecl, ast.ModelDecl,
+                                          ast.DimDecl)):
             self.values[name] = POISON
 
     def _declare(self, name: str, stmt: ast.Stmt, span) -> None:
@@ -116,22 +133,14 @@ class _Lowerer:
         An assignment may rebind a name that an earlier assignment bound (a new SSA value,
         as in ``h = relu(h @ W2)``); nothing may rebind an input, param, layer, fn or
         output, or take the name of a built-in."""
-        if name in BUILTINS or name in ELEMENTWISE:
-            kind = "a built-in function"
-        elif isinstance(stmt, ast.FnDecl) and name in layers.LAYERS:
-            kind = "a built-in layer kind"
-        else:
-            kind = None
-        if kind is not None:
-            raise LowerError(f"'{name}' is already defined ({kind})", span,
-                             f"rename it, e.g. 'my_{name}'")
+        self.check_not_builtin(name, stmt, span)
         prev = self.defined_at.get(name)
         if prev is None and name in self.fns and not isinstance(stmt, ast.FnDecl):
             prev = self.fns[name]
         if prev is not None and not (isinstance(stmt, ast.Assign)
                                      and isinstance(prev, ast.Assign)):
             what = {ast.InputDecl: "an input", ast.ParamDecl: "a param",
-                    ast.LayerDecl: "a layer", ast.FnDecl: "a fn",
+                    ast.LayerDecl: "a layer", ast.FnDecl: "a fn", ast.BlockDecl: "a block",
                     ast.OutputDecl: "an output", ast.Assign: "a value"}[type(prev)]
             hint = ("only a name bound by '=' can be bound again; this needs another name"
                     if isinstance(stmt, ast.Assign) else
@@ -141,11 +150,26 @@ class _Lowerer:
                              f"{what})", span, hint)
         self.defined_at[name] = stmt
 
-    def _check_size(self, e: ast.Expr) -> None:
-        """Refuse an expression that inlining fns would blow up (before lowering it)."""
-        size = self.sizes.of_expr(e)
+    def check_not_builtin(self, name: str, stmt: ast.Stmt, span) -> None:
+        """Raise if ``stmt`` may not take ``name``: a built-in function's name, or for a fn
+        or block a built-in layer kind's (or ``repeat``)."""
+        if name in BUILTINS or name in ELEMENTWISE:
+            kind = "a built-in function"
+        elif isinstance(stmt, (ast.FnDecl, ast.BlockDecl)) and (
+                name in layers.LAYERS or name in blocks.RESERVED):
+            kind = "a built-in layer kind"
+        else:
+            return
+        raise LowerError(f"'{name}' is already defined ({kind})", span,
+                         f"rename it, e.g. 'my_{name}'")
+
+    def _check_size(self, e: ast.Expr, sizes: expansion.Sizes | None = None) -> None:
+        """Refuse an expression that inlining fns would blow up (before lowering it);
+        ``sizes`` counts with a block's own fns (default: the model's)."""
+        sizes = sizes or self.sizes
+        size = sizes.of_expr(e)
         if size > expansion.MAX_EXPANDED:
-            where, hint = self.sizes.culprit(e)
+            where, hint = sizes.culprit(e)
             shown = f"more than {100 * expansion.MAX_EXPANDED}" \
                 if size >= 100 * expansion.MAX_EXPANDED else str(size)
             raise LowerError(f"this expression expands to {shown} operations once its fn "
@@ -168,19 +192,7 @@ class _Lowerer:
             g.inputs[s.name] = self.values[s.name]
         elif isinstance(s, ast.ParamDecl):
             self._declare(s.name, s, s.name_span)
-            dtype, shape = self._type(s.type)
-            if dtype in INT:
-                raise LowerError(f"param '{s.name}' is {dtype}: params must be f32 or f64 "
-                                 "(no gradient through an integer value)", s.type.span)
-            free = sorted({x.name for d in shape for x in d.free_symbols})
-            if free:
-                raise LowerError(f"param '{s.name}' has the call-time dim {free[0]}: a param "
-                                 f"with a call-time dim {NOT_YET} (its shape must be known "
-                                 "when the model compiles)", s.type.span,
-                                 f"fix it with 'dim {free[0]} = N'")
-            init = self._init(s, len(shape))
-            node = g.add("param", (), shape, dtype, s.name_span, s.name, name=s.name)
-            self.values[s.name], g.params[s.name], g.param_inits[s.name] = node, node, init
+            self.values[s.name] = self.declare_param(s, s.name, {})
         elif isinstance(s, ast.Assign):
             self._declare(s.name, s, s.name_span)
             self.values[s.name] = self._labelled(self.expr(s.value), s.name)
@@ -199,7 +211,25 @@ class _Lowerer:
             self.root_stmts.append((s, node))
         elif isinstance(s, ast.LayerDecl):
             self._declare(s.name, s, s.name_span)
-            self.layers[s.name] = layers.declare(self, s)
+            self.layers[s.name] = blocks.declare(self, s)
+
+    def declare_param(self, s: ast.ParamDecl, name: str, sizes: dict) -> Node:
+        """Add the param of ``s`` to the graph as ``name``; its shape may use the numbers
+        in ``sizes`` (the arguments of the enclosing block)."""
+        dtype, shape = self._type(s.type, sizes)
+        if dtype in INT:
+            raise LowerError(f"param '{s.name}' is {dtype}: params must be f32 or f64 "
+                             "(no gradient through an integer value)", s.type.span)
+        free = sorted({x.name for d in shape for x in d.free_symbols})
+        if free:
+            raise LowerError(f"param '{s.name}' has the call-time dim {free[0]}: a param "
+                             f"with a call-time dim {NOT_YET} (its shape must be known "
+                             "when the model compiles)", s.type.span,
+                             f"fix it with 'dim {free[0]} = N'")
+        init = self._init(s, len(shape))
+        node = self.g.add("param", (), shape, dtype, s.name_span, name, name=name)
+        self.g.params[name], self.g.param_inits[name] = node, init
+        return node
 
     def _labelled(self, node: Node, label: str) -> Node:
         if node.label is None and node.op not in ("input", "param"):
@@ -265,14 +295,17 @@ class _Lowerer:
                         "add 'output NAME = EXPR' or 'loss = EXPR'")
 
     # ------------------------------------------------------------------ declarations
-    def _type(self, t: ast.TypeExpr) -> tuple[str, tuple]:
+    def _type(self, t: ast.TypeExpr, sizes: dict | None = None) -> tuple[str, tuple]:
         dtype = t.dtype
         if dtype in FLOAT:
             dtype = self.g.float_dtype
         shape = []
         for d in t.shape or ():
-            if isinstance(d.value, int):
-                shape.append(as_dim(check_size(d.value, d.span)))
+            size = (sizes or {}).get(d.value, d.value)
+            if isinstance(size, int) and not isinstance(size, bool):
+                shape.append(as_dim(check_size(size, d.span)))
+            elif isinstance(size, (float, layers.Layer, blocks.LocalFn, Node)):
+                raise LowerError(f"'{d.value}' is not an integer size here", d.span)
             elif self.dims.get(d.value) is not None:
                 shape.append(as_dim(self.dims[d.value]))
             elif d.value in self.dims or d.value[:1].isupper():
@@ -346,13 +379,17 @@ class _Lowerer:
     def _attr(self, e: ast.Attr, scope: dict):
         if e.attr == "T":
             return self._wrap(e, build.transpose, (yield self._expr(e.obj, scope)))
-        if isinstance(e.obj, ast.Name) and e.obj.id in self.layers:
-            layer = self.layers[e.obj.id]
+        layer = blocks.layer_ref(self, e.obj, scope)
+        if layer is not None:
             if e.attr in layer.params:
                 return layer.params[e.attr]
+            if e.attr in layer.children:
+                raise LowerError(f"'{layer.name}.{e.attr}' is a layer, not a param", e.span,
+                                 f"its params: {', '.join(layer.children[e.attr].params)}")
+            names = [*layer.params, *layer.children]
             raise LowerError(f"layer '{layer.name}' has no param '{e.attr}'", e.span,
-                             did_you_mean(e.attr, layer.params) or
-                             f"its params: {', '.join(layer.params) or 'none'}")
+                             did_you_mean(e.attr, names) or
+                             f"its params: {', '.join(names) or 'none'}")
         raise LowerError(f"unknown attribute '.{e.attr}': only .T and a layer's params "
                          "(fc1.W) are attributes", e.span)
 
@@ -371,7 +408,20 @@ class _Lowerer:
 
     def _name(self, e: ast.Name, scope: dict) -> Node:
         if e.id in scope:
-            return scope[e.id]
+            found = scope[e.id]
+            if isinstance(found, Node):
+                return found
+            if isinstance(found, (int, float)):
+                return self.g.const(found)  # a block argument
+            what = "a layer: apply it" if isinstance(found, layers.Layer) else \
+                "a function: call it"
+            raise LowerError(f"'{e.id}' is {what}, e.g. {e.id}(x)", e.span)
+        inst = blocks.instance_of(scope)
+        if inst is not None and (e.id in self.values or e.id in self.layers):
+            raise LowerError(f"'{e.id}' belongs to the model, and block "
+                             f"'{inst.block.name}' cannot see it", e.span,
+                             "a block sees its arguments, its own layers, params and fns, "
+                             "and the values its fns are given")
         if e.id in self.values:
             v = self.values[e.id]
             if v is POISON:
@@ -420,18 +470,22 @@ class _Lowerer:
         if not isinstance(func, ast.Name):
             raise LowerError("only named functions can be called", func.span)
         name = func.id
+        local = scope.get(name)
+        if isinstance(local, blocks.LocalFn):
+            return (yield from self.inline(local.decl, args, kwargs, call, scope, local.env))
         if self.values.get(name) is POISON or (name in self.bad_fns and name not in self.fns):
             raise Poisoned()  # its statement (or its fn) already gave the error
-        if name in self.layers:
+        layer = local if isinstance(local, layers.Layer) else \
+            self.layers.get(name) if blocks.instance_of(scope) is None else None
+        if layer is not None:
             if len(args) != 1 or kwargs:
                 raise LowerError(f"layer '{name}' takes one input, e.g. {name}(x)", call.span)
             x = args[0] if isinstance(args[0], Node) else (yield self._expr(args[0], scope))
-            return (yield layers.apply(self, self.layers[name], x, call, scope))
-        if name in layers.LAYERS:
-            raise LowerError(f"{name} is a layer kind: declare an instance first, e.g. "
-                             f"layer l1 = {name}(...)", func.span)
+            return (yield self.apply_layer(layer, x, call, scope))
+        if name in layers.LAYERS or name in self.blocks:
+            return (yield from self._inline_layer(func, args, kwargs, call, scope))
         if name in self.fns:
-            return (yield from self._inline(self.fns[name], args, kwargs, call, scope))
+            return (yield from self.inline(self.fns[name], args, kwargs, call, scope))
         if name in BUILTINS or name in ELEMENTWISE:
             lowered = []
             for a in args:
@@ -449,22 +503,55 @@ class _Lowerer:
             + list(layers.LAYERS)
         raise LowerError(f"unknown function '{name}'", func.span, did_you_mean(name, known))
 
-    def _inline(self, fn: ast.FnDecl, args: list, kwargs, call: ast.Expr, scope: dict):
+    def apply_layer(self, layer: layers.Layer, x: Node, call: ast.Expr, scope: dict):
+        """Apply ``layer`` to ``x`` at ``call``: a lowering step (see :func:`run_steps`)."""
+        if layer.kind == "block":
+            return blocks.apply(self, layer, x, call)
+        return layers.apply(self, layer, x, call, scope)
+
+    def _inline_layer(self, func: ast.Name, args: list, kwargs, call: ast.Expr, scope: dict):
+        """A layer kind written inline, applied to its first argument (the piped value):
+        ``h |> maxpool2d(2)`` is ``maxpool2d(h, 2)``."""
+        if func.id in self.blocks:
+            raise LowerError(f"{func.id} is a block: declare an instance first, e.g. "
+                             f"layer b1 = {func.id}(...)", func.span,
+                             "each instance owns its params")
+        if not args or isinstance(args[0], ast.Num):
+            raise LowerError(f"{func.id}(...) written inline is applied to a value: "
+                             f"x |> {func.id}(...) or {func.id}(x, ...)", call.span)
+        x = args[0] if isinstance(args[0], Node) else (yield self._expr(args[0], scope))
+        inst = blocks.instance_of(scope)
+        v = blocks.fold(ast.Call(call.span, func, tuple(args[1:]), tuple(kwargs)), scope)
+        layer = layers.inline(self, v, f"{inst.name}." if inst is not None else "")
+        return (yield self.apply_layer(layer, x, call, scope))
+
+    def inline(self, fn: ast.FnDecl, args: list, kwargs, call: ast.Expr, scope: dict,
+               outer: dict | None = None):
+        """Inline a call of the user fn ``fn`` (a lowering step): ``args`` are lowered in
+        the caller's ``scope``, the body in ``outer`` (the block environment of a fn
+        declared in a block; None for a model fn), the fn's arguments and its local
+        assignments, in order."""
         if kwargs:
             raise LowerError(f"{fn.name}() takes no keyword arguments", kwargs[0].span)
         if len(args) != len(fn.params):
             raise LowerError(f"{fn.name}() takes {len(fn.params)} argument(s), got {len(args)}",
                              call.span)
-        if fn.name in self.stack:
+        if id(fn) in self.stack:
             raise LowerError(f"'{fn.name}' calls itself (recursion is not allowed)", call.span)
         nodes = []
         for a in args:
             nodes.append(a if isinstance(a, Node) else (yield self._expr(a, scope)))
-        self.stack.append(fn.name)
+        self.stack.append(id(fn))
+        inner = blocks.Env(outer or {}, inst=blocks.instance_of(outer))
+        inner.update((p.id, n) for p, n in zip(fn.params, nodes))
         try:
-            return (yield self._expr(fn.body, {p.id: n for p, n in zip(fn.params, nodes)}))
+            for let in fn.lets:
+                self.check_not_builtin(let.name, let, let.name_span)
+                inner[let.name] = yield self._expr(let.value, inner)
+            return (yield self._expr(fn.body, inner))
         except LowerError as err:
-            if err.span is not None and err.span.line == fn.span.line and not err.in_fn:
+            if err.span is not None and fn.span.line <= err.span.line <= fn.span.end_line \
+                    and not err.in_fn and outer is None:
                 err.hint = err.hint or f"in {fn.name}(), called at line {call.span.line}"
                 err.in_fn = True
             raise

@@ -96,8 +96,8 @@ class TestResMLP:
     def test_shapes(self):
         m = model("resmlp")
         p = m.init_params(0)
-        assert p["embed.W"].shape == (2, 32) and p["fc1a.W"].shape == (32, 64)
-        assert p["ln1.gamma"].shape == (32,) and p["head.W"].shape == (32, 3)
+        assert p["embed.W"].shape == (2, 32) and p["blocks.0.fc1.W"].shape == (32, 64)
+        assert p["blocks.0.ln.gamma"].shape == (32,) and p["head.W"].shape == (32, 3)
         assert len(p) == 18
         x, _ = spiral(points=4)
         assert m.forward(p, x=np.asarray(x, np.float64))["scores"].shape == (12, 3)
