@@ -184,21 +184,37 @@ def put(g: Graph, src: Node, idx: Node, axis: int, size) -> Node:
     return g.add("put", (src, idx), shape, src.dtype, axis=axis)
 
 
-def patches(g: Graph, x: Node, k: int, stride: int, pad: int) -> Node:
-    """im2col of NCHW ``x``: [N, C, H, W] -> [N, OH, OW, C*k*k] (channel-major, then
-    kernel row, then kernel column: the order of a conv weight [cout, C, k, k])."""
+def _pair(v) -> tuple[int, int]:
+    """A window size, stride or padding per image axis: (height, width); an int is both."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def patches(g: Graph, x: Node, k, stride, pad) -> Node:
+    """im2col of NCHW ``x``: [N, C, H, W] -> [N, OH, OW, C*kh*kw] (channel-major, then
+    kernel row, then kernel column: the order of a conv weight [cout, C, kh, kw]).
+
+    ``k``, ``stride`` and ``pad`` are per image axis, (height, width), or one int for both;
+    the node holds them as pairs. conv1d is the window (1, k) over the height-1 view
+    [N, C, 1, L] of its signal."""
+    k, stride, pad = _pair(k), _pair(stride), _pair(pad)
     n, c, h, w = x.shape
-    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if not (h.is_Integer and w.is_Integer):
+        raise ShapeMismatch(f"needs a fixed image size, got {fmt_shape(x.shape)} (give H and "
+                            "W as numbers, or declare them: dim H = 32)")
+    oh, ow = ((size + 2 * p - kk) // s + 1 for size, kk, s, p in zip((h, w), k, stride, pad))
     if oh < 1 or ow < 1:
-        raise ShapeMismatch(f"window {k} with stride {stride} and padding {pad} does not fit "
-                            f"the image {fmt_shape(x.shape)}")
-    return g.add("patches", (x,), (n, sympy.Integer(oh), sympy.Integer(ow), c * k * k),
+        def fmt(v):
+            return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+        raise ShapeMismatch(f"window {fmt(k)} with stride {fmt(stride)} and padding "
+                            f"{fmt(pad)} does not fit the image {fmt_shape(x.shape)}")
+    return g.add("patches", (x,), (n, sympy.Integer(oh), sympy.Integer(ow), c * k[0] * k[1]),
                  x.dtype, k=k, stride=stride, pad=pad)
 
 
-def unpatches(g: Graph, p: Node, like: Node, k: int, stride: int, pad: int) -> Node:
+def unpatches(g: Graph, p: Node, like: Node, k, stride, pad) -> Node:
     """col2im: the adjoint of :func:`patches` (overlapping windows add up)."""
-    return g.add("unpatches", (p,), like.shape, p.dtype, k=k, stride=stride, pad=pad)
+    return g.add("unpatches", (p,), like.shape, p.dtype, k=_pair(k), stride=_pair(stride),
+                 pad=_pair(pad))
 
 
 def scan(g: Graph, xw: Node, wh: Node) -> Node:
