@@ -240,6 +240,18 @@ def next_time(g: Graph, h: Node) -> Node:
     return unslice(g, tail, (("r", 0, 1, b), ("r", 0, 1, t - one), ("r", 0, 1, n)), h.shape)
 
 
+def causal_mask(g: Graph, t) -> Node:
+    """The [T, T] matrix ``m[i, j] = 1 if j <= i else 0``, for any T (a dim too), built
+    from existing primitives: ``v`` [2T] is 1 at 0 and above T; T rows of ``v`` laid end to
+    end and read back as rows of 2T - 1 shift by one per row, so ``m[i, j] =
+    v[(j - i) mod 2T]``, which is 1 exactly for j - i in {0, -1, ..., 1 - T}."""
+    two = 2 * t
+    v = ew(g, lambda a: 1 - a, unslice(g, g.const(1, (t,)), (("r", 1, 1, t),), (two,)))
+    flat = reshape(g, broadcast_to(g, v, (t, two)), (t * two,))
+    rows = reshape(g, slice_(g, flat, (("r", 0, 1, t * (two - 1)),)), (t, two - 1))
+    return slice_(g, rows, (("r", 0, 1, t), ("r", 0, 1, t)))
+
+
 def time_matmul(g: Graph, a: Node, b: Node, ta: bool = False, tb: bool = False) -> Node:
     """[B, T, n] @ [n, m] (``tb``: @ [m, n]^T) or, with ``ta``, the [n, m] sum over B and T
     of a_bt^T b_bt."""

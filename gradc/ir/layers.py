@@ -290,6 +290,11 @@ def _layernorm(lw, layer, x, call):
     return _affine(lw.g, y, layer.params["gamma"], layer.params["beta"], -1)
 
 
+#: the score a causal mask gives a future position: exp(MASKED - max) is exactly 0 in f32
+#: and f64, and MASKED is finite (no inf arithmetic anywhere, derivatives included)
+MASKED = -1e30
+
+
 def _attention(lw, layer, x, call):
     g, c = lw.g, layer.config
     dim, heads = c["dim"], c["heads"]
@@ -305,6 +310,9 @@ def _attention(lw, layer, x, call):
     q, k, v = split("Wq"), split("Wk"), split("Wv")
     scores = build.ew(g, lambda s_: s_ / sympy.sqrt(d),
                       build.matmul2(g, q, k, False, True))               # B, h, T, T
+    if c["causal"]:  # masked scores are far below any other: their weights are exactly 0
+        scores = build.ew(g, lambda s_, m: Select(m, s_, MASKED), scores,
+                          build.causal_mask(g, t))
     attn = build.ew(g, sympy.exp, log_softmax(g, scores, 3))
     ctx = build.matmul2(g, attn, v)                                      # B, h, T, d
     ctx = build.reshape(g, build.transpose(g, ctx, (0, 2, 1, 3)), (b, t, as_dim(dim)))
@@ -408,7 +416,7 @@ LAYERS: dict[str, LayerKind] = {
                    ("Wh", (_io(c)[1], _io(c)[1]), ("glorot_uniform",)),
                    ("b", (_io(c)[1],), ("zeros",))], _rnn),
     "attention": LayerKind(
-        ("int", "int"), ("dim", "heads"), {}, {},
+        ("int", "int"), ("dim", "heads"), {"causal": "bool"}, {"causal": False},
         lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))
                    for w in ("Wq", "Wk", "Wv", "Wo")], _attention, {"num_heads": "heads"}),
 }
