@@ -189,32 +189,43 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _window_attrs(k, stride, pad) -> dict:
+    """The attrs of a patches/unpatches node: each an int when both axes agree (conv2d,
+    the pools), else its (height, width) pair; so equal windows hash equal."""
+    return {name: v[0] if v[0] == v[1] else v for name, v in
+            (("k", _pair(k)), ("stride", _pair(stride)), ("pad", _pair(pad)))}
+
+
+def window(n: Node) -> tuple[tuple[int, int], ...]:
+    """The (height, width) pairs of window size, stride and padding of a patches or
+    unpatches node, whichever form its attrs have."""
+    return tuple(_pair(n.attrs[name]) for name in ("k", "stride", "pad"))
+
+
 def patches(g: Graph, x: Node, k, stride, pad) -> Node:
     """im2col of NCHW ``x``: [N, C, H, W] -> [N, OH, OW, C*kh*kw] (channel-major, then
     kernel row, then kernel column: the order of a conv weight [cout, C, kh, kw]).
 
-    ``k``, ``stride`` and ``pad`` are per image axis, (height, width), or one int for both;
-    the node holds them as pairs. conv1d is the window (1, k) over the height-1 view
-    [N, C, 1, L] of its signal."""
-    k, stride, pad = _pair(k), _pair(stride), _pair(pad)
+    ``k``, ``stride`` and ``pad`` are per image axis, (height, width), or one int for both
+    (see :func:`window`). conv1d is the window (1, k) over the height-1 view [N, C, 1, L]
+    of its signal."""
+    attrs = _window_attrs(k, stride, pad)
     n, c, h, w = x.shape
     if not (h.is_Integer and w.is_Integer):
         raise ShapeMismatch(f"needs a fixed image size, got {fmt_shape(x.shape)} (give H and "
                             "W as numbers, or declare them: dim H = 32)")
+    k, stride, pad = _pair(k), _pair(stride), _pair(pad)
     oh, ow = ((size + 2 * p - kk) // s + 1 for size, kk, s, p in zip((h, w), k, stride, pad))
     if oh < 1 or ow < 1:
-        def fmt(v):
-            return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
-        raise ShapeMismatch(f"window {fmt(k)} with stride {fmt(stride)} and padding "
-                            f"{fmt(pad)} does not fit the image {fmt_shape(x.shape)}")
+        raise ShapeMismatch(f"window {attrs['k']} with stride {attrs['stride']} and padding "
+                            f"{attrs['pad']} does not fit the image {fmt_shape(x.shape)}")
     return g.add("patches", (x,), (n, sympy.Integer(oh), sympy.Integer(ow), c * k[0] * k[1]),
-                 x.dtype, k=k, stride=stride, pad=pad)
+                 x.dtype, **attrs)
 
 
 def unpatches(g: Graph, p: Node, like: Node, k, stride, pad) -> Node:
     """col2im: the adjoint of :func:`patches` (overlapping windows add up)."""
-    return g.add("unpatches", (p,), like.shape, p.dtype, k=_pair(k), stride=_pair(stride),
-                 pad=_pair(pad))
+    return g.add("unpatches", (p,), like.shape, p.dtype, **_window_attrs(k, stride, pad))
 
 
 def scan(g: Graph, xw: Node, wh: Node) -> Node:

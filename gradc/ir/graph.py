@@ -20,7 +20,8 @@ slice       x                            spec: per axis ("i", index) or ("r", st
 unslice     x                            spec: zeros of the node's shape, x placed at spec
 take        a, idx int                   axis (gather)
 put         src, idx int                 axis (scatter-add into zeros)
-patches     x [N, C, H, W]               k, stride, pad: (h, w) pairs (im2col: [N, OH, OW, C*kh*kw])
+patches     x [N, C, H, W]               k, stride, pad: each an int, or an (h, w) pair where the
+                                         axes differ (im2col: [N, OH, OW, C*kh*kw])
 unpatches   p [N, OH, OW, C*kh*kw]       k, stride, pad (col2im, overlaps added)
 scan        xw [B, T, H], wh [H, H]      — h_t = tanh(xw_t + h_{t-1} wh), every h_t
 scan_bwd    h, wh, g (all [B, T, H] but wh) — backprop through time: d(pre-activation)

@@ -11,6 +11,7 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
+from gradc.ir.build import window
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.sym import NUMPY_IMPLS
@@ -108,7 +109,7 @@ def _put(n, ins, shape, dims):
 
 def _windows(n, x):
     """The (N, C, OH, OW, kh, kw) view of the padded input windows."""
-    (kh, kw), (sh, sw), (ph, pw) = n.attrs["k"], n.attrs["stride"], n.attrs["pad"]
+    (kh, kw), (sh, sw), (ph, pw) = window(n)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
     return win[:, :, ::sh, ::sw]
@@ -120,7 +121,7 @@ def _patches(n, ins, shape, dims):
 
 
 def _unpatches(n, ins, shape, dims):
-    (kh, kw), (sh, sw), (ph, pw) = n.attrs["k"], n.attrs["stride"], n.attrs["pad"]
+    (kh, kw), (sh, sw), (ph, pw) = window(n)
     N, C, H, W = shape
     cols = ins[0]
     oh, ow = cols.shape[1], cols.shape[2]
@@ -128,8 +129,8 @@ def _unpatches(n, ins, shape, dims):
     out = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
     for i in range(kh):
         for j in range(kw):
-            window = cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-            out[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += window
+            taps = cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            out[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += taps
     return out[:, :, ph:ph + H, pw:pw + W].copy()
 
 
