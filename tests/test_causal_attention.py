@@ -35,6 +35,10 @@ output o = x |> c
 output full = x |> n
 loss = sum(o * o * w_o) + sum(full * full * w_full)
 """
+#: the causal layer alone, for the slower targets (the CPU's Numba compiles, the simulator)
+CAUSAL = "\n".join(line for line in SRC.splitlines()
+                   if "full" not in line and "layer n " not in line) + \
+    "\nloss = sum(o * o * w_o)\n"
 
 
 def attend(prm, x, name: str, causal: bool):
@@ -93,11 +97,8 @@ def test_causal_attention_matches_torch_numpy_target(t):
 
 
 def test_causal_attention_matches_torch_cpu_target():
-    """The causal layer alone (Numba compiles each entry: the numpy target's tests have
-    the unmasked layer beside it)."""
-    src = "\n".join(line for line in SRC.splitlines()
-                    if "full" not in line and "layer n " not in line)
-    model = _compile("cpu", src=src + "\nloss = sum(o * o * w_o)\n")
+    """The causal layer alone (CAUSAL: Numba compiles each entry)."""
+    model = _compile("cpu", src=CAUSAL)
     assert model.tier("hvp") == "numba"
     for t in (1, 4):
         params, inputs = _data(model, 2, t, seed=30 + t)
@@ -208,6 +209,6 @@ def test_cuda_simulator_matches_cpu():
     target (every entry, float32 and float64; tests/sim_models.py), and a loop over an
     axis whose size is a product of dims."""
     pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")
-    res = sim_models.run({"att.grad": SRC, "flat.grad": FLAT}, {"B": 4, "T": 3})
+    res = sim_models.run({"att.grad": CAUSAL, "flat.grad": FLAT}, {"B": 4, "T": 3})
     assert not res["failures"], "\n".join(res["failures"])
     assert res["checks"] > 50, res
