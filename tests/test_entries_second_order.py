@@ -42,7 +42,8 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 PATHS = sorted(EXAMPLES.glob("*.grad"))
-BIG = {"cnn", "resmlp", "attention_block", "char_rnn"}  # on the numpy target (see above)
+#: on the numpy target (see above)
+BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "tiny_gpt"}
 SEED = 5                # the noise seed of every call (batchnorm, dropout: one fixed graph)
 EPS = 1e-5              # central differences (directions scaled to the values they move)
 HVP_RTOL = 1e-5
@@ -128,6 +129,7 @@ INPUTS = {          # example -> small inputs, drawn by the helpers of the examp
     "sigmoid_neuron": lambda: {"x": np.array([-1.0, -2.0])},
     "spiral": _spiral3,
     "svm": lambda: dict(zip(("x", "y"), data.svm_data(n=4, seed=1))),
+    "tiny_gpt": lambda: data.char_data(4, 3, 3)[0],
     "xor": lambda: {"x": data.XOR_X, "y": data.XOR_Y},
 }
 

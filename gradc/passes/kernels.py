@@ -323,13 +323,14 @@ class Put(Kernel):
 
 @dataclass(eq=False)
 class Patches(Kernel):
-    """im2col of NCHW ``src`` into out [N, OH, OW, C*k*k] (zeros where padded)."""
+    """im2col of NCHW ``src`` into out [N, OH, OW, C*kh*kw] (zeros where padded); ``k``,
+    ``stride`` and ``pad`` are (height, width) pairs."""
 
     out: Buffer
     src: Buffer
-    k: int
-    stride: int
-    pad: int
+    k: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
     span: Span | None = None
 
     def reads(self) -> list[Buffer]:
@@ -338,13 +339,14 @@ class Patches(Kernel):
 
 @dataclass(eq=False)
 class Unpatches(Kernel):
-    """col2im: out [N, C, H, W] = zeros; each window of ``src`` added back in place."""
+    """col2im: out [N, C, H, W] = zeros; each window of ``src`` added back in place
+    (``k``, ``stride``, ``pad`` as in :class:`Patches`)."""
 
     out: Buffer
     src: Buffer
-    k: int
-    stride: int
-    pad: int
+    k: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
     span: Span | None = None
 
     def reads(self) -> list[Buffer]:

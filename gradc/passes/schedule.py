@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from gradc.ir.build import window
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import free_dims, numel
@@ -248,7 +249,7 @@ class _Scheduler:
             return Recur(n.op, out, tuple(self.buffer_or_leaf(i) for i in n.inputs), n.span)
         if n.op in ("patches", "unpatches"):
             kind = Patches if n.op == "patches" else Unpatches
-            return kind(out, src, n.attrs["k"], n.attrs["stride"], n.attrs["pad"], n.span)
+            return kind(out, src, *window(n), n.span)
         raise AssertionError(f"schedule: no kernel for {n.op}")
 
     def buffer_or_leaf(self, n: Node) -> Buffer:

@@ -25,7 +25,10 @@ from tests.harness.paths import EXAMPLES, ROOT
 #: examples whose shapes are shrunk for the simulator (text replacements)
 SHRINK = {"mlp": {"3072": "12", "100": "5"}, "svm": {"3073": "13"}, "spiral": {"100": "6"},
           "cnn": {"1 -> 8": "1 -> 2", "8 -> 16": "2 -> 3", "64 -> 10": "12 -> 10"},
-          "char_rnn": {"16 -> 64": "16 -> 6", "64 -> 16": "6 -> 16"}}
+          "char_rnn": {"16 -> 64": "16 -> 6", "64 -> 16": "6 -> 16"},
+          "tiny_gpt": {"(16 -> 32)": "(16 -> 4)", "layernorm(32)": "layernorm(4)",
+                       "attention(32, 4,": "attention(4, 2,", "(32 -> 64)": "(4 -> 6)",
+                       "(64 -> 32)": "(6 -> 4)", "(32 -> 16)": "(4 -> 16)"}}
 
 #: small models covering the layers (conv2d, pooling, layernorm, batchnorm, dropout,
 #: embedding, rnn, attention, concat, slices, indexing, take)
