@@ -176,8 +176,10 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
            "  # the optimizer's per-step scalars")
     for line in target.constants(unit):
         b.line(line)
-    b.line(f"_PARALLEL = {bool(unit.options.parallel)}  # Numba's parallel loops: threads "
-           "set per call")
+    if unit.options.parallel:  # Numba's parallel loops: their threads are set per call
+        b.line("_LOOP_THREADS = (nb.set_num_threads, nb.config.NUMBA_NUM_THREADS)")
+    else:
+        b.line("_LOOP_THREADS = None  # no parallel loops")
     b.line(f"_BLAS_MODULES = {target.blas_modules!r}  # imported to load the kernels' BLAS")
     for name, value in vars(threads).items():  # its tables (_MACS_PER_THREAD, ...)
         if name.startswith("_") and name[1:2].isupper() and not callable(value):

@@ -29,7 +29,7 @@ Contracts:
   constant
   ``_BLAS_MODULES`` (the modules whose import loads the BLAS the kernels call).
 """
-# ruff: noqa: F821  (_BLAS_MODULES, _PARALLEL and nb are the generated module's)
+# ruff: noqa: F821  (_BLAS_MODULES and _LOOP_THREADS are the generated module's)
 
 import ctypes
 import importlib
@@ -199,6 +199,7 @@ def _set_threads(threads):
         for setter in _BLAS_THREADS["setters"]:
             setter(n)
         _BLAS_THREADS["threads"] = n
-    if _PARALLEL:
-        nb.set_num_threads(min(threads.cores, nb.config.NUMBA_NUM_THREADS))
+    if _LOOP_THREADS is not None:  # (Numba's setter, the size of its pool)
+        set_loop_threads, pool = _LOOP_THREADS
+        set_loop_threads(min(threads.cores, pool))
     return n

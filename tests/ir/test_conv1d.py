@@ -157,7 +157,7 @@ def test_conv1d_shape_errors(decl, use, want):
 
 @pytest.mark.parametrize("decl,want", [
     ("conv1d(2 -> 3)", "e.grad:2:11: error: conv1d() takes 2 positional arguments, got 1"),
-    ("conv1d(2 -> 3, 0)", "e.grad:2:26: error: conv1d(): expected a positive integer"),
+    ("conv1d(2 -> 3, 0)", "e.grad:2:26: error: conv1d(): expected a positive integer, got 0"),
     ("conv1d(2 -> 3, 2, strde=2)",
      "e.grad:2:29: error: conv1d() got an unknown keyword 'strde'"),
     ("conv1d(2, 3)", "e.grad:2:18: error: conv1d(): expected 'in -> out' here"),
