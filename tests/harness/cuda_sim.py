@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -168,13 +169,18 @@ def group_ops(name: str, chk_for) -> None:
             params=grp.params, steps=1, jvp=True)
 
 
-def patch_simulator_shared() -> None:
-    """Make the simulator's ``cuda.shared.array`` thread-safe (it looks the array up by
-    call site and creates it if missing, unlocked: two threads preempted in between get
-    different arrays; the short switch interval makes that frequent)."""
-    import threading
+def patch_simulator() -> None:
+    """Patch two things of Numba's CUDA simulator (the kernels' semantics stay CUDA's):
 
-    from numba.cuda.simulator import kernelapi
+    - ``cuda.shared.array`` thread-safe: it looks the array up by call site and creates it
+      if missing, unlocked, so two threads preempted in between got different arrays (the
+      short switch interval made that frequent);
+    - ``cuda.syncthreads`` a barrier on a condition variable instead of the block manager's
+      busy loop over ``Thread.is_alive`` (which held the GIL against the threads it waited
+      for: two thirds of a group's time). As CUDA's and the simulator's, the barrier opens
+      when every thread of the block that has not returned has reached it; a thread that
+      raises aborts the others, and the block raises its exception."""
+    from numba.cuda.simulator import kernel, kernelapi
     lock, original = threading.Lock(), kernelapi.FakeCUDAShared.array
 
     def array(self, shape, dtype, alignment=None):
@@ -189,6 +195,69 @@ def patch_simulator_shared() -> None:
             return self._allocations[caller]
 
     kernelapi.FakeCUDAShared.array = array
+    kernel.BlockManager.run = _run_block
+    kernel.BlockThread.syncthreads = _syncthreads
+
+
+class _Barrier:
+    """The state of one block's barrier: threads still running, threads waiting, the
+    generation (bumped when the barrier opens) and the abort flag."""
+
+    def __init__(self, threads: int):
+        self.cond = threading.Condition()
+        self.live, self.waiting, self.generation, self.aborted = threads, 0, 0, False
+
+    def open_if_complete(self) -> None:  # (called holding cond)
+        if self.waiting and self.waiting == self.live:
+            self.waiting, self.generation = 0, self.generation + 1
+            self.cond.notify_all()
+
+
+def _syncthreads(thread) -> None:
+    """``cuda.syncthreads()`` of a simulator thread (see :func:`patch_simulator`)."""
+    bar = thread._manager.barrier
+    with bar.cond:
+        if bar.aborted:
+            raise RuntimeError("abort flag set on syncthreads call")
+        generation = bar.generation
+        bar.waiting += 1
+        bar.open_if_complete()
+        bar.cond.wait_for(lambda: bar.generation != generation or bar.aborted)
+        if bar.aborted:
+            raise RuntimeError("abort flag set on syncthreads clear")
+
+
+def _run_block(manager, grid_point, *args) -> None:
+    """``BlockManager.run``: run the block's threads to the end (see :func:`patch_simulator`)."""
+    from numba.cuda.simulator.kernel import BlockThread
+
+    points = list(np.ndindex(*manager._block_dim))
+    manager.barrier = bar = _Barrier(len(points))
+    first_error = []
+
+    def body():
+        try:
+            manager._f(*args)
+        except BaseException:
+            with bar.cond:
+                if not bar.aborted:
+                    bar.aborted = True
+                    first_error.append(threading.current_thread())
+                bar.cond.notify_all()
+            raise
+        finally:
+            with bar.cond:
+                bar.live -= 1
+                bar.open_if_complete()
+
+    threads = [BlockThread(body, manager, grid_point, p, manager._debug) for p in points]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for t in first_error + threads:
+        if t.exception:
+            raise t.exception[0].with_traceback(t.exception[1])
 
 
 def run_group(name: str, make_checker) -> None:
@@ -208,7 +277,7 @@ def main(names: list[str]) -> None:
     np.seterr(all="ignore")
     warnings.simplefilter("ignore", RuntimeWarning)  # (seterr is per thread)
     assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run with NUMBA_ENABLE_CUDASIM=1"
-    patch_simulator_shared()
+    patch_simulator()
     run_groups(names, run_group)
 
 

@@ -45,7 +45,7 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     sys.setswitchinterval(5e-5)
     np.seterr(all="ignore")
-    sim.patch_simulator_shared()
+    sim.patch_simulator()
     checkers = []
     for filename, text in job["models"].items():
         for dtype in ("f32", "f64"):
