@@ -31,17 +31,23 @@ def all_programs(text: str, name: str = "m.grad") -> dict:
 
 
 @pytest.mark.slow
-def test_a_600_layer_chain_compiles_its_programs_within_the_fuzz_bound():
+def test_a_600_layer_chain_compiles_its_programs_in_near_linear_time():
     """Front end + every program (autodiff, schedule, workspace plan; not Numba) of a
-    600-layer matmul chain within the front-end fuzzers' bound of CPU time (it took about
-    12 s when the planner was quadratic, 2 s after)."""
-    start = cpu_time()
-    try:
-        with time_limit(FRONT_LIMIT):
-            progs = all_programs(chain(600))
-    except Timeout:
-        raise AssertionError(f"more than {FRONT_LIMIT:g} s of CPU time") from None
-    assert cpu_time() - start < FRONT_LIMIT
+    600-layer matmul chain costs at most 6 times the CPU time of a 200-layer one (3 when
+    linear, 9 when quadratic: the quadratic planner took about 12 s for 600 layers, the
+    linear one 2 s) -- a ratio measured in one process, so that a busy machine, which slows
+    both, does not fail it; the fuzzers' bound (x4) guards against a hang."""
+    seconds = {}
+    for depth in (200, 600):
+        start = cpu_time()
+        try:
+            with time_limit(4 * FRONT_LIMIT):
+                progs = all_programs(chain(depth))
+        except Timeout:
+            raise AssertionError(f"{depth} layers: more than {4 * FRONT_LIMIT:g} s of CPU "
+                                 "time") from None
+        seconds[depth] = cpu_time() - start
+    assert seconds[600] < 6 * seconds[200], seconds
     assert len(progs["loss_and_grad"][0].kernels) >= 1200
 
 
