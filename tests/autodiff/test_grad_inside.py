@@ -17,98 +17,12 @@ import numpy as np
 import pytest
 
 import gradc
-from tests.harness import grad_fuzz, seeds
+from tests.harness import grad_models, seeds
 from tests.harness.oracles import fd_check_jvp, fd_check_loss, fd_check_vjp, rel_err
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
 
 TOL = 1e-12          # the same float64 function in torch, evaluated in another order
-
-# u'' + u = 0 and friends: a tanh net of one coordinate, derivatives to the third order.
-OSCILLATOR = """
-input t : f64[B, 1]
-param W1 : f64[1, 6] ~ normal(1.0)
-param b1 : f64[6] ~ normal(0.5)
-param W2 : f64[6, 6] ~ normal(0.5)
-param b2 : f64[6] ~ normal(0.5)
-param W3 : f64[6, 1] ~ normal(1.0)
-fn net(z) = tanh(tanh(z @ W1 + b1) @ W2 + b2) @ W3
-u = net(t)
-du = grad(sum(u), t)
-d2u = grad(sum(du), t)
-output d1 = du
-output d2 = d2u
-output d3 = grad(sum(d2u), t)
-loss = mean((d2u + u) ^ 2) + mean(du * sin(t)) + (sum(net(t * 0) - 1)) ^ 2
-"""
-
-
-def oscillator_torch(p, t):
-    def net(z):
-        return torch.tanh(torch.tanh(z @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]) @ p["W3"]
-    u = net(t)
-    du, = torch.autograd.grad(u.sum(), t, create_graph=True)
-    d2u, = torch.autograd.grad(du.sum(), t, create_graph=True)
-    d3u, = torch.autograd.grad(d2u.sum(), t, create_graph=True)
-    loss = ((d2u + u) ** 2).mean() + (du * torch.sin(t)).mean() + (net(t * 0) - 1).sum() ** 2
-    return {"d1": du, "d2": d2u, "d3": d3u}, loss
-
-
-# The 2-D Laplacian of a softplus/sigmoid net by slices of the input gradient, a
-# gradient-norm penalty on a param and a derivative with respect to a value.
-POISSON = """
-input x : f64[B, 2]
-param W1 : f64[2, 5] ~ normal(1.0)
-param b1 : f64[5] ~ normal(0.5)
-param W2 : f64[5, 1] ~ normal(1.0)
-h = x @ W1 + b1
-u = softplus(h) * sigmoid(h) @ W2
-g = grad(sum(u), x)
-uxx = grad(sum(g[:, 0]), x)[:, 0]
-uyy = grad(sum(g[:, 1]), x)[:, 1]
-output lap = uxx + uyy
-output dh = grad(sum(u ^ 2), h)
-loss = mean((uxx + uyy - sum(x, axis=1)) ^ 2) + 0.1 * sum(grad(mean(u), W1) ^ 2)
-"""
-
-
-def poisson_torch(p, x):
-    h = x @ p["W1"] + p["b1"]
-    u = (F.softplus(h) * torch.sigmoid(h)) @ p["W2"]
-    g, = torch.autograd.grad(u.sum(), x, create_graph=True)
-    uxx = torch.autograd.grad(g[:, 0].sum(), x, create_graph=True)[0][:, 0]
-    uyy = torch.autograd.grad(g[:, 1].sum(), x, create_graph=True)[0][:, 1]
-    dh, = torch.autograd.grad((u ** 2).sum(), h, create_graph=True)
-    gw, = torch.autograd.grad(u.mean(), p["W1"], create_graph=True)
-    loss = ((uxx + uyy - x.sum(1)) ** 2).mean() + 0.1 * (gw ** 2).sum()
-    return {"lap": uxx + uyy, "dh": dh}, loss
-
-
-# A classifier: saliency output, input-gradient (WGAN-GP style) and weight-gradient penalties
-# on a cross-entropy with integer labels (pick/unpick and logsumexp twice differentiated).
-CRITIC = """
-input x : f64[B, 3]
-input y : i64[B]
-param W1 : f64[3, 4] ~ normal(1.0)
-param b1 : f64[4] ~ normal(0.5)
-param W2 : f64[4, 3] ~ normal(1.0)
-logits = tanh(x @ W1 + b1) @ W2
-ce = cross_entropy(logits, y)
-gx = grad(sum(logits[:, 0]), x)
-output sal = gx
-loss = ce + mean((sqrt(sum(gx ^ 2, axis=1) + 1e-3) - 1) ^ 2) + 0.05 * sum(grad(ce, W2) ^ 2)
-"""
-
-
-def critic_torch(p, x, y):
-    logits = torch.tanh(x @ p["W1"] + p["b1"]) @ p["W2"]
-    ce = F.cross_entropy(logits, y)
-    gx, = torch.autograd.grad(logits[:, 0].sum(), x, create_graph=True)
-    gw, = torch.autograd.grad(ce, p["W2"], create_graph=True)
-    loss = ce + ((torch.sqrt((gx ** 2).sum(1) + 1e-3) - 1) ** 2).mean() + 0.05 * (gw ** 2).sum()
-    return {"sal": gx}, loss
-
 
 def _inputs(name, rng):
     if name == "oscillator":
@@ -118,9 +32,7 @@ def _inputs(name, rng):
     return {"x": rng.normal(size=(5, 3)), "y": rng.integers(0, 3, 5)}
 
 
-CASES = {"oscillator": (OSCILLATOR, oscillator_torch, "t"),
-         "poisson": (POISSON, poisson_torch, "x"),
-         "critic": (CRITIC, critic_torch, "x")}
+CASES = grad_models.CASES
 
 
 @functools.cache
@@ -187,7 +99,7 @@ def test_jacobian_of_a_derivative_output_matches_torch():
     tp = {k: torch.tensor(v) for k, v in params.items()}
 
     def d2(tt):
-        return oscillator_torch(tp, tt)[0]["d2"]
+        return grad_models.oscillator_torch(tp, tt)[0]["d2"]
     want = torch.autograd.functional.jacobian(d2, torch.tensor(t, requires_grad=True))
     got = model.jacobian(params, of="d2", wrt="t", t=t)
     assert got.shape == (4, 1, 4, 1)
@@ -195,7 +107,7 @@ def test_jacobian_of_a_derivative_output_matches_torch():
     got_w = model.jacobian(params, of="d1", wrt="W2", t=t)
 
     def d1(w2):
-        return oscillator_torch({**tp, "W2": w2}, torch.tensor(t, requires_grad=True))[0]["d1"]
+        return grad_models.oscillator_torch({**tp, "W2": w2}, torch.tensor(t, requires_grad=True))[0]["d1"]
     assert rel_err(got_w, _np(torch.autograd.functional.jacobian(d1, tp["W2"]))) <= TOL
 
 
@@ -270,13 +182,13 @@ def test_cpu_target_agrees_with_torch():
 
 @pytest.mark.parametrize("i", range(8))
 def test_random_models_with_nested_grad_match_torch(i):
-    """Seeded random nets with chains of grad (tests/harness/grad_fuzz.py) against torch."""
-    m = grad_fuzz.generate(seeds.seed(2300 + i))
+    """Seeded random nets with chains of grad (tests/harness/grad_models.py) against torch."""
+    m = grad_models.generate(seeds.seed(2300 + i))
     model = gradc.compile_string(m.text, f"fuzz{m.seed}", target="numpy")
     params = model.init_params(seed=m.seed)
     t = np.random.default_rng(m.seed).uniform(-1, 1, (5, m.k))
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    outs, loss = m.torch_outputs(torch, tp, torch.tensor(t, requires_grad=True))
+    outs, loss = m.torch_outputs(tp, torch.tensor(t, requires_grad=True))
     grads = dict(zip(tp, torch.autograd.grad(loss, list(tp.values()))))
     got = model.forward(params, t=t)
     for k in outs:
