@@ -28,10 +28,11 @@ os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
 
 import argparse  # noqa: E402 - after the thread settings, which imports must see
 import math  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from gradc.commands.bench import time_calls  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent / "models" / "pinn_poisson.grad"
 SIZES = (2, 32, 32, 32, 1)
@@ -55,15 +56,9 @@ def shared_data() -> tuple[dict, dict]:
 
 
 def median_time(step, repeats: int) -> float:
-    """Median seconds of ``step()`` over ``repeats`` calls, after 3 warm-up calls."""
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    """Median seconds of ``step()`` over ``repeats`` calls after a warm-up (gradc bench's
+    timing)."""
+    return float(np.median(time_calls(step, repeats)[1]))
 
 
 # ---------------------------------------------------------------------- gradc
