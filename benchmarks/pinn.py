@@ -14,6 +14,12 @@ each side's loss at those params and its params after one step with gradc's (rel
 errors). Prints the medians, the peers' ratios to gradc (goal: >= 3 each) and gradc's
 achieved GFLOP/s: the step's matrix-product FLOPs counted on gradc's own ``train_step``
 graph, against its median. Run: ``python -m benchmarks.pinn [--repeats 50]``.
+
+``--crossover`` measures instead where forward mode stops paying
+(:data:`gradc.autodiff.columns.MAX_COLUMNS`): the same step with the Laplacian in d
+dimensions (``x : [1024, d]``, the sum of d second derivatives) for several d, compiled
+once with forward mode allowed and once with reverse mode only (each in its own cache
+folder), gradc alone.
 """
 
 from __future__ import annotations
@@ -189,6 +195,48 @@ def jax_side(params: dict, inputs: dict):
     return run, step
 
 
+def laplacian_model(d: int) -> str:
+    """The benchmark's model with the Laplacian in ``d`` dimensions (f = 0)."""
+    text = MODEL.read_text(encoding="utf-8").replace("dense(2 ->", f"dense({d} ->")
+    head = text[:text.index("g      =")]
+    terms = " + ".join(f"grad(sum(g[:, {j}]), x)[:, {j}]" for j in range(d))
+    return (head.replace("f32[N, 2]", f"f32[N, {d}]").replace("f32[M, 2]", f"f32[M, {d}]")
+            + f"g = grad(sum(net(x)), x)\nloss = mean(({terms}) ^ 2) + mean(net(pb) ^ 2)\n")
+
+
+def crossover(dims: tuple[int, ...], repeats: int, rounds: int = 3) -> None:
+    """Print the median train_step of each d with forward mode allowed and reverse only
+    (the two compiled first, then timed in alternating rounds: the median of the rounds'
+    medians), and each one's matrix-product MFLOP."""
+    import tempfile
+
+    import gradc
+    from gradc.autodiff import columns
+    rng = np.random.default_rng(0)
+    print(f"{'d':>3}{'forward allowed':>24}{'reverse only':>24}{'reverse/forward':>17}")
+    allowed = columns.MAX_COLUMNS
+    for d in dims:
+        inputs = {"x": rng.uniform(0, 1, (N_INTERIOR, d)).astype(np.float32),
+                  "pb": rng.uniform(0, 1, (N_BOUNDARY, d)).astype(np.float32)}
+        steps, flops = [], []
+        for limit in (allowed, 0):
+            columns.MAX_COLUMNS = limit
+            os.environ["GRADC_CACHE_DIR"] = tempfile.mkdtemp(prefix="gradc_pinn_")
+            model = gradc.compile_string(laplacian_model(d), f"lap{d}", optimizer="adam",
+                                         wait=True)
+            params = model.init_params(0)
+            steps.append(lambda m=model, p=params: m.train_step(p, lr=LR, **inputs))
+            flops.append(matmul_flops(model, inputs) / 1e6)
+        columns.MAX_COLUMNS = allowed
+        times = [[], []]
+        for _ in range(rounds):
+            for k, step in enumerate(steps):
+                times[k].append(median_time(step, repeats))
+        fwd, rev = (float(np.median(t)) for t in times)
+        print(f"{d:>3}{fwd * 1e3:>10.3f} ms {flops[0]:>6.1f} MFLOP"
+              f"{rev * 1e3:>10.3f} ms {flops[1]:>6.1f} MFLOP{rev / fwd:>16.2f}x")
+
+
 def rel(a, b) -> float:
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
@@ -197,7 +245,12 @@ def rel(a, b) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.pinn", description=__doc__)
     ap.add_argument("--repeats", type=int, default=50, help="timed steps per side")
+    ap.add_argument("--crossover", action="store_true",
+                    help="forward against reverse mode for the Laplacian in 1, 2 and 4 dims")
     args = ap.parse_args(argv)
+    if args.crossover:
+        crossover((1, 2, 4), args.repeats)
+        return 0
     params, inputs = shared_data()
     model, g_run, g_step = gradc_side(params, inputs)
     want_loss, want_p = g_run(params, CHECK_LR)

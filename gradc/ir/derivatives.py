@@ -16,11 +16,29 @@ and the derivative is zeros (PyTorch's ``allow_unused``, with zeros for None).
 
 from __future__ import annotations
 
-from gradc.autodiff import reverse
+from dataclasses import dataclass
+
+import sympy
+
+from gradc.autodiff import columns, reverse
 from gradc.frontend import ast
 from gradc.ir.errors import LowerError
 from gradc.ir.graph import Node
+from gradc.ir.ops import ARGS
+from gradc.ir.printer import format_expr
 from gradc.ir.shapes import fmt_shape
+
+@dataclass(frozen=True)
+class Derivative:
+    """One ``grad`` of the model, as ``gradc show`` reports it: where it is, by which
+    variable, the mode chosen (:func:`gradc.autodiff.columns.choose`) and why."""
+
+    span: object
+    wrt: str
+    mode: str
+    why: str
+    formula: str | None = None
+
 
 #: the name of the derivative form in the language (reserved like a built-in).
 GRAD = "grad"
@@ -60,8 +78,41 @@ def lower_grad(lw, args: list, kwargs, call: ast.Expr, scope: dict):
         lw.c.warn(f"grad(s, v): s does not depend on '{_text(v_arg)}': the derivative is "
                   "zeros", v_arg.span)
         return lw.g.const(0, v.shape, v.dtype)
+    mode, why = columns.choose(lw.g, s, v)
+    lw.g.derivatives.append(Derivative(call.span, _text(v_arg), mode, why,
+                                       elementwise_form(lw.g, s, v, _text(v_arg))))
+    if mode == "forward":
+        return columns.column_grad(lw.g, s, v)
     (d,) = reverse.vjp(lw.g, [(s, lw.g.const(1, (), s.dtype))], [v])
     return d
+
+
+def elementwise_form(g, s: Node, v: Node, name: str) -> str | None:
+    """``d/dv f = f'`` for ``s = sum(f)`` when f is elementwise in ``v`` (elementwise ops,
+    and products by a row ``[S, 1] @ [1, m]``, which broadcast), as text; else None. Other
+    values in f appear as their names (``%id`` when unnamed)."""
+    u = columns.summed(s)
+    if u is None:
+        return None
+    live = reverse.depends_on(g, [u], [v])
+    var = sympy.Symbol(name)
+    forms: dict[int, sympy.Expr] = {v.id: var}
+    for n in g.topo([u]):
+        if n.id in forms:
+            continue
+        if n.id not in live:
+            forms[n.id] = n.attrs["expr"] if n.op == "ewise" and not n.inputs else \
+                sympy.Symbol(n.attrs.get("name") or n.label or f"%{n.id}")
+        elif n.op == "ewise":
+            forms[n.id] = n.attrs["expr"].xreplace(
+                {ARGS[i]: forms[x.id] for i, x in enumerate(n.inputs)})
+        elif n.op == "matmul" and n.rank == 2 and n.inputs[0].shape[-1] == 1 \
+                and not n.attrs["ta"] and not n.attrs["tb"]:
+            forms[n.id] = forms[n.inputs[0].id] * forms[n.inputs[1].id]
+        else:
+            return None
+    f = forms[u.id]
+    return f"d/d{name} {format_expr(f)} = {format_expr(sympy.diff(f, var))}"
 
 
 def _is_name(e) -> bool:
