@@ -12,7 +12,7 @@ import pytest
 
 import gradc
 from gradc.cli import main
-from gradc.pipeline import Options, front
+from gradc.pipeline import Options, eval_graph, front
 from gradc.source import Source
 from tests.harness.oracles import rel_err
 
@@ -122,3 +122,15 @@ def test_show_prints_modes_and_elementwise_forms(tmp_path, capsys):
         "    d/dt tanh(b + t*w) = w*(1 - tanh(b + t*w)**2)\n"
         "  line 6: grad(sum(u - mean(u, axis=0)), t)\n"
         "    reverse mode: reduce [1] may mix samples")
+
+
+def test_batchnorm_mixes_samples_in_training_mode_only():
+    """In the train graph (loss_and_grad, train_step) batchnorm normalises with the batch's
+    statistics: reverse mode; the eval graph (forward) reads running statistics, which keep
+    samples apart: forward mode."""
+    src = HEAD + "layer bn = batchnorm(3)\noutput o = grad(sum(tanh(bn(x @ W))), x)\n"
+    source = Source(src, "m.grad")
+    train, _ = front(source, Options.make())
+    evaluated = eval_graph(source, Options.make(), train)
+    assert [d.mode for d in train.derivatives] == ["reverse"]
+    assert [d.mode for d in evaluated.derivatives] == ["forward"]
