@@ -5,9 +5,16 @@ radius ``r = linspace(0, 1, N)`` and angle ``t = linspace(4j, 4(j+1), N) + 0.2 *
 ``X = r * [sin t, cos t]``. Arrays are named after the inputs of ``examples/spiral.grad``:
 ``x`` (float32 ``[N*K, 2]``) and ``y`` (int64 ``[N*K]``).
 
+``pinn_oscillator`` and ``pinn_poisson`` are the collocation points, test grids and exact
+solutions of the physics-informed examples (:mod:`gradc.pinn`).
+
 Command line::
 
     python -m gradc.datasets spiral --classes 3 [--points 100] [--seed 0] -o spiral.npz
+    python -m gradc.datasets pinn_poisson [--points 1024] [--seed 0] [--dtype f32] -o p.npz
+    python -m gradc.datasets pinn_poisson --grid 101 -o grid.npz      # the test grid
+    python -m gradc.datasets pinn_poisson --grid 101 --error preds.npz [--plot u.png]
+                     # relative L2 error of gradc predict's 'u' against the exact solution
 """
 
 from __future__ import annotations
@@ -17,7 +24,12 @@ import sys
 
 import numpy as np
 
-DATASETS = ("spiral",)
+from gradc import pinn
+from gradc.errors import GradcError
+
+DATASETS = ("spiral", *pinn.PROBLEMS)
+#: points of a data set when --points is not given
+DEFAULT_POINTS = {"spiral": 100, **{name: 1024 for name in pinn.PROBLEMS}}
 
 
 def spiral(classes: int = 3, points: int = 100, seed: int = 0,
@@ -61,21 +73,67 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m gradc.datasets",
         description="Make a synthetic data set and save it as .npz for `gradc train`.")
     ap.add_argument("name", choices=DATASETS, help="which data set")
-    ap.add_argument("--classes", type=int, default=3, help="number of classes (default 3)")
-    ap.add_argument("--points", type=int, default=100,
-                    help="points per class (default 100)")
+    ap.add_argument("--classes", type=int, default=3, help="spiral: number of classes "
+                    "(default 3)")
+    ap.add_argument("--points", type=int, default=None,
+                    help="spiral: points per class (default 100); pinn_*: collocation "
+                         "points (default 1024)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    ap.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    ap.add_argument("--dtype", choices=sorted(pinn.DTYPES), default="f32",
+                    help="pinn_*: the float dtype of the arrays (default f32)")
+    ap.add_argument("--grid", type=int, default=None, metavar="M",
+                    help="pinn_*: write the test grid of M points per axis instead")
+    ap.add_argument("--error", metavar="PREDS.npz", default=None,
+                    help="pinn_*, with --grid: print the relative L2 error of the output "
+                         "'u' of `gradc predict` on that grid against the exact solution")
+    ap.add_argument("--plot", metavar="FILE.png", default=None,
+                    help="with --error: also draw the predictions and their error there")
+    ap.add_argument("-o", "--output", help="the .npz file to write")
     args = ap.parse_args(argv)
     try:
-        x, y = spiral(args.classes, args.points, args.seed)
-        save(args.output, x=x, y=y)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = _run(args)
+    except (ValueError, OSError, KeyError, GradcError) as e:
+        print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output}: x float32 {list(x.shape)}, y int64 {list(y.shape)}, "
-          f"{args.classes} classes")
+    print(message)
     return 0
+
+
+def _run(args) -> str:
+    """Do what ``args`` ask; return the line to print."""
+    points = args.points if args.points is not None else DEFAULT_POINTS[args.name]
+    is_pinn = args.name in pinn.PROBLEMS
+    if not is_pinn and (args.grid is not None or args.error is not None):
+        raise ValueError(f"--grid and --error are for the pinn_* data sets, not {args.name}")
+    if args.error is not None:
+        if args.grid is None:
+            raise ValueError("--error needs the --grid the predictions were made on")
+        with np.load(args.error) as preds:
+            if "u" not in preds.files:
+                raise ValueError(f"{args.error} has no array 'u' (gradc predict's output)")
+            u = preds["u"]
+        err = pinn.relative_error(args.name, args.grid, u)
+        if args.plot is not None:
+            pinn.plot(args.name, args.grid, u, args.plot, f"{args.name}: relative L2 error "
+                      f"{err:.2e}")
+        return (f"{args.name}: relative L2 error {err:.3e} of 'u' in {args.error} against "
+                f"the exact solution on the grid of {args.grid} points per axis"
+                + (f"; drew {args.plot}" if args.plot is not None else ""))
+    if args.plot is not None:
+        raise ValueError("--plot draws the predictions of --error")
+    if args.output is None:
+        raise ValueError("the output file is missing: -o FILE.npz")
+    if args.name == "spiral":
+        x, y = spiral(args.classes, points, args.seed)
+        save(args.output, x=x, y=y)
+        return (f"wrote {args.output}: x float32 {list(x.shape)}, y int64 {list(y.shape)}, "
+                f"{args.classes} classes")
+    arrays = pinn.grid(args.name, args.grid, args.dtype) if args.grid is not None \
+        else pinn.collocation(args.name, points, args.seed, args.dtype)
+    save(args.output, **arrays)
+    what = "test grid" if args.grid is not None else "collocation points"
+    return f"wrote {args.output} ({what} of {args.name}): " + ", ".join(
+        f"{k} {v.dtype.name} {list(v.shape)}" for k, v in arrays.items())
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@
 
 Every model is compiled once (``functools.cache``) and Numba compiles each entry at its
 first call, so the checks share entries where they can. The big layer examples (cnn,
-resmlp, attention_block, char_rnn) run on the ``numpy`` target: their hvp kernels take
-minutes of Numba compile time, and tests/codegen/numpy/test_target.py holds the numpy target to the
-CPU target's results (hvp included) to 1e-12.
+resmlp, attention_block, char_rnn, tiny_gpt) and the examples with grad inside run on the
+``numpy`` target: their hvp kernels take minutes of Numba compile time, and
+tests/codegen/numpy/test_target.py holds the numpy target to the CPU target's results (hvp
+included) to 1e-12.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pytest
 
 import gradc
 from gradc.datasets import spiral
+from gradc.pinn import collocation
 
 from tests.harness import data
 from tests.harness.oracles import rel_err, shifted
@@ -43,7 +45,8 @@ F = torch.nn.functional
 
 PATHS = sorted(EXAMPLES.glob("*.grad"))
 #: on the numpy target (see above)
-BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "tiny_gpt"}
+BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "tiny_gpt", "pinn_oscillator",
+       "pinn_poisson", "gradient_penalty"}
 SEED = 5                # the noise seed of every call (batchnorm, dropout: one fixed graph)
 EPS = 1e-5              # central differences (directions scaled to the values they move)
 HVP_RTOL = 1e-5
@@ -111,6 +114,12 @@ def check_hvp(m, params: dict, inputs: dict, *, direction_seed: int = 0,
 
 
 # ---------------------------------------------------------------------- example inputs
+def _critic_batch(n: int) -> dict:
+    rng = np.random.default_rng(4)
+    return {"real": rng.normal(size=(n, 2)), "fake": rng.normal(1, 1, (n, 2)),
+            "mix": rng.uniform(0, 1, (n, 1))}
+
+
 def _spiral3() -> dict:
     x, y = spiral(classes=3, points=2, seed=1)
     return {"x": x[::2], "y": y[::2]}                  # one point of each class
@@ -122,7 +131,10 @@ INPUTS = {          # example -> small inputs, drawn by the helpers of the examp
     "char_rnn": lambda: data.char_data(4, 3, 3)[0],
     "cnn": lambda: dict(zip(("x", "y"), data.digits(3, 3))),
     "embedding_bag": lambda: data.bags(3, 6, length=4),
+    "gradient_penalty": lambda: _critic_batch(3),
     "mlp": lambda: dict(zip(("x", "y"), data.mlp_batch(1.0, n=3, seed=3))),
+    "pinn_oscillator": lambda: collocation("pinn_oscillator", 3, seed=1, dtype="f64"),
+    "pinn_poisson": lambda: collocation("pinn_poisson", 3, seed=1, dtype="f64"),
     "quadratic": lambda: {"x": np.random.default_rng(0).standard_normal(4)},
     "resmlp": _spiral3,
     "scalar": dict,

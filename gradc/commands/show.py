@@ -1,6 +1,8 @@
 """``gradc show MODEL.grad``: the model's interface, its graph and its derivative rules.
 
-Three sections (SPEC §3): params (dtype, shape, initialiser), inputs, outputs and the loss;
+Three sections (SPEC §3): params (dtype, shape, initialiser), inputs, outputs and the loss
+(and each ``grad`` of the model: the mode chosen for it, forward or reverse, why, and the
+symbolic form of an elementwise one);
 the forward graph, one node per line in topological order (``--backward`` adds the graph of
 ``loss_and_grad``); the derivative rules: for each user ``fn`` with an elementwise body, its
 forward expression and partial derivatives as SymPy differentiates them, and for each
@@ -54,6 +56,9 @@ def run(args) -> int:
     graph, source = front_graph(args.model, dtype=args.dtype)
     module = parse(source)
     print(interface(graph, source))
+    if graph.derivatives:
+        print()
+        print(derivatives_section(graph, source))
     print()
     print(f"forward graph ({len(graph.topo(_roots(graph)))} nodes)")
     print(_indent(format_graph(graph, filename=_base(source))))
@@ -91,6 +96,22 @@ def interface(graph: Graph, source: Source) -> str:
     else:
         lines += ["loss", "  (none: the model has no loss_and_grad or train_step)"]
     return "\n".join(lines).rstrip()
+
+
+def derivatives_section(graph: Graph, source: Source) -> str:
+    """Each ``grad`` of the model: where, the mode chosen and why, and for a derivative
+    whose path is elementwise, its symbolic form."""
+    count = len(graph.derivatives)
+    lines = [f"derivatives ({count} grad{'s' if count != 1 else ''})"]
+    for d in graph.derivatives:
+        sp = d.span
+        text = source.line(sp.line)[sp.col - 1:sp.end_col - 1] if sp.end_line == sp.line \
+            else source.line(sp.line)[sp.col - 1:] + " ..."
+        lines.append(f"  line {sp.line}: {text}")
+        lines.append(f"    {d.mode} mode: {d.why}")
+        if d.formula:
+            lines.append(f"    {d.formula}")
+    return "\n".join(lines)
 
 
 def instances_section(graph: Graph) -> list[str]:

@@ -161,7 +161,47 @@ def slice_(g: Graph, x: Node, spec: tuple) -> Node:
     if all(s[0] == "r" and s[1] == 0 and s[2] == 1 and s[3] == d
            for s, d in zip(spec, x.shape)):
         return x
+    placed = _placed_part(x, spec)
+    if placed is not None:
+        return reshape(g, placed, shape)
     return g.add("slice", (x,), shape, x.dtype, spec=spec)
+
+
+def _placed_part(x: Node, spec: tuple) -> Node | None:
+    """The value that ``spec`` reads, where ``x`` places values into zeros (an unslice, or
+    a sum of unslices: the columns of a forward-mode grad) and ``spec`` reads exactly one
+    placed region, all the others lying apart from it; else None (read ``x``)."""
+    k = len(x.inputs)
+    if x.op == "unslice":
+        parts = [x]
+    elif x.op == "ewise" and x.attrs["expr"] == sympy.Add(*ARGS[:k]) and all(
+            p.op == "unslice" and p.shape == x.shape for p in x.inputs):
+        parts = list(x.inputs)
+    else:
+        return None
+    found = []
+    for p in parts:
+        mine = [_extent(e) for e in spec]
+        theirs = [_extent(e) for e in p.attrs["spec"]]
+        if mine == theirs:
+            found.append(p.inputs[0])
+        elif not any(_apart(a, b) for a, b in zip(mine, theirs)):
+            return None
+    return found[0] if len(found) == 1 else None
+
+
+def _extent(entry: tuple) -> tuple:
+    """(start, step, count) of the indices one spec entry covers on its axis."""
+    return (entry[1], sympy.Integer(1), sympy.Integer(1)) if entry[0] == "i" \
+        else tuple(entry[1:])
+
+
+def _apart(a: tuple, b: tuple) -> bool:
+    """Whether two contiguous extents surely share no index."""
+    if a[1] != 1 or b[1] != 1:
+        return False
+    return (a[0] + a[2] - b[0]).is_nonpositive is True or \
+        (b[0] + b[2] - a[0]).is_nonpositive is True
 
 
 def unslice(g: Graph, x: Node, spec: tuple, full: Shape) -> Node:

@@ -87,6 +87,8 @@ class Graph:
     labels (``pick`` the node that reads the labels). ``instances`` maps the path of each
     block instance and repeat (``b1``, ``tower``, ``tower.0``) to what it instantiates
     (``res(n=32)``, ``repeat(res(32), 4)``), in declaration order (for ``gradc show``).
+    ``derivatives`` lists each ``grad`` of the model, with the mode chosen for it
+    (:class:`gradc.ir.derivatives.Derivative`).
     """
 
     name: str
@@ -105,6 +107,7 @@ class Graph:
     noise: dict[str, Node] = field(default_factory=dict)
     label_uses: list = field(default_factory=list)
     instances: dict[str, str] = field(default_factory=dict)
+    derivatives: list = field(default_factory=list)
     _table: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ node creation

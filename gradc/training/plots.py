@@ -1,4 +1,5 @@
-"""The pictures of ``gradc train``: ``loss.png`` and ``boundary.png`` (matplotlib, Agg).
+"""The pictures of ``gradc train``: ``loss.png`` and ``boundary.png`` (matplotlib, Agg), and
+of ``python -m gradc.datasets pinn_* --plot``: a solution beside its error.
 
 Sizes are fixed (``figsize * DPI`` pixels, no tight bounding box) so that tools and tests
 can rely on them: :data:`LOSS_SIZE` and :data:`BOUNDARY_SIZE`. Each picture is written to a
@@ -17,6 +18,7 @@ from gradc.training.files import replacing
 DPI = 100
 LOSS_FIGSIZE = (10.0, 4.0)          # inches: loss on the left, accuracy on the right
 BOUNDARY_FIGSIZE = (6.0, 6.0)
+SOLUTION_FIGSIZE = (10.0, 4.0)      # inches: the solution on the left, its error on the right
 LOSS_SIZE = (int(LOSS_FIGSIZE[0] * DPI), int(LOSS_FIGSIZE[1] * DPI))      # (width, height)
 BOUNDARY_SIZE = (int(BOUNDARY_FIGSIZE[0] * DPI), int(BOUNDARY_FIGSIZE[1] * DPI))
 GRID = 200                           # boundary grid: GRID x GRID points
@@ -78,6 +80,44 @@ def plot_history(history, path, title: str = "", note: str = "no accuracy") -> N
             ax_acc.axis("off")
             ax_acc.text(0.5, 0.5, textwrap.fill(note, 40), ha="center", va="center",
                         transform=ax_acc.transAxes)
+        if title:
+            fig.suptitle(title)
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_solution(coords: np.ndarray, u: np.ndarray, exact: np.ndarray, path,
+                  title: str = "") -> None:
+    """Write a solution ``u`` and its error ``u - exact`` on a grid to ``path``.
+
+    ``coords`` are the grid's points: ``[M, 1]`` (curves of u and the exact solution, and
+    the error curve) or ``[M*M, 2]`` in row-major order of a square lattice (heat maps)."""
+    plt = pyplot()
+    fig, (ax_u, ax_e) = plt.subplots(1, 2, figsize=SOLUTION_FIGSIZE, dpi=DPI)
+    u, exact = np.ravel(u).astype(np.float64), np.ravel(exact).astype(np.float64)
+    try:
+        if coords.shape[1] == 1:
+            t = coords[:, 0]
+            ax_u.plot(t, exact, label="exact", lw=3, alpha=0.4)
+            ax_u.plot(t, u, label="network", lw=1)
+            ax_u.legend()
+            ax_e.plot(t, u - exact)
+            for ax, name in ((ax_u, "u"), (ax_e, "u - exact")):
+                ax.set(xlabel="t", title=name)
+                ax.grid(True, alpha=0.3)
+        else:
+            m = int(round(np.sqrt(len(u))))
+            box = (coords[:, 0].min(), coords[:, 0].max(), coords[:, 1].min(),
+                   coords[:, 1].max())
+            err = u - exact
+            bound = float(np.abs(err).max()) or 1.0
+            for ax, field, name, scale in ((ax_u, u, "u", {"cmap": "viridis"}),
+                                           (ax_e, err, "u - exact",
+                                            {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound})):
+                im = ax.imshow(field.reshape(m, m).T, origin="lower", extent=box, **scale)
+                fig.colorbar(im, ax=ax)
+                ax.set(xlabel="x", ylabel="y", title=name)
         if title:
             fig.suptitle(title)
         save_figure(fig, path)
