@@ -225,7 +225,7 @@ def crossover(dims: tuple[int, ...], repeats: int, rounds: int = 3) -> None:
             model = gradc.compile_string(laplacian_model(d), f"lap{d}", optimizer="adam",
                                          wait=True)
             params = model.init_params(0)
-            steps.append(lambda m=model, p=params: m.train_step(p, lr=LR, **inputs))
+            steps.append(lambda m=model, p=params, x=inputs: m.train_step(p, lr=LR, **x))
             flops.append(matmul_flops(model, inputs) / 1e6)
         columns.MAX_COLUMNS = allowed
         times = [[], []]

@@ -107,7 +107,8 @@ def test_jacobian_of_a_derivative_output_matches_torch():
     got_w = model.jacobian(params, of="d1", wrt="W2", t=t)
 
     def d1(w2):
-        return grad_models.oscillator_torch({**tp, "W2": w2}, torch.tensor(t, requires_grad=True))[0]["d1"]
+        t_leaf = torch.tensor(t, requires_grad=True)
+        return grad_models.oscillator_torch({**tp, "W2": w2}, t_leaf)[0]["d1"]
     assert rel_err(got_w, _np(torch.autograd.functional.jacobian(d1, tp["W2"]))) <= TOL
 
 
