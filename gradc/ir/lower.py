@@ -10,7 +10,7 @@ from __future__ import annotations
 from gradc.entries import argument_names
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
-from gradc.ir import blocks, build, expansion, layers
+from gradc.ir import blocks, build, expansion, layers, recurrence
 from gradc.ir.builtins import (BUILTINS, call_elementwise, check_numel, check_size, index,
                                 literal)
 from gradc.ir.errors import LowerError, Poisoned
@@ -153,7 +153,7 @@ class _Lowerer:
     def check_not_builtin(self, name: str, stmt: ast.Stmt, span) -> None:
         """Raise if ``stmt`` may not take ``name``: a built-in function's name, or for a fn
         or block a built-in layer kind's (or ``repeat``)."""
-        if name in BUILTINS or name in ELEMENTWISE:
+        if name in BUILTINS or name in ELEMENTWISE or name in recurrence.FORMS:
             kind = "a built-in function"
         elif isinstance(stmt, (ast.FnDecl, ast.BlockDecl)) and (
                 name in layers.LAYERS or name in blocks.RESERVED):
@@ -486,6 +486,8 @@ class _Lowerer:
             return (yield from self._inline_layer(func, args, kwargs, call, scope))
         if name in self.fns:
             return (yield from self.inline(self.fns[name], args, kwargs, call, scope))
+        if name in recurrence.FORMS:
+            return (yield from recurrence.FORMS[name](self, args, kwargs, call, scope))
         if name in BUILTINS or name in ELEMENTWISE:
             lowered = []
             for a in args:

@@ -11,6 +11,8 @@ and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU em
 
 from __future__ import annotations
 
+from gradc.errors import GradcError
+
 import itertools
 from dataclasses import dataclass, field
 
@@ -344,3 +346,27 @@ class Recur(Kernel):
 
     def reads(self) -> list[Buffer]:
         return list(self.ins)
+
+
+@dataclass(eq=False)
+class Scan(Kernel):
+    """A ``loop`` node (:mod:`gradc.ir.loops`): out[t] = body(out[t -+ 1] or zeros,
+    seqs[t]..., consts...) for t in order (descending with ``reverse``); ``body`` is the
+    step's own program (args: carry, sequence steps, constants; one result)."""
+
+    out: Buffer
+    seqs: tuple
+    consts: tuple
+    body: Program
+    reverse: bool
+    span: Span | None = None
+
+    def reads(self) -> list[Buffer]:
+        return list(self.seqs) + list(self.consts)
+
+
+def unsupported_scan(emitter, *printed) -> None:
+    """The printer of :class:`Scan` on the targets that cannot run one yet: a clear error
+    at compile time (never a wrong or missing result)."""
+    raise GradcError("scan with a user cell runs on the numpy target only for now "
+                     "(compile with target='numpy')")

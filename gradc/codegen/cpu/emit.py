@@ -19,6 +19,7 @@ from gradc.codegen.cpu.printer import CpuPrinter
 from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.passes.collapse import collapse
+from gradc.passes.kernels import Scan, unsupported_scan
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
                                   Recur, Reduce, Scatter, Take, Unpatches, Unpick, View,
                                   out_of_range)
@@ -371,7 +372,7 @@ PRINTERS = {View: CpuEmitter._reshape, Loop: CpuEmitter._loop, Reduce: CpuEmitte
             Dot: CpuEmitter._dot, Pick: CpuEmitter._pick, Unpick: CpuEmitter._unpick,
             Scatter: CpuEmitter._scatter, Take: CpuEmitter._take, Put: CpuEmitter._take,
             Patches: CpuEmitter._patches, Unpatches: CpuEmitter._patches,
-            Recur: CpuEmitter._recur, Check: CpuEmitter._check}
+            Recur: CpuEmitter._recur, Check: CpuEmitter._check, Scan: unsupported_scan}
 
 
 def _scaled(index: str, step: int) -> str:

@@ -26,6 +26,7 @@ from gradc.codegen.cuda.reduce import emit_reduce
 from gradc.codegen.scalar import ScalarPrinter, cse_block
 from gradc.dtypes import NUMPY_NAMES
 from gradc.ir.shapes import numel
+from gradc.passes.kernels import Scan, unsupported_scan
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
                                   Recur, Reduce, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import kernel_outputs
@@ -287,4 +288,4 @@ class CudaEmitter(Indexing):
 PRINTERS = {View: CudaEmitter._reshape, Loop: CudaEmitter._loop, Reduce: emit_reduce,
             Dot: CudaEmitter._dot, Pick: ck.pick, Unpick: ck.unpick, Scatter: ck.scatter,
             Take: ck.take, Put: ck.take, Patches: ck.patches, Unpatches: ck.unpatches,
-            Recur: ck.recur, Check: ck.check}
+            Recur: ck.recur, Check: ck.check, Scan: unsupported_scan}

@@ -34,12 +34,12 @@ from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.ir.sym import Detach
 from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
-                                  Put, Read, Recur, Reduce, Scatter, Take, Unpatches, Unpick,
-                                  View, out_of_range)
+                                  Put, Read, Recur, Reduce, Scan, Scatter, Take, Unpatches,
+                                  Unpick, View, out_of_range)
 from gradc.passes.schedule import Align
 
 #: kernels whose output, when planned in the workspace, is written into its view there
-IN_WORKSPACE = (Dot, Patches, Recur)
+IN_WORKSPACE = (Dot, Patches, Recur, Scan)
 
 
 def _same(a, b) -> bool:
@@ -71,6 +71,8 @@ class NumpyEmitter(Indexing):
     def __init__(self, dim_var: Callable[[str], str], comment):
         self.dim_var, self.comment = dim_var, comment
         self.helpers: set[str] = set()
+        self.bodies: list[tuple[str, Program]] = []  # loop bodies still to print
+        self.body_count = 0
 
     def scalar_ref(self, buf: Buffer) -> str:
         return buf.name
@@ -158,6 +160,12 @@ class NumpyEmitter(Indexing):
                 results = [self.value(r) if not r.shape else r.name for r in prog.results]
                 b.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
         b.line()
+
+    def emit_bodies(self, b: Builder) -> None:
+        """Append the functions of the loop bodies the printed programs call (and of the
+        bodies those call)."""
+        while self.bodies:
+            self.emit(b, *reversed(self.bodies.pop(0)))
 
     def _hoist_offsets(self, b: Builder, prog: Program) -> None:
         """Print each distinct workspace offset used once (``wo<k>_``, alignment terms
@@ -387,6 +395,34 @@ class NumpyEmitter(Indexing):
             if k.kind == "scan_bwd":
                 b.line(f"c_ = np.dot(h_, {wh.name}.T)")
 
+    def _scan(self, b: Builder, k: Scan) -> None:
+        """The time loop of a ``loop`` node: the body's function called once per step
+        (printed after the programs, see :meth:`emit_bodies`), its workspace allocated
+        once."""
+        fname = f"_body{self.body_count}_"
+        self.body_count += 1
+        self.bodies.append((fname, k.body))
+        out, dt = k.out.name, NP[k.out.dtype]
+        carry, ws = f"{out}_h", f"{out}_ws"
+        self._output(b, k.out)
+        b.line(f"{carry} = np.zeros({self.shape(k.out.shape[1:])}, {dt})")
+        b.line(f"{ws} = np.empty(max({int_expr(k.body.ws_size, self.dim_var)}, 1), "
+               f"{NP[k.body.float_dtype]})")
+        args = [_one(carry, k.out.rank - 1)]
+        args += [f"{s.name}[t_]" if s.rank > 1 else f"{s.name}[t_:t_ + 1]" for s in k.seqs]
+        args += [_one(self.value(c), 0) if not c.shape else c.name for c in k.consts]
+        args += [ws] + [self.dim_var(d) for d in k.body.dims]
+        steps = self.size(k.out.shape[0])
+        order = f"range({steps} - 1, -1, -1)" if k.reverse else f"range({steps})"
+        with b.block(f"for t_ in {order}:"):
+            b.line(f"{carry}, = {fname}({', '.join(args)})")
+            b.line(f"{out}[t_] = {carry}")
+
+
+def _one(text: str, rank: int) -> str:
+    """An argument of a program: a rank-0 value goes as a 1-element array."""
+    return text if rank else f"np.reshape({text}, (1,))"
+
 
 #: kernel class -> the emitter method printing it (every class of
 #: :mod:`gradc.passes.kernels`: each target's table covers them all)
@@ -394,4 +430,4 @@ PRINTERS = {View: NumpyEmitter._view, Loop: NumpyEmitter._loop, Reduce: NumpyEmi
             Dot: NumpyEmitter._dot, Pick: NumpyEmitter._pick, Unpick: NumpyEmitter._unpick,
             Scatter: NumpyEmitter._scatter, Take: NumpyEmitter._take, Put: NumpyEmitter._put,
             Patches: NumpyEmitter._patches, Unpatches: NumpyEmitter._unpatches,
-            Recur: NumpyEmitter._recur, Check: NumpyEmitter._check}
+            Recur: NumpyEmitter._recur, Scan: NumpyEmitter._scan, Check: NumpyEmitter._check}

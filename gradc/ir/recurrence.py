@@ -1,0 +1,81 @@
+"""Recurrences of the language: ``scan(cell, xs, hidden)`` and the ``lstm``/``gru`` cells,
+all lowered to the ``loop`` node of :mod:`gradc.ir.loops`.
+
+``scan`` lowers the user's cell once, on placeholders for ``h`` and ``x``; what depends
+on them becomes the loop's body, what does not (params, values computed before) its
+constants. The sequence runs over axis 1 of ``xs`` [B, T, ...]; the loop itself runs over
+axis 0, so ``xs`` goes in and the states come out through a transpose.
+"""
+
+from __future__ import annotations
+
+from gradc.frontend import ast
+from gradc.ir import build, loops
+from gradc.ir.builtins import _const_int
+from gradc.ir.errors import LowerError
+from gradc.ir.graph import Graph, Node
+from gradc.ir.shapes import as_dim, fmt_shape
+
+USAGE = "scan(cell, xs, hidden)"
+#: the call forms lowered here (names a user may not take), name -> lowering step
+FORMS = {}
+
+
+def _cell(lw, arg, scope: dict):
+    """The cell argument's fn declaration, its environment and what to call it in
+    messages."""
+    if not isinstance(arg, ast.Name):
+        raise LowerError(f"{USAGE}: the cell is the name of a fn or a block instance",
+                         getattr(arg, "span", None))
+    name = arg.id
+    found = scope.get(name)
+    if found is None and name in lw.fns:
+        return lw.fns[name], None, f"fn '{name}'"
+    if found is None:
+        found = lw.layers.get(name)
+    if getattr(found, "kind", None) == "block":
+        forward = found.env["forward"]
+        return forward.decl, forward.env, f"block instance '{name}' (its forward)"
+    if hasattr(found, "decl") and hasattr(found, "env"):  # a fn local to a block
+        return found.decl, found.env, f"fn '{name}'"
+    raise LowerError(f"{USAGE}: '{name}' is not a fn or a block instance", arg.span,
+                     "declare the cell as: fn cell(h, x) = ...")
+
+
+def lower_scan(lw, args: list, kwargs, call, scope: dict):
+    """Lower ``scan(cell, xs, hidden)`` (a lowering step, see
+    :func:`gradc.ir.lower.run_steps`)."""
+    if len(args) != 3 or kwargs:
+        raise LowerError(f"scan takes three arguments: {USAGE}", call.span)
+    decl, env, what = _cell(lw, args[0], scope)
+    if len(decl.params) != 2:
+        raise LowerError(f"{USAGE}: the cell {what} takes {len(decl.params)} "
+                         "argument(s); a cell takes two, (h, x)", args[0].span)
+    xs = args[1] if isinstance(args[1], Node) else (yield lw._expr(args[1], scope))
+    if not xs.is_float or xs.rank < 2:
+        raise LowerError(f"{USAGE}: xs must be a float sequence [B, T, ...], got "
+                         f"{xs.dtype}{fmt_shape(xs.shape)}", args[1].span)
+    hidden = _const_int((yield lw._expr(args[2], scope)), "scan's hidden size", call)
+    if hidden < 1:
+        raise LowerError(f"{USAGE}: hidden must be at least 1, got {hidden}", args[2].span)
+    g = lw.g
+    batch = xs.shape[0]
+    h = g.add("input", (), (batch, as_dim(hidden)), g.float_dtype, name="scan.h")
+    x = g.add("input", (), (batch, *xs.shape[2:]), xs.dtype, name="scan.x")
+    out = yield from lw.inline(decl, [h, x], (), call, scope, env)
+    if tuple(out.shape) != tuple(h.shape) or not out.is_float:
+        raise LowerError(f"{USAGE}: the cell {what} returns {out.dtype}{fmt_shape(out.shape)}"
+                         f", but the hidden state is {fmt_shape(h.shape)}", call.span,
+                         "the cell's result is the next h: hidden must be its last axis")
+    body, consts = loops.from_graph(g, out, h, x)
+    return over_time(g, body, xs, consts)
+
+
+def over_time(g: Graph, body: loops.Body, xs: Node, consts: list[Node]) -> Node:
+    """Run ``body`` over axis 1 of ``xs`` [B, T, ...]: every state, [B, T, *state]."""
+    time_major = build.transpose(g, xs, (1, 0, *range(2, xs.rank)))
+    states = loops.loop(g, body, [time_major], consts)
+    return build.transpose(g, states, (1, 0, *range(2, states.rank)))
+
+
+FORMS["scan"] = lower_scan
