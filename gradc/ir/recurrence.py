@@ -9,6 +9,8 @@ axis 0, so ``xs`` goes in and the states come out through a transpose.
 
 from __future__ import annotations
 
+import sympy
+
 from gradc.frontend import ast
 from gradc.ir import build, loops
 from gradc.ir.builtins import _const_int
@@ -76,6 +78,62 @@ def over_time(g: Graph, body: loops.Body, xs: Node, consts: list[Node]) -> Node:
     time_major = build.transpose(g, xs, (1, 0, *range(2, xs.rank)))
     states = loops.loop(g, body, [time_major], consts)
     return build.transpose(g, states, (1, 0, *range(2, states.rank)))
+
+
+def _cols(g: Graph, x: Node, start: int, n: int) -> Node:
+    """Columns ``start:start + n`` of the last axis of a 2-D ``x``."""
+    return build.slice_(g, x, (("r", 0, 1, x.shape[0]), ("r", start, 1, n)))
+
+
+def _sig(g: Graph, x: Node) -> Node:
+    return build.ew(g, lambda a: 1 / (1 + sympy.exp(-a)), x)
+
+
+def _lstm_step(hidden: int):
+    """PyTorch's LSTM cell on the carry [h, c] (gates i, f, g, o of x Wx + b + h Wh)."""
+    def step(g, carry, s, c):
+        h, cell = _cols(g, carry, 0, hidden), _cols(g, carry, hidden, hidden)
+        z = build.ew(g, lambda a, b: a + b, s[0], build.matmul(g, h, c[0]))
+        i, f, gg, o = (_cols(g, z, k * hidden, hidden) for k in range(4))
+        new_c = build.ew(g, lambda f_, c_, i_, g_: f_ * c_ + i_ * sympy.tanh(g_),
+                         _sig(g, f), cell, _sig(g, i), gg)
+        new_h = build.ew(g, lambda o_, c_: o_ * sympy.tanh(c_), _sig(g, o), new_c)
+        full = carry.shape
+        return build.ew(g, lambda a, b: a + b,
+                        build.unslice(g, new_h, _span(full, 0, hidden), full),
+                        build.unslice(g, new_c, _span(full, hidden, hidden), full))
+    return step
+
+
+def _span(shape, start: int, n: int) -> tuple:
+    return (("r", 0, 1, shape[0]), ("r", start, 1, n))
+
+
+def _gru_step(hidden: int):
+    """PyTorch's GRU cell (gates r, z, n; n = tanh(x Wxn + bxn + r (h Whn + bhn)))."""
+    def step(g, h, s, c):
+        hw = build.ew(g, lambda a, b: a + b, build.matmul(g, h, c[0]), c[1])
+        xr, xz, xn = (_cols(g, s[0], k * hidden, hidden) for k in range(3))
+        hr, hz, hn = (_cols(g, hw, k * hidden, hidden) for k in range(3))
+        r = _sig(g, build.ew(g, lambda a, b: a + b, xr, hr))
+        z = _sig(g, build.ew(g, lambda a, b: a + b, xz, hz))
+        n = build.ew(g, lambda a, r_, b: sympy.tanh(a + r_ * b), xn, r, hn)
+        return build.ew(g, lambda z_, n_, h_: (1 - z_) * n_ + z_ * h_, z, n, h)
+    return step
+
+
+def gated(g: Graph, kind: str, x: Node, params: dict, hidden: int) -> Node:
+    """``lstm`` or ``gru`` over axis 1 of x [B, T, in]: every h_t, [B, T, hidden]."""
+    xw = build.ew(g, lambda a, b: a + b, build.time_matmul(g, x, params["Wx"]),
+                  params["b" if kind == "lstm" else "bx"])
+    width = 2 * hidden if kind == "lstm" else hidden
+    consts = [params["Wh"]] + ([params["bh"]] if kind == "gru" else [])
+    step = _lstm_step(hidden) if kind == "lstm" else _gru_step(hidden)
+    body = loops.make_body(g.float_dtype, ((x.shape[0], as_dim(width)), g.float_dtype),
+                           [], consts, step, [((x.shape[0], xw.shape[2]), xw.dtype)])
+    states = over_time(g, body, xw, consts)
+    b, t, _ = states.shape
+    return build.slice_(g, states, (("r", 0, 1, b), ("r", 0, 1, t), ("r", 0, 1, as_dim(hidden))))
 
 
 FORMS["scan"] = lower_scan
