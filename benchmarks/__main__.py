@@ -1,4 +1,5 @@
-"""Run the gradc performance suite: ``python -m benchmarks [--only a,b] [--quick] [--json PATH]``.
+"""Run the gradc performance suite: ``python -m benchmarks [--only a,b] [--quick] [--json PATH]``
+(``--busy``: the thread-budget benchmark of :mod:`benchmarks.busy` instead).
 
 Prints an environment header, then one fixed-width table: a group of rows per workload, one row
 per side, with the median time, ratio (peer / gradc, or gradc / GEMM floor), the target and
@@ -14,7 +15,8 @@ import platform
 import sys
 import time
 
-from benchmarks import compile_time, gradc_side, peers_jax, peers_torch, suite
+from benchmarks import busy, compile_time, gradc_side, peers_jax, peers_torch, suite
+from benchmarks.busy_models import WORKLOADS as BUSY_WORKLOADS
 from benchmarks.harness import (
     CpuMeter,
     TimingConfig,
@@ -72,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--single-thread", action="store_true",
                     help="limit every library to one thread (re-executes with OMP_NUM_THREADS=1 "
                          "and friends); for busy machines, not the default budget")
+    ap.add_argument("--busy", action="store_true",
+                    help="the thread-budget benchmark (benchmarks/busy.py): the workloads "
+                         f"{', '.join(BUSY_WORKLOADS)} with one and default threads, quiet "
+                         "and with one core kept busy by another process")
+    ap.add_argument("--compiled", action="store_true",
+                    help="with --busy: torch.compile as a peer too (compiles for seconds)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     return ap.parse_args(argv)
 
@@ -85,6 +93,16 @@ def select(only: str) -> list[str]:
     if unknown:
         sys.exit(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
     return [w for w in ORDER if w in wanted]
+
+
+def select_busy(only: str) -> list[str]:
+    """The workloads of ``--busy``, in their order; exits with status 2 on an unknown name."""
+    wanted = [w.strip() for w in only.split(",") if w.strip()] or list(BUSY_WORKLOADS)
+    unknown = [w for w in wanted if w not in BUSY_WORKLOADS]
+    if unknown:
+        sys.exit(f"unknown --busy workload(s) {', '.join(unknown)}; choose from "
+                 f"{', '.join(BUSY_WORKLOADS)}")
+    return [w for w in BUSY_WORKLOADS if w in wanted]
 
 
 def wait_quiet(max_wait: float) -> float | None:
@@ -180,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(f"{w:11}  {describe(w)}" for w in ORDER))
         return 0
+    if args.busy:
+        return busy.run(select_busy(args.only), rounds=2 if args.quick else 3,
+                        compiled=args.compiled)
     names = select(args.only)
     cfg = make_config(args)
     env = environment()

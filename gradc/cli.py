@@ -20,6 +20,7 @@ import traceback
 
 from gradc import __version__
 from gradc.commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER
+from gradc.commands.options import apply_threads
 from gradc.errors import GradcError
 
 #: commands listed first in ``--help``, in this order; others follow alphabetically.
@@ -93,6 +94,7 @@ def _run(argv: list[str]) -> int:
         if getattr(args, "run", None) is None:
             parser.print_help(sys.stderr)
             return EXIT_USER
+        apply_threads(args)
         return int(args.run(args))
     except GradcError as err:
         _flush_stdout()

@@ -12,6 +12,8 @@ import pytest
 
 import gradc
 
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
+
 SRC = """\
 model api
 input x : f32[B, 6]

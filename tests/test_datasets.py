@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gradc.datasets import main, spiral
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.harness.paths import ROOT
+
 
 
 @pytest.mark.parametrize("classes", [2, 3])

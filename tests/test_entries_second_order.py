@@ -18,14 +18,13 @@
 Every model is compiled once (``functools.cache``) and Numba compiles each entry at its
 first call, so the checks share entries where they can. The big layer examples (cnn,
 resmlp, attention_block, char_rnn) run on the ``numpy`` target: their hvp kernels take
-minutes of Numba compile time, and tests/test_numpy_target.py holds the numpy target to the
+minutes of Numba compile time, and tests/codegen/numpy/test_target.py holds the numpy target to the
 CPU target's results (hvp included) to 1e-12.
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,16 +32,18 @@ import pytest
 import gradc
 from gradc.datasets import spiral
 
-import test_examples as ex
-import test_examples_layers as exl
-from oracles import rel_err, shifted
+from tests.harness import data
+from tests.harness.oracles import rel_err, shifted
+from tests.harness.paths import EXAMPLES
+
+pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PATHS = sorted(EXAMPLES.glob("*.grad"))
-BIG = {"cnn", "resmlp", "attention_block", "char_rnn"}  # on the numpy target (see above)
+#: on the numpy target (see above)
+BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "tiny_gpt"}
 SEED = 5                # the noise seed of every call (batchnorm, dropout: one fixed graph)
 EPS = 1e-5              # central differences (directions scaled to the values they move)
 HVP_RTOL = 1e-5
@@ -116,19 +117,20 @@ def _spiral3() -> dict:
 
 
 INPUTS = {          # example -> small inputs, drawn by the helpers of the examples' own tests
-    "and_gate": lambda: {"x": ex.XOR_X[1:], "t": np.array([0.0, 0.0, 1.0])},
-    "attention_block": lambda: exl.mixing_task(2, 3, 4),
-    "char_rnn": lambda: exl.char_data(4, 3, 3)[0],
-    "cnn": lambda: dict(zip(("x", "y"), exl.digits(3, 3))),
-    "embedding_bag": lambda: exl.bags(3, 6, length=4),
-    "mlp": lambda: dict(zip(("x", "y"), ex.TestMlp.batch(1.0, n=3, seed=3))),
+    "and_gate": lambda: {"x": data.XOR_X[1:], "t": np.array([0.0, 0.0, 1.0])},
+    "attention_block": lambda: data.mixing_task(2, 3, 4),
+    "char_rnn": lambda: data.char_data(4, 3, 3)[0],
+    "cnn": lambda: dict(zip(("x", "y"), data.digits(3, 3))),
+    "embedding_bag": lambda: data.bags(3, 6, length=4),
+    "mlp": lambda: dict(zip(("x", "y"), data.mlp_batch(1.0, n=3, seed=3))),
     "quadratic": lambda: {"x": np.random.default_rng(0).standard_normal(4)},
     "resmlp": _spiral3,
     "scalar": dict,
     "sigmoid_neuron": lambda: {"x": np.array([-1.0, -2.0])},
     "spiral": _spiral3,
-    "svm": lambda: dict(zip(("x", "y"), ex.TestSvm.data(n=4, seed=1))),
-    "xor": lambda: {"x": ex.XOR_X, "y": ex.TestXor.Y},
+    "svm": lambda: dict(zip(("x", "y"), data.svm_data(n=4, seed=1))),
+    "tiny_gpt": lambda: data.char_data(4, 3, 3)[0],
+    "xor": lambda: {"x": data.XOR_X, "y": data.XOR_Y},
 }
 
 

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ import gradc
 from gradc.codegen import target as target_table
 from gradc.ir import ops, sym
 from gradc.options import OPTIMIZERS, OptimizerRule
+from tests.harness.paths import ROOT
 
 MODEL = """\
 model ext
@@ -119,7 +119,7 @@ def test_an_entry_of_existing_programs_is_one_row(fresh_cache):
     """A public function made of programs the model has, added as a row at the end of
     (a copy of) gradc/entries.py: the generated module and :class:`gradc.Model` offer it
     with the row's docstring, and it computes what its body says."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     shutil.copytree(root / "gradc", fresh_cache / "gradc",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(root / "grammar", fresh_cache / "grammar")

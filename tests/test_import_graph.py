@@ -13,8 +13,9 @@ from __future__ import annotations
 import ast
 import graphlib
 from pathlib import Path
+from tests.harness.paths import ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "gradc"
+PACKAGE = ROOT / "gradc"
 
 
 def modules() -> dict[str, Path]:

@@ -16,7 +16,7 @@ import inspect
 import re
 from dataclasses import dataclass
 
-from gradc.codegen import runtime, state
+from gradc.codegen import runtime, state, threads
 from gradc.codegen.builder import Builder
 from gradc.codegen.indexing import int_expr
 from gradc.entries import ENTRIES, PublicEntry, available
@@ -24,7 +24,7 @@ from gradc.dtypes import NUMPY_NAMES
 from gradc.errors import GradcError
 from gradc.ir.graph import Graph, Node
 from gradc.options import Optimizer, Options
-from gradc.passes.kernels import Program
+from gradc.passes.kernels import Program, blas_work
 from gradc.passes.schedule import ProgramSpec
 from gradc.source import Source
 
@@ -46,7 +46,7 @@ def definitions(module) -> tuple:
 
 
 #: the target-independent helpers every module gets, in order
-SHARED = definitions(runtime) + definitions(state)
+SHARED = definitions(runtime) + definitions(state) + definitions(threads)
 
 
 def mangle(name: str) -> str:
@@ -159,8 +159,10 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
         b.line(line)
     b.line(f"Built with {safe_comment(versions)}.")
     b.line('"""')
-    for line in ("import difflib", "import functools", "import importlib", "import math",
-                 "import threading", "import warnings", "", *target.imports, ""):
+    for line in ("import ctypes", "import difflib", "import functools", "import importlib",
+                 "import math", "import os", "import threading", "import time",
+                 "import warnings", "",
+                 *target.imports, ""):
         b.line(line)
     b.line(f"SIGNATURE = {sig!r}")
     b.line(f"WARNINGS = {list(warnings)!r}")
@@ -174,6 +176,14 @@ def assemble(target, unit: Unit, source: Source, versions: str, warnings: list[s
            "  # the optimizer's per-step scalars")
     for line in target.constants(unit):
         b.line(line)
+    if unit.options.parallel:  # Numba's parallel loops: their threads are set per call
+        b.line("_LOOP_THREADS = (nb.set_num_threads, nb.config.NUMBA_NUM_THREADS)")
+    else:
+        b.line("_LOOP_THREADS = None  # no parallel loops")
+    b.line(f"_BLAS_MODULES = {target.blas_modules!r}  # imported to load the kernels' BLAS")
+    for name, value in vars(threads).items():  # its tables (_MACS_PER_THREAD, ...)
+        if name.startswith("_") and name[1:2].isupper() and not callable(value):
+            b.line(f"{name} = {value!r}")
     b.line()
     extra = target.emit(b, unit)
     for fn in SHARED + target.hooks:
@@ -195,7 +205,8 @@ def paste(b: Builder, fn) -> None:
 
 
 def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
-    """``_PROGRAMS``: per program its kernel, dims, argument roles and workspace size, plus
+    """``_PROGRAMS``: per program its kernel, dims, argument roles, mean BLAS product
+    (multiply-adds, for the thread budget) and workspace size, plus
     the fields the target adds (``extra``: program -> {field: Python expression})."""
     b.line("_PROGRAMS = {")
     for name, (prog, entry) in unit.programs.items():
@@ -206,7 +217,10 @@ def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
         fields = "".join(f"{k!r}: {v}, " for k, v in extra.get(name, {}).items())
         b.line(f"    {name!r}: {{'kernel': {unit.kernel_name(name)}, {fields}"
                f"'dims': {prog.dims!r},")
+        macs, products = blas_work(prog)
         b.line(f"        'args': {args!r},")
+        b.line(f"        'macs': lambda {dims}: {int_expr(macs, dim_var)} // "
+               f"max({int_expr(products, dim_var)}, 1),  # mean BLAS product")
         b.line(f"        'ws': lambda {dims}: {ws}}},")
     for name, fields in extra.items():
         if name not in unit.programs:  # a kernel that is no program (train_epoch's loop)

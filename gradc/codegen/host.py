@@ -67,11 +67,11 @@ def _epoch(params, lr, batch_size, seed, order, state, inputs):
     lr, (_, arrays, dims, _), rows, bs = _epoch_plan(params, lr, batch_size, seed, order,
                                                      state, inputs)
     info, bdim, n = _PROGRAMS["train_step"], SIGNATURE["batch"], len(rows)
-    ws = _workspace("train_step", tuple(bs if d == bdim else v
-                                        for d, v in zip(info["dims"], dims)))
+    ws, threads = _plan("train_step", tuple(bs if d == bdim else v
+                                            for d, v in zip(info["dims"], dims)))
     if "train_epoch" in _PROGRAMS:
-        loss = _invoke(_PROGRAMS["train_epoch"]["kernel"], *arrays, lr, state["step"], rows,
-                       bs, seed, ws, *dims)
+        loss = _invoke(_PROGRAMS["train_epoch"]["kernel"], threads, *arrays, lr,
+                       state["step"], rows, bs, seed, ws, *dims)
         state["step"] += -(-n // bs)
         return float(loss)
     noise = np.random.RandomState(seed)
@@ -85,7 +85,8 @@ def _epoch(params, lr, batch_size, seed, order, state, inputs):
                 else a for role, a in zip(roles, arrays)]
         t = state["step"] + 1
         step_dims = tuple(m if d == bdim else v for d, v in zip(info["dims"], dims))
-        loss = _invoke(info["kernel"], *step, lr, *_step_scalars(t), ws, *step_dims)[0]
+        loss = _invoke(info["kernel"], threads, *step, lr, *_step_scalars(t), ws,
+                       *step_dims)[0]
         state["step"] = t
         total += float(loss) * m
     return total / n

@@ -17,7 +17,9 @@ Contracts:
   are in :mod:`gradc.codegen.state`.
 - A Ctrl-C that lands inside Numba's dispatcher reaches the caller as KeyboardInterrupt,
   not as the SystemError Numba wraps it in.
-- They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``,
+- Every kernel call goes through ``_invoke`` with the threads of its ``_plan`` (the thread
+  budget of :mod:`gradc.codegen.threads`, pasted beside these helpers).
+- They may use only ``numpy`` (as ``np``), ``math``, ``difflib``, ``threading``, ``time``,
   ``functools``, ``importlib`` (to find gradc when a function is pickled) and the
   module's tables (``SIGNATURE``, ``_PROGRAMS``, ``_NP``): the module runs without gradc.
 """
@@ -28,6 +30,7 @@ import functools
 import importlib
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -183,14 +186,20 @@ def _writeable(params):
                              "place; pass a writeable copy (np.array(...))")
 
 
-def _workspace(program, dims):
-    """The workspace of ``program`` for these dims: allocated once per thread and reused, so
-    that calls from several threads never share scratch memory."""
+def _plan(program, dims):
+    """What a call of ``program`` for these dims runs with: ``(workspace, threads)``, made
+    once per thread and reused (calls from several threads never share scratch memory).
+    ``threads`` is the plan's :class:`_Threads` (:mod:`gradc.codegen.threads`: the budget
+    of the program's mean BLAS product, ``_PROGRAMS[program]["macs"]``, against the cores;
+    GRADC_NUM_THREADS is read here)."""
     spaces = _LOCAL.__dict__.setdefault("spaces", {})
-    ws = spaces.get((program, dims))
-    if ws is None:
-        ws = spaces[(program, dims)] = _allocate(program, dims)
-    return ws
+    plan = spaces.get((program, dims))
+    if plan is None:
+        cores = _usable_cores()
+        plan = spaces[(program, dims)] = (
+            _allocate(program, dims),
+            _Threads(_thread_budget(_PROGRAMS[program]["macs"](*dims), cores), cores))
+    return plan
 
 
 def _interrupted(error):
@@ -200,11 +209,19 @@ def _interrupted(error):
     return KeyboardInterrupt() if isinstance(cause, KeyboardInterrupt) else error
 
 
-def _invoke(kernel, *args):
-    """Call a compiled kernel, turning Numba's SystemError around a Ctrl-C back into the
-    KeyboardInterrupt it was."""
+def _invoke(kernel, threads, *args):
+    """Call a compiled kernel with ``threads`` (the :class:`_Threads` of its :func:`_plan`;
+    timed where the plan races thread counts), turning Numba's SystemError around a Ctrl-C
+    back into the KeyboardInterrupt it was."""
+    n = _set_threads(threads)
     try:
-        return kernel(*args)
+        if threads.most == 1:
+            return kernel(*args)
+        start = time.perf_counter()
+        out = kernel(*args)
+        end = time.perf_counter()
+        threads.record(n, end - start, end)
+        return out
     except SystemError as e:
         error = _interrupted(e)
         if error is e:
@@ -213,10 +230,10 @@ def _invoke(kernel, *args):
 
 
 def _run(call, scalars=()):
-    """Run a prepared call: the program's kernel with the thread's workspace."""
+    """Run a prepared call: the program's kernel with the thread's workspace and threads."""
     program, arrays, dims, _ = call
-    kernel = _PROGRAMS[program]["kernel"]
-    return _invoke(kernel, *arrays, *scalars, _workspace(program, dims), *dims)
+    ws, threads = _plan(program, dims)
+    return _invoke(_PROGRAMS[program]["kernel"], threads, *arrays, *scalars, ws, *dims)
 
 
 def _named(kind, values, call):

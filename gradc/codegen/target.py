@@ -61,12 +61,15 @@ class Target:
         imports: the module's import lines after the standard library's.
         hooks: the runtime hook functions pasted after the shared runtime (the contract of
             each is in :mod:`gradc.codegen.runtime`).
+        blas_modules: modules whose import loads the BLAS its kernels call, so that the
+            thread budget (:mod:`gradc.codegen.threads`) finds it before the first call.
     """
 
     name: str = ""
     summary: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     hooks: tuple = ()
+    blas_modules: tuple[str, ...] = ()
 
     def constants(self, unit) -> list[str]:
         """Module-level constant lines (JIT options, launch sizes)."""

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
+from gradc.commands.options import add_threads_option
 from gradc.codegen.target import TARGETS
 from gradc.dtypes import FLOAT, numpy_dtype
 from gradc.errors import GradcError
@@ -46,6 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--target", choices=TARGETS, default="cpu", help="code target (default cpu)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the params and inputs (default 0)")
+    add_threads_option(p)
     p.set_defaults(run=run)
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, load_model
+from gradc.codegen.threads import _usable_cores
 from gradc.commands.options import check_options, n_epochs, out_dir, percent
 from gradc.dask.cluster import check, open_cluster
 from gradc.dask.fit import fit
@@ -132,8 +133,6 @@ def train(args) -> int:
 
 def sweep(args) -> int:
     """Run ``gradc sweep``; return the exit code."""
-    import os
-
     from gradc.dask.sweep import label, parse_grid, settings_of
     from gradc.dask.sweep import sweep as run_sweep
 
@@ -141,7 +140,7 @@ def sweep(args) -> int:
     if not Path(args.data).is_file():
         raise GradcError(f"{args.data}: error: no such data file")
     n = len(settings_of(grid, {}))
-    cluster = args.cluster or f"local:{max(1, min(n, os.cpu_count() or 1))}"
+    cluster = args.cluster or f"local:{max(1, min(n, _usable_cores({})))}"
     check(cluster)
 
     model = load_model(args.model, target=args.target, optimizer=args.optimizer)

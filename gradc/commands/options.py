@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
 from gradc.codegen.target import TARGETS
+from gradc.codegen.threads import _usable_cores
 from gradc.errors import GradcError
 from gradc.options import OPTIMIZERS
 
@@ -65,8 +67,8 @@ def n_epochs(n: int) -> str:
 
 def add_training_options(p, unless: str = "") -> None:
     """The options ``gradc train`` and ``gradc sweep`` share: --val-split, --epochs,
-    --batch-size, --lr, --optimizer, --seed and --target; ``unless`` ends the help of
-    those a sweep's grid may set (" unless the grid sets it")."""
+    --batch-size, --lr, --optimizer, --seed, --target, --label and --threads; ``unless``
+    ends the help of those a sweep's grid may set (" unless the grid sets it")."""
     p.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT, metavar="F",
                    help=f"fraction of the samples held out for validation "
                         f"(default {DEFAULT_VAL_SPLIT}; 0: none)")
@@ -83,6 +85,7 @@ def add_training_options(p, unless: str = "") -> None:
                         f"shuffles{unless} (default 0)")
     add_target_option(p)
     add_label_option(p)
+    add_threads_option(p)
 
 
 def add_target_option(p) -> None:
@@ -105,3 +108,28 @@ def add_label_option(p) -> None:
                    help="the integer input whose values are the class labels, for accuracy "
                         "(default: the labels of the loss's cross_entropy or hinge); the "
                         "scores are then the first output shaped like it plus a class axis")
+
+
+def add_threads_option(p) -> None:
+    """``--threads N`` (gradc train, sweep, bench and predict): the thread budget's cores."""
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="at most N threads in the kernels' BLAS products and parallel loops, "
+                        "in this process and each worker it starts (default: the cores this "
+                        "process may use, shared between the workers; small products run on "
+                        "one thread anyway: docs/performance.md)")
+
+
+def apply_threads(args) -> None:
+    """Make ``--threads N`` the budget of every generated module of this process and of the
+    processes it starts (``GRADC_NUM_THREADS``, read by the modules' thread budget,
+    :mod:`gradc.codegen.threads`). GradcError for N < 1 and for a GRADC_NUM_THREADS in the
+    environment that the modules would refuse."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise GradcError(f"--threads must be at least 1, got {threads}")
+        os.environ["GRADC_NUM_THREADS"] = str(threads)
+    try:
+        _usable_cores()
+    except ValueError as e:
+        raise GradcError(f"error: {e}") from None

@@ -3,7 +3,8 @@
 ``open_cluster(spec)`` is the one way gradc.dask gets a :class:`distributed.Client`:
 
 * ``"local:N"`` starts a LocalCluster of N worker processes with one thread each (closed
-  again on exit; its workers log errors only: failures reach the user as gradc messages);
+  again on exit; its workers log errors only: failures reach the user as gradc messages),
+  each with its share of the cores as its thread budget (:func:`worker_env`);
 * ``"tcp://host:port"`` (or ``tls://``, ``ws://``, ...) connects to a running scheduler
   (``dask scheduler``, dask-jobqueue, Kubernetes, Coiled); it is not closed on exit;
 * a ``distributed.Client`` is used as it is.
@@ -16,11 +17,13 @@ address, never a hang.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+from gradc.codegen.threads import _usable_cores
 from gradc.errors import GradcError
 
 CONNECT_TIMEOUT = 5.0   # seconds to reach a scheduler
@@ -103,7 +106,8 @@ def open_cluster(spec, timeout: float = CONNECT_TIMEOUT, workers_timeout: float 
     if kind == "local":
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
                                            processes=True, dashboard_address=None,
-                                           silence_logs=logging.ERROR)
+                                           silence_logs=logging.ERROR,
+                                           env=worker_env(value))
         client = distributed.Client(cluster)
     else:
         client = connect(value, timeout)
@@ -118,6 +122,15 @@ def open_cluster(spec, timeout: float = CONNECT_TIMEOUT, workers_timeout: float 
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def worker_env(workers: int, environ=os.environ) -> dict[str, str]:
+    """The environment of the ``workers`` processes of a local cluster: each its share of
+    the cores this process may use (``GRADC_NUM_THREADS``, at least 1), unless
+    GRADC_NUM_THREADS is set here already (``--threads``), which they then inherit."""
+    if environ.get("GRADC_NUM_THREADS", "").strip():
+        return {}
+    return {"GRADC_NUM_THREADS": str(max(1, _usable_cores({}) // workers))}
 
 
 def alive_workers(client) -> list[str]:

@@ -184,21 +184,48 @@ def put(g: Graph, src: Node, idx: Node, axis: int, size) -> Node:
     return g.add("put", (src, idx), shape, src.dtype, axis=axis)
 
 
-def patches(g: Graph, x: Node, k: int, stride: int, pad: int) -> Node:
-    """im2col of NCHW ``x``: [N, C, H, W] -> [N, OH, OW, C*k*k] (channel-major, then
-    kernel row, then kernel column: the order of a conv weight [cout, C, k, k])."""
+def _pair(v) -> tuple[int, int]:
+    """A window size, stride or padding per image axis: (height, width); an int is both."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _window_attrs(k, stride, pad) -> dict:
+    """The attrs of a patches/unpatches node: each an int when both axes agree (conv2d,
+    the pools), else its (height, width) pair; so equal windows hash equal."""
+    return {name: v[0] if v[0] == v[1] else v for name, v in
+            (("k", _pair(k)), ("stride", _pair(stride)), ("pad", _pair(pad)))}
+
+
+def window(n: Node) -> tuple[tuple[int, int], ...]:
+    """The (height, width) pairs of window size, stride and padding of a patches or
+    unpatches node, whichever form its attrs have."""
+    return tuple(_pair(n.attrs[name]) for name in ("k", "stride", "pad"))
+
+
+def patches(g: Graph, x: Node, k, stride, pad) -> Node:
+    """im2col of NCHW ``x``: [N, C, H, W] -> [N, OH, OW, C*kh*kw] (channel-major, then
+    kernel row, then kernel column: the order of a conv weight [cout, C, kh, kw]).
+
+    ``k``, ``stride`` and ``pad`` are per image axis, (height, width), or one int for both
+    (see :func:`window`). conv1d is the window (1, k) over the height-1 view [N, C, 1, L]
+    of its signal."""
+    attrs = _window_attrs(k, stride, pad)
     n, c, h, w = x.shape
-    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if not (h.is_Integer and w.is_Integer):
+        raise ShapeMismatch(f"needs a fixed image size, got {fmt_shape(x.shape)} (give H and "
+                            "W as numbers, or declare them: dim H = 32)")
+    k, stride, pad = _pair(k), _pair(stride), _pair(pad)
+    oh, ow = ((size + 2 * p - kk) // s + 1 for size, kk, s, p in zip((h, w), k, stride, pad))
     if oh < 1 or ow < 1:
-        raise ShapeMismatch(f"window {k} with stride {stride} and padding {pad} does not fit "
-                            f"the image {fmt_shape(x.shape)}")
-    return g.add("patches", (x,), (n, sympy.Integer(oh), sympy.Integer(ow), c * k * k),
-                 x.dtype, k=k, stride=stride, pad=pad)
+        raise ShapeMismatch(f"window {attrs['k']} with stride {attrs['stride']} and padding "
+                            f"{attrs['pad']} does not fit the image {fmt_shape(x.shape)}")
+    return g.add("patches", (x,), (n, sympy.Integer(oh), sympy.Integer(ow), c * k[0] * k[1]),
+                 x.dtype, **attrs)
 
 
-def unpatches(g: Graph, p: Node, like: Node, k: int, stride: int, pad: int) -> Node:
+def unpatches(g: Graph, p: Node, like: Node, k, stride, pad) -> Node:
     """col2im: the adjoint of :func:`patches` (overlapping windows add up)."""
-    return g.add("unpatches", (p,), like.shape, p.dtype, k=k, stride=stride, pad=pad)
+    return g.add("unpatches", (p,), like.shape, p.dtype, **_window_attrs(k, stride, pad))
 
 
 def scan(g: Graph, xw: Node, wh: Node) -> Node:
@@ -222,6 +249,18 @@ def next_time(g: Graph, h: Node) -> Node:
     one = sympy.Integer(1)
     tail = slice_(g, h, (("r", 0, 1, b), ("r", 1, 1, t - one), ("r", 0, 1, n)))
     return unslice(g, tail, (("r", 0, 1, b), ("r", 0, 1, t - one), ("r", 0, 1, n)), h.shape)
+
+
+def causal_mask(g: Graph, t) -> Node:
+    """The [T, T] matrix ``m[i, j] = 1 if j <= i else 0``, for any T (a dim too), built
+    from existing primitives: ``v`` [2T] is 1 at 0 and above T; T rows of ``v`` laid end to
+    end and read back as rows of 2T - 1 shift by one per row, so ``m[i, j] =
+    v[(j - i) mod 2T]``, which is 1 exactly for j - i in {0, -1, ..., 1 - T}."""
+    two = 2 * t
+    v = ew(g, lambda a: 1 - a, unslice(g, g.const(1, (t,)), (("r", 1, 1, t),), (two,)))
+    flat = reshape(g, broadcast_to(g, v, (t, two)), (t * two,))
+    rows = reshape(g, slice_(g, flat, (("r", 0, 1, t * (two - 1)),)), (t, two - 1))
+    return slice_(g, rows, (("r", 0, 1, t), ("r", 0, 1, t)))
 
 
 def time_matmul(g: Graph, a: Node, b: Node, ta: bool = False, tb: bool = False) -> Node:

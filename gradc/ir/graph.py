@@ -20,8 +20,9 @@ slice       x                            spec: per axis ("i", index) or ("r", st
 unslice     x                            spec: zeros of the node's shape, x placed at spec
 take        a, idx int                   axis (gather)
 put         src, idx int                 axis (scatter-add into zeros)
-patches     x [N, C, H, W]               k, stride, pad (im2col: [N, OH, OW, C*k*k])
-unpatches   p [N, OH, OW, C*k*k]         k, stride, pad (col2im, overlaps added)
+patches     x [N, C, H, W]               k, stride, pad: each an int, or an (h, w) pair where the
+                                         axes differ (im2col: [N, OH, OW, C*kh*kw])
+unpatches   p [N, OH, OW, C*kh*kw]       k, stride, pad (col2im, overlaps added)
 scan        xw [B, T, H], wh [H, H]      — h_t = tanh(xw_t + h_{t-1} wh), every h_t
 scan_bwd    h, wh, g (all [B, T, H] but wh) — backprop through time: d(pre-activation)
 scan_lin    h, wh, u                     — tangent: s_t = (1 - h_t^2)(u_t + s_{t-1} wh)

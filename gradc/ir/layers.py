@@ -262,16 +262,42 @@ def _embedding(lw, layer, idx, call):
     return build.take(lw.g, layer.params["W"], idx, 0)
 
 
-def _conv2d(lw, layer, x, call):
-    g, c = lw.g, layer.config
-    cin, cout = c["channels"]
-    k = c["kernel"]
-    _expect(layer, x, (4, 4), 1, cin, f"NCHW [N, {cin}, H, W]")
-    cols = build.patches(g, x, k, c["stride"], c["pad"])                 # N, OH, OW, cin*k*k
-    w2 = build.reshape(g, layer.params["W"], (cout, cin * k * k))
+def _conv(g: Graph, layer: Layer, x: Node, k, stride, pad) -> Node:
+    """The convolution of NCHW ``x`` with the layer's ``W`` (any shape [cout, cin, ...] whose
+    trailing axes are the window's ``k`` = (kh, kw)) and ``b``: im2col, one matmul, the
+    bias; returns NCHW. conv2d and conv1d are both this (conv1d on a height-1 view)."""
+    cin, cout = layer.config["channels"]
+    cols = build.patches(g, x, k, stride, pad)                   # N, OH, OW, cin*kh*kw
+    w2 = build.reshape(g, layer.params["W"], (cout, cin * k[0] * k[1]))
     out = build.matmul(g, cols, build.transpose(g, w2))                 # N, OH, OW, cout
     out = build.ew(g, lambda a, b: a + b, out, layer.params["b"])
     return build.transpose(g, out, (0, 3, 1, 2))
+
+
+def _conv2d(lw, layer, x, call):
+    c = layer.config
+    k = c["kernel"]
+    _expect(layer, x, (4, 4), 1, c["channels"][0], f"NCHW [N, {c['channels'][0]}, H, W]")
+    return _conv(lw.g, layer, x, (k, k), c["stride"], c["pad"])
+
+
+def _conv1d(lw, layer, x, call):
+    """PyTorch's conv1d on NCL: the 2-D convolution with a (1, k) window of the height-1
+    view [N, cin, 1, L] of ``x`` (a reshape: no copy)."""
+    g, c = lw.g, layer.config
+    k, stride, pad = c["kernel"], c["stride"], c["pad"]
+    _expect(layer, x, (3, 3), 1, c["channels"][0], f"NCL [N, {c['channels'][0]}, L]")
+    n, cin, length = x.shape
+    if not length.is_Integer:
+        raise build.ShapeMismatch(f"needs a fixed length, got {fmt_shape(x.shape)} (give L "
+                                  "as a number, or declare it: dim L = 32)")
+    if (length + 2 * pad - k) // stride + 1 < 1:
+        raise build.ShapeMismatch(f"kernel {k} with stride {stride} and padding {pad} does "
+                                  f"not fit the signal {fmt_shape(x.shape)}")
+    one = sympy.Integer(1)
+    out = _conv(g, layer, build.reshape(g, x, (n, cin, one, length)), (1, k), (1, stride),
+                (0, pad))                                                # N, cout, 1, OL
+    return build.reshape(g, out, (n, out.shape[1], out.shape[3]))
 
 
 def _pool(lw, layer, x, call):
@@ -311,6 +337,11 @@ def _layernorm(lw, layer, x, call):
     return _affine(lw.g, y, layer.params["gamma"], layer.params["beta"], -1)
 
 
+#: the score a causal mask gives a future position: exp(MASKED - max) is exactly 0 in f32
+#: and f64, and MASKED is finite (no inf arithmetic anywhere, derivatives included)
+MASKED = -1e30
+
+
 def _attention(lw, layer, x, call):
     g, c = lw.g, layer.config
     dim, heads = c["dim"], c["heads"]
@@ -326,6 +357,9 @@ def _attention(lw, layer, x, call):
     q, k, v = split("Wq"), split("Wk"), split("Wv")
     scores = build.ew(g, lambda s_: s_ / sympy.sqrt(d),
                       build.matmul2(g, q, k, False, True))               # B, h, T, T
+    if c["causal"]:  # masked scores are far below any other: their weights are exactly 0
+        scores = build.ew(g, lambda s_, m: Select(m, s_, MASKED), scores,
+                          build.causal_mask(g, t))
     attn = build.ew(g, sympy.exp, log_softmax(g, scores, 3))
     ctx = build.matmul2(g, attn, v)                                      # B, h, T, d
     ctx = build.reshape(g, build.transpose(g, ctx, (0, 2, 1, 3)), (b, t, as_dim(dim)))
@@ -396,6 +430,16 @@ def _io(c):
     return c["features"]
 
 
+def _conv_kind(rank: int, apply: Callable) -> LayerKind:
+    """conv1d (``rank`` 1) and conv2d (2): W [cout, cin, k, ...] (``rank`` times k), b."""
+    return LayerKind(
+        ("arrow", "int"), ("channels", "kernel"), {"stride": "int", "pad": "int"},
+        {"stride": 1, "pad": 0},
+        lambda c: [("W", (c["channels"][1], c["channels"][0]) + (c["kernel"],) * rank,
+                    ("glorot_uniform",)), ("b", (c["channels"][1],), ("zeros",))], apply,
+        {"kernel_size": "kernel", "padding": "pad"})
+
+
 LAYERS: dict[str, LayerKind] = {
     "dense": LayerKind(
         ("arrow",), ("features",), {"bias": "bool"}, {"bias": True},
@@ -404,12 +448,8 @@ LAYERS: dict[str, LayerKind] = {
     "embedding": LayerKind(
         ("arrow",), ("features",), {}, {},
         lambda c: [("W", _io(c), ("normal", 1.0))], _embedding),
-    "conv2d": LayerKind(
-        ("arrow", "int"), ("channels", "kernel"), {"stride": "int", "pad": "int"},
-        {"stride": 1, "pad": 0},
-        lambda c: [("W", (c["channels"][1], c["channels"][0], c["kernel"], c["kernel"]),
-                    ("glorot_uniform",)), ("b", (c["channels"][1],), ("zeros",))], _conv2d,
-        {"kernel_size": "kernel", "padding": "pad"}),
+    "conv2d": _conv_kind(2, _conv2d),
+    "conv1d": _conv_kind(1, _conv1d),
     "maxpool2d": LayerKind(("int",), ("size",), {"stride": "int"}, {"stride": 0},
                            lambda c: [], _pool, {"kernel_size": "size", "kernel": "size"},
                            inline=True),
@@ -442,7 +482,7 @@ LAYERS: dict[str, LayerKind] = {
                    ("bx", (3 * _io(c)[1],), ("zeros",)),
                    ("bh", (3 * _io(c)[1],), ("zeros",))], _gated),
     "attention": LayerKind(
-        ("int", "int"), ("dim", "heads"), {}, {},
+        ("int", "int"), ("dim", "heads"), {"causal": "bool"}, {"causal": False},
         lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))
                    for w in ("Wq", "Wk", "Wv", "Wo")], _attention, {"num_heads": "heads"}),
 }

@@ -1,6 +1,6 @@
 """THE elementwise op table: one row per op, forward as a SymPy expression.
 
-Adding an elementwise op is adding a row here (and a row in ``tests/op_specs.py``): its VJP
+Adding an elementwise op is adding a row here (and a row in ``tests/harness/op_specs.py``): its VJP
 and JVP come from ``sympy.diff`` (:mod:`gradc.autodiff.derive`), its CPU code from the SymPy
 printer (:mod:`gradc.codegen.scalar`), its reference value from ``sympy.lambdify``.
 

@@ -256,6 +256,25 @@ class Program:
     float_dtype: str = "f32"
 
 
+def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
+    """The BLAS products one call of ``prog`` makes: (their multiply-adds in all, their
+    number), expressions in the dims. A :class:`Dot` is one product per leading index of
+    its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step. The thread
+    budget (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
+    macs, calls = sympy.Integer(0), sympy.Integer(0)
+    for k in prog.kernels:
+        if isinstance(k, Dot):
+            count = sympy.Mul(*k.out.shape[:-2])
+            inner = k.a.shape[-2] if k.ta else k.a.shape[-1]
+            macs += count * k.out.shape[-2] * k.out.shape[-1] * inner
+            calls += count
+        elif isinstance(k, Recur):
+            b, t, h = k.out.shape
+            macs += t * b * h * h
+            calls += t
+    return sympy.expand(macs), sympy.expand(calls)
+
+
 @dataclass(eq=False)
 class Scatter(Kernel):
     """out = zeros; then for every index i of ``shape``: out[index(i)] = src[i]
@@ -306,13 +325,14 @@ class Put(Kernel):
 
 @dataclass(eq=False)
 class Patches(Kernel):
-    """im2col of NCHW ``src`` into out [N, OH, OW, C*k*k] (zeros where padded)."""
+    """im2col of NCHW ``src`` into out [N, OH, OW, C*kh*kw] (zeros where padded); ``k``,
+    ``stride`` and ``pad`` are (height, width) pairs."""
 
     out: Buffer
     src: Buffer
-    k: int
-    stride: int
-    pad: int
+    k: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
     span: Span | None = None
 
     def reads(self) -> list[Buffer]:
@@ -321,13 +341,14 @@ class Patches(Kernel):
 
 @dataclass(eq=False)
 class Unpatches(Kernel):
-    """col2im: out [N, C, H, W] = zeros; each window of ``src`` added back in place."""
+    """col2im: out [N, C, H, W] = zeros; each window of ``src`` added back in place
+    (``k``, ``stride``, ``pad`` as in :class:`Patches`)."""
 
     out: Buffer
     src: Buffer
-    k: int
-    stride: int
-    pad: int
+    k: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
     span: Span | None = None
 
     def reads(self) -> list[Buffer]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from gradc.ir.build import window
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import free_dims, numel
@@ -250,7 +251,7 @@ class _Scheduler:
             return self._scan(n, out)
         if n.op in ("patches", "unpatches"):
             kind = Patches if n.op == "patches" else Unpatches
-            return kind(out, src, n.attrs["k"], n.attrs["stride"], n.attrs["pad"], n.span)
+            return kind(out, src, *window(n), n.span)
         raise AssertionError(f"schedule: no kernel for {n.op}")
 
     def _scan(self, n: Node, out: Buffer) -> Scan:

@@ -11,6 +11,7 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
+from gradc.ir.build import window
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.sym import NUMPY_IMPLS
@@ -107,30 +108,30 @@ def _put(n, ins, shape, dims):
 
 
 def _windows(n, x):
-    """The (N, C, OH, OW, k, k) view of the padded input windows."""
-    k, s, p = n.attrs["k"], n.attrs["stride"], n.attrs["pad"]
-    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))
-    return win[:, :, ::s, ::s]
+    """The (N, C, OH, OW, kh, kw) view of the padded input windows."""
+    (kh, kw), (sh, sw), (ph, pw) = window(n)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    return win[:, :, ::sh, ::sw]
 
 
 def _patches(n, ins, shape, dims):
-    win = _windows(n, ins[0])                     # N, C, OH, OW, k, k
+    win = _windows(n, ins[0])                     # N, C, OH, OW, kh, kw
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(shape)
 
 
 def _unpatches(n, ins, shape, dims):
-    k, s, p = n.attrs["k"], n.attrs["stride"], n.attrs["pad"]
+    (kh, kw), (sh, sw), (ph, pw) = window(n)
     N, C, H, W = shape
     cols = ins[0]
     oh, ow = cols.shape[1], cols.shape[2]
-    cols = cols.reshape(N, oh, ow, C, k, k)
-    out = np.zeros((N, C, H + 2 * p, W + 2 * p))
-    for i in range(k):
-        for j in range(k):
-            window = cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-            out[:, :, i:i + s * oh:s, j:j + s * ow:s] += window
-    return out[:, :, p:p + H, p:p + W].copy()
+    cols = cols.reshape(N, oh, ow, C, kh, kw)
+    out = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    for i in range(kh):
+        for j in range(kw):
+            taps = cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            out[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += taps
+    return out[:, :, ph:ph + H, pw:pw + W].copy()
 
 
 def _recurrence(n, ins, shape, dims):

@@ -51,7 +51,7 @@ from types import ModuleType
 
 from gradc.runtime.cache import ready_entries
 from gradc.runtime.loader import load_module, module_name
-from gradc.runtime.warm import calls, compile_entry, kernels
+from gradc.runtime.warm import NICE, calls, compile_entry, kernels
 
 _QUEUED: set = set()   # background compiles of this process waiting for a worker
 _RUNNING: set = set()  # and those running
@@ -95,6 +95,10 @@ class _Job:
              str(os.getpid()), *self.entries],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
             start_new_session=True)
+        try:  # from its first instruction, not once it has imported gradc
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, os.nice(0) + NICE)
+        except OSError:
+            pass  # it ended already, or the system refuses: it runs at our priority
         _QUEUED.discard(self)
         _RUNNING.add(self)
 

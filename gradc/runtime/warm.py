@@ -8,9 +8,9 @@ convert the same way), so that Numba compiles its kernels and writes them to its
 cache, and marks each entry ready in the cache folder as soon as it is compiled (in the
 order given); it exits 0 when all are. It holds a lock on
 each kernel it compiles (:func:`locked`): another process compiling one of them waits
-its turn. It runs at a lower priority than the process that trains (niced by
-:data:`NICE`). Any failure is a traceback on stderr and exit status 1 (the parent then
-keeps those entries on the NumPy tier).
+its turn. It runs at a lower priority than the process that trains: the parent adds
+:data:`NICE` to its niceness as soon as it has started it. Any failure is a traceback
+on stderr and exit status 1 (the parent then keeps those entries on the NumPy tier).
 
 The process that started it (PARENT_PID) may exit first: a normal exit lets the compile
 finish, so that the next run finds the kernels in the cache, but for at most
@@ -125,10 +125,6 @@ def main(argv: list[str]) -> int:
 
     path, name, parent, entries = Path(argv[0]), argv[1], int(argv[2]), argv[3:]
     bound(parent)
-    try:
-        os.nice(NICE)
-    except OSError:
-        pass
     with locked(path.parent, set().union(*(kernels(e) for e in entries))):
         module = load_module(path, name)
         for entry in entries:

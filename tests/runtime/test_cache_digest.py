@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from gradc.runtime.cache import compiler_files
+from tests.harness.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = """\
 model digest
 input  x : f64[B, 2]

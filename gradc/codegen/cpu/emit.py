@@ -308,32 +308,33 @@ class CpuEmitter(Indexing):
     def _patches(self, b: Builder, k) -> None:
         """im2col (Patches) and col2im (Unpatches) share one loop nest, in the columns'
         memory order. Without padding every tap is inside the image (the output size keeps
-        each window in), so only a padded window tests its taps; a single channel gets no
+        each window in), so only a padded axis tests its taps; a single channel gets no
         loop: Numba's compile time grows with the loops and branches of a function."""
         back = isinstance(k, Unpatches)
         img, cols = (k.out, k.src) if back else (k.src, k.out)
         n, c, h, w = (self.size(d) for d in img.shape)
         oh, ow = (self.size(d) for d in cols.shape[1:3])
-        kk, st, pd = k.k, k.stride, k.pad
+        (kh, kw), (sh, sw), (ph, pw) = k.k, k.stride, k.pad
         if back:
             self._zero(b, k.out)
         chan = "c_" if c != "1" else "0"
         loops = [f"for n_ in range({n}):", f"for oh in range({oh}):",
                  f"for ow in range({ow}):"] + \
             ([f"for c_ in range({c}):"] if chan == "c_" else []) + \
-            [f"for kh in range({kk}):"]
-        shift = f" - {pd}" if pd else ""
-        hh, ww = f"{_scaled('oh', st)} + kh{shift}", f"{_scaled('ow', st)} + kw{shift}"
-        tap = f"({chan} * {kk} + kh) * {kk} + kw" if chan == "c_" else f"kh * {kk} + kw"
+            [f"for kh in range({kh}):"]
+        hh = f"{_scaled('oh', sh)} + kh" + (f" - {ph}" if ph else "")
+        ww = f"{_scaled('ow', sw)} + kw" + (f" - {pw}" if pw else "")
+        tap = f"({chan} * {kh} + kh) * {kw} + kw" if chan == "c_" else f"kh * {kw} + kw"
         col, at = f"{cols.name}[n_, oh, ow, {tap}]", f"{img.name}[n_, {chan}, hh, ww]"
-        inside = f"0 <= hh < {h} and 0 <= ww < {w}"
+        inside = " and ".join(f"0 <= {v} < {size}" for v, size, pad in
+                              (("hh", h, ph), ("ww", w, pw)) if pad)
         with ExitStack() as nest:
             for line in loops:
                 nest.enter_context(b.block(line))
             b.line(f"hh = {hh}")
-            nest.enter_context(b.block(f"for kw in range({kk}):"))
+            nest.enter_context(b.block(f"for kw in range({kw}):"))
             b.line(f"ww = {ww}")
-            if not pd:  # every tap is inside the image
+            if not inside:  # every tap is inside the image
                 b.line(f"{at} += {col}" if back else f"{col} = {at}")
             elif back:
                 with b.block(f"if {inside}:"):

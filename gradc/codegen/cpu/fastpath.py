@@ -39,8 +39,9 @@ def emit_fast(b: Builder, spec: ProgramSpec, prog: Program, dim_var, call: str, 
 
     ``call`` is the kernel's name; ``ret`` an expression of the kernel's result ``r``;
     ``extra`` one more condition. The state dict must already be named ``state``. The
-    workspace comes from the calling thread's cache (``_LOCAL``); the first call of a
-    thread for given dims takes the general path, which allocates it.
+    workspace and threads come from the calling thread's plans (``_LOCAL``, see the
+    runtime's ``_plan``); the first call of a thread for given dims takes the general path,
+    which makes the plan.
     """
     arrays = [n for n in spec.args if n.op != "hyper"]
     scalars = [n for n in spec.args if n.op == "hyper"]
@@ -86,12 +87,13 @@ def emit_fast(b: Builder, spec: ProgramSpec, prog: Program, dim_var, call: str, 
             b.line("ok = False")
         with b.block("if ok:"):
             dims = "(" + "".join(f"{dim_var(d)}, " for d in prog.dims) + ")"
-            b.line(f"ws = _LOCAL.__dict__.get('spaces', {{}}).get(({spec.name!r}, {dims}))")
-            with b.block("if ws is not None:"):
+            b.line(f"plan = _LOCAL.__dict__.get('spaces', {{}}).get(({spec.name!r}, "
+                   f"{dims}))")
+            with b.block("if plan is not None:"):
                 args = [f"a{k}" for k in range(len(arrays))]
                 if scalars:  # train_step: the learning rate, then the optimizer's scalars
                     b.line("t = state['step'] = state['step'] + 1")
                     args += ["lr", "*_step_scalars(t)"]
-                args += ["ws"] + [dim_var(d) for d in prog.dims]
-                b.line(f"r = _invoke({call}, {', '.join(args)})")
+                args += ["plan[0]"] + [dim_var(d) for d in prog.dims]
+                b.line(f"r = _invoke({call}, plan[1], {', '.join(args)})")
                 b.line(f"return {ret}")

@@ -13,8 +13,8 @@ error_model='numpy')`` -- never ``nnan``/``ninf``: +-0, subnormals, +-inf and Na
 (NaN in -> NaN out).  ``fX`` are float64; ``_fX32`` compute in float32/int32 only (every float
 literal is ``np.float32(...)``).  Error = ``|y - exact| / max(|exact|, tiny)`` (``tiny``: the
 smallest normal, so subnormal results count in absolute units of it); the bounds in
-:data:`ERROR_BOUNDS` are asserted by ``tests/test_mathlib.py`` (float32 ones also over all 2^32
-inputs with ``GRADC_MATHLIB_EXHAUSTIVE=1``).
+:data:`ERROR_BOUNDS` are asserted by ``tests/codegen/cpu/test_mathlib.py`` (float32 ones
+also over all 2^32 inputs with ``GRADC_MATHLIB_EXHAUSTIVE=1``).
 
 Bit casts: scalar ``np.float64(x).view(np.int64)`` (and back) lowers to a plain LLVM
 ``bitcast`` in Numba, so no ``@intrinsic`` or array round trip is needed.  ``reassoc`` would

@@ -37,6 +37,7 @@ class CpuTarget(Target):
                "jacobian, as the model has them) work as in gradc's Python API.")
     imports = ("import numba as nb", "import numpy as np")
     hooks = definitions(host)
+    blas_modules = ("scipy.linalg.cython_blas",)  # Numba's np.dot calls SciPy's BLAS
 
     def constants(self, unit: Unit) -> list[str]:
         opts = unit.options

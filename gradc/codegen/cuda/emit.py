@@ -114,10 +114,12 @@ class CudaEmitter(Indexing):
         return n, ctx
 
     def decompose(self, flat: str, sizes, names) -> None:
-        """Write ``names`` (one per size, row-major) as the digits of index ``flat``."""
+        """Write ``names`` (one per size, row-major) as the digits of index ``flat``; a
+        size that is an expression (``2 * d_T``) is parenthesised: ``f_ % (2 * d_T)``."""
         body, rest = self.kernel.body, flat
         for k in range(len(sizes) - 1, 0, -1):
             s = self.size(sizes[k])
+            s = s if s.isidentifier() or s.isdigit() else f"({s})"
             body.line(f"{names[k]} = {rest} % {s}")
             body.line(f"{'q_' if k > 1 else names[0]} = {rest} // {s}")
             rest = "q_"

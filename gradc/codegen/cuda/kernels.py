@@ -135,17 +135,18 @@ def take(em, k) -> None:
 
 
 def patches(em, k) -> None:
-    """im2col: cols[n, oh, ow, (c*k + kh)*k + kw] = img[n, c, oh*s + kh - p, ...] or 0."""
+    """im2col: cols[n, oh, ow, (c*kh + i)*kw + j] = img[n, c, oh*sh + i - ph, ow*sw + j - pw]
+    or 0 outside the image."""
     img, cols = k.src, k.out
     em.begin(k.span)
     em.kernel.use(cols)
     em.kernel.use(img)
-    body, kk, st, pd = em.kernel.body, k.k, k.stride, k.pad
+    body, (kh, kw), (sh, sw), (ph, pw) = em.kernel.body, k.k, k.stride, k.pad
     h, w = (em.size(d) for d in img.shape[2:])
     n, ctx = em.flat(cols.shape)
-    body.line(f"c_ = i3 // {kk * kk}")
-    body.line(f"hh = i1 * {st} + i3 // {kk} % {kk} - {pd}")
-    body.line(f"ww = i2 * {st} + i3 % {kk} - {pd}")
+    body.line(f"c_ = i3 // {kh * kw}")
+    body.line(f"hh = i1 * {sh} + i3 // {kw} % {kh} - {ph}")
+    body.line(f"ww = i2 * {sw} + i3 % {kw} - {pw}")
     body.line(f"{cols.name}[i0, i1, i2, i3] = {img.name}[i0, c_, hh, ww] if "
               f"0 <= hh < {h} and 0 <= ww < {w} else {em.lit(0)}")
     ctx.__exit__(None, None, None)
@@ -158,18 +159,18 @@ def unpatches(em, k) -> None:
     em.begin(k.span)
     em.kernel.use(img)
     em.kernel.use(cols)
-    body, kk, st, pd = em.kernel.body, k.k, k.stride, k.pad
+    body, (kh, kw), (sh, sw), (ph, pw) = em.kernel.body, k.k, k.stride, k.pad
     oh, ow = (em.size(d) for d in cols.shape[1:3])
     n, ctx = em.flat(img.shape)
     body.line(f"a_ = {em.lit(0)}")
-    with body.block(f"for kh in range({kk}):"):
-        body.line(f"th = i2 + {pd} - kh")
-        with body.block(f"if th >= 0 and th % {st} == 0 and th // {st} < {oh}:"):
-            with body.block(f"for kw in range({kk}):"):
-                body.line(f"tw = i3 + {pd} - kw")
-                with body.block(f"if tw >= 0 and tw % {st} == 0 and tw // {st} < {ow}:"):
-                    body.line(f"a_ += {cols.name}[i0, th // {st}, tw // {st}, "
-                              f"(i1 * {kk} + kh) * {kk} + kw]")
+    with body.block(f"for kh in range({kh}):"):
+        body.line(f"th = i2 + {ph} - kh")
+        with body.block(f"if th >= 0 and th % {sh} == 0 and th // {sh} < {oh}:"):
+            with body.block(f"for kw in range({kw}):"):
+                body.line(f"tw = i3 + {pw} - kw")
+                with body.block(f"if tw >= 0 and tw % {sw} == 0 and tw // {sw} < {ow}:"):
+                    body.line(f"a_ += {cols.name}[i0, th // {sh}, tw // {sw}, "
+                              f"(i1 * {kh} + kh) * {kw} + kw]")
     body.line(f"{img.name}[i0, i1, i2, i3] = a_")
     ctx.__exit__(None, None, None)
     em.finish(f"_grid({n})")

@@ -332,45 +332,54 @@ class NumpyEmitter(Indexing):
         b.line(f"np.add.at({out}, {at}, {k.src.name})")
 
     def _window(self, k, img: Buffer, cols: Buffer) -> tuple:
-        """(N, C, H, W, OH, OW, k, stride, pad) of an im2col / col2im kernel, printed."""
+        """(N, C, H, W, OH, OW) of an im2col / col2im kernel, printed."""
         n, c, h, w = (self.size(d) for d in img.shape)
         oh, ow = (self.size(d) for d in cols.shape[1:3])
-        return n, c, h, w, oh, ow, k.k, k.stride, k.pad
+        return n, c, h, w, oh, ow
 
-    def _taps(self, oh: str, ow: str, st: int) -> str:
+    def _taps(self, k, oh: str, ow: str) -> str:
         """The padded image's slice that kernel offset (kh_, kw_) reads for every output."""
-        rows = f"kh_:kh_ + {st} * ({oh} - 1) + 1" + (f":{st}" if st != 1 else "")
-        cols = f"kw_:kw_ + {st} * ({ow} - 1) + 1" + (f":{st}" if st != 1 else "")
+        (sh, sw) = k.stride
+        rows = f"kh_:kh_ + {sh} * ({oh} - 1) + 1" + (f":{sh}" if sh != 1 else "")
+        cols = f"kw_:kw_ + {sw} * ({ow} - 1) + 1" + (f":{sw}" if sw != 1 else "")
         return f"[:, :, {rows}, {cols}]"
+
+    @staticmethod
+    def _padded(k, n: str, c: str, h: str, w: str, dt: str) -> tuple[str, str]:
+        """The zeros of the padded image and the slice of it that is the image."""
+        (ph, pw) = k.pad
+        inner = f"[:, :, {ph}:{ph} + {h}, {pw}:{pw} + {w}]"
+        return f"np.zeros(({n}, {c}, {h} + {2 * ph}, {w} + {2 * pw}), {dt})", inner
 
     def _patches(self, b: Builder, k: Patches) -> None:
         """im2col: one strided copy per kernel offset (kh, kw) into the columns."""
-        n, c, h, w, oh, ow, kk, st, pd = self._window(k, k.src, k.out)
-        dt = NP[self.dtype]
+        n, c, h, w, oh, ow = self._window(k, k.src, k.out)
+        (kh, kw) = k.k
         self._output(b, k.out)
         src = k.src.name
-        if pd:
-            b.line(f"p_ = np.zeros(({n}, {c}, {h} + {2 * pd}, {w} + {2 * pd}), {dt})")
-            b.line(f"p_[:, :, {pd}:{pd} + {h}, {pd}:{pd} + {w}] = {src}")
+        if any(k.pad):
+            zeros, inner = self._padded(k, n, c, h, w, NP[self.dtype])
+            b.line(f"p_ = {zeros}")
+            b.line(f"p_{inner} = {src}")
             src = "p_"
-        b.line(f"c6_ = {k.out.name}.reshape(({n}, {oh}, {ow}, {c}, {kk}, {kk}))")
-        with b.block(f"for kh_ in range({kk}):"), b.block(f"for kw_ in range({kk}):"):
-            b.line(f"c6_[:, :, :, :, kh_, kw_] = {src}{self._taps(oh, ow, st)}"
+        b.line(f"c6_ = {k.out.name}.reshape(({n}, {oh}, {ow}, {c}, {kh}, {kw}))")
+        with b.block(f"for kh_ in range({kh}):"), b.block(f"for kw_ in range({kw}):"):
+            b.line(f"c6_[:, :, :, :, kh_, kw_] = {src}{self._taps(k, oh, ow)}"
                    ".transpose(0, 2, 3, 1)")
 
     def _unpatches(self, b: Builder, k: Unpatches) -> None:
         """col2im: one strided add per kernel offset, in the CPU's order of the adds into
         each pixel (decreasing offsets are increasing output positions)."""
-        n, c, h, w, oh, ow, kk, st, pd = self._window(k, k.out, k.src)
-        dt = NP[self.dtype]
-        b.line(f"p_ = np.zeros(({n}, {c}, {h} + {2 * pd}, {w} + {2 * pd}), {dt})")
-        b.line(f"c6_ = {k.src.name}.reshape(({n}, {oh}, {ow}, {c}, {kk}, {kk}))")
-        with b.block(f"for kh_ in range({kk} - 1, -1, -1):"), \
-                b.block(f"for kw_ in range({kk} - 1, -1, -1):"):
-            b.line(f"p_{self._taps(oh, ow, st)} += c6_[:, :, :, :, kh_, kw_]"
+        n, c, h, w, oh, ow = self._window(k, k.out, k.src)
+        (kh, kw) = k.k
+        zeros, inner = self._padded(k, n, c, h, w, NP[self.dtype])
+        b.line(f"p_ = {zeros}")
+        b.line(f"c6_ = {k.src.name}.reshape(({n}, {oh}, {ow}, {c}, {kh}, {kw}))")
+        with b.block(f"for kh_ in range({kh} - 1, -1, -1):"), \
+                b.block(f"for kw_ in range({kw} - 1, -1, -1):"):
+            b.line(f"p_{self._taps(k, oh, ow)} += c6_[:, :, :, :, kh_, kw_]"
                    ".transpose(0, 3, 1, 2)")
-        inner = f"p_[:, :, {pd}:{pd} + {h}, {pd}:{pd} + {w}]" if pd else "p_"
-        b.line(f"{k.out.name} = np.ascontiguousarray({inner})" if pd else
+        b.line(f"{k.out.name} = np.ascontiguousarray(p_{inner})" if any(k.pad) else
                f"{k.out.name} = p_")
 
     def _recur(self, b: Builder, k: Recur) -> None:

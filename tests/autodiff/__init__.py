@@ -1,0 +1,1 @@
+"""Tests of :mod:`gradc.autodiff`: every derivative against independent oracles."""

@@ -1,0 +1,1 @@
+"""Tests of :mod:`gradc.codegen.cuda`: the CUDA target under the simulator, and its PTX."""

@@ -1,0 +1,1 @@
+"""Tests of :mod:`gradc.codegen.numpy`: the NumPy target against the CPU target."""

@@ -1,0 +1,268 @@
+"""The thread budget (gradc/codegen/threads.py, docs/performance.md): its rules, that a
+generated module sets the BLAS thread count they give (read back with threadpoolctl, with
+and without threadpoolctl in the module's reach), that results do not depend on the count,
+and the --threads / GRADC_NUM_THREADS / worker-share plumbing of the command line."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from threadpoolctl import ThreadpoolController
+
+import gradc
+from gradc import cli
+from gradc.codegen import threads
+from gradc.codegen.threads import (_MACS_PER_THREAD, _PROBE_CALLS, _PROBE_S, _cgroup_cores,
+                                   _thread_budget, _Threads, _usable_cores)
+from gradc.dask import cluster
+
+from tests.harness import seeds
+
+M = _MACS_PER_THREAD
+
+# ------------------------------------------------------------------ the rules
+
+
+def _cgroup(tmp_path, v2=None, v1=None):
+    if v2 is not None:
+        (tmp_path / "cpu.max").write_text(v2 + "\n")
+    if v1 is not None:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{v1[0]}\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(f"{v1[1]}\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("v2, v1, cores", [
+    ("200000 100000", None, 2),     # two cores' worth
+    ("150000 100000", None, 2),     # 1.5 cores: rounded up
+    ("50000 100000", None, 1),      # half a core: still one thread
+    ("max 100000", None, None),     # no quota
+    (None, (300000, 100000), 3),    # cgroup v1
+    (None, (-1, 100000), None),     # v1 without quota
+    (None, None, None),             # no cgroup files at all
+])
+def test_cgroup_quota(tmp_path, v2, v1, cores):
+    assert _cgroup_cores(_cgroup(tmp_path, v2, v1)) == cores
+
+
+def test_cores_are_the_affinity_capped_by_the_quota(tmp_path):
+    quota = _cgroup(tmp_path, v2="200000 100000")
+    assert _usable_cores({}, affinity={0, 1, 2, 3}, root=quota) == 2
+    assert _usable_cores({}, affinity={5}, root=quota) == 1
+    assert _usable_cores({}, affinity={0, 1, 2}, root=str(tmp_path / "none")) == 3
+
+
+def test_gradc_num_threads_overrides_affinity_and_quota(tmp_path):
+    quota = _cgroup(tmp_path, v2="100000 100000")
+    assert _usable_cores({"GRADC_NUM_THREADS": "3"}, affinity={0}, root=quota) == 3
+    assert _usable_cores({"GRADC_NUM_THREADS": " "}, affinity={0, 1}, root=quota) == 1
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(ValueError, match="GRADC_NUM_THREADS"):
+            _usable_cores({"GRADC_NUM_THREADS": bad}, affinity={0}, root=quota)
+
+
+def test_size_threshold():
+    assert _thread_budget(0, 8) == 1
+    assert _thread_budget(2 * M - 1, 8) == 1      # below two threads' worth: one thread
+    assert _thread_budget(2 * M, 8) == 2
+    assert _thread_budget(5 * M + 7, 8) == 5
+    assert _thread_budget(100 * M, 8) == 8        # never more than the cores
+    assert _thread_budget(100 * M, 1) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 1 << 40), st.integers(0, 1 << 40), st.integers(1, 256))
+def test_budget_is_bounded_and_monotone(a, b, cores):
+    lo, hi = sorted((a, b))
+    assert 1 <= _thread_budget(lo, cores) <= _thread_budget(hi, cores) <= cores
+
+
+def _race(threads, seconds_of, now):
+    """Run calls until the race of ``threads`` ends; return the counts used and the time."""
+    used = []
+    while True:
+        n = threads.count(now)
+        used.append(n)
+        now += seconds_of[n]
+        threads.record(n, seconds_of[n], now)
+        if threads.until > now:
+            return used, now
+
+
+@pytest.fixture
+def idle_machine(monkeypatch):
+    """A machine whose load leaves every core idle: ``idle_machine(module)`` makes it so
+    for a generated module (whatever the real load is)."""
+    return lambda module: monkeypatch.setattr(module, "_idle_cores", lambda own: 64)
+
+
+@pytest.mark.parametrize("own, load, cpus, idle", [
+    (1, 1.0, 2, 2),      # only this process runs: both cores are its
+    (1, 2.1, 2, 1),      # another process spins on a core
+    (2, 3.0, 2, 1),      # ... while this one runs two threads
+    (2, 2.0, 2, 2),      # this one's two threads are the load
+    (1, 0.2, 16, 16),    # never more than the CPUs
+    (1, 40.0, 16, 1),    # an overloaded machine: at least 1
+])
+def test_idle_cores_are_the_cpus_less_the_others_load(own, load, cpus, idle):
+    assert threads._idle_cores(own, load, cpus) == idle
+
+
+def test_no_race_while_no_core_is_idle(monkeypatch):
+    idle = {"cores": 1}
+    monkeypatch.setattr(threads, "_idle_cores", lambda own: idle["cores"])
+    plan = _Threads(4, 4)
+    assert plan.count(0.0) == 1 and plan.until == _PROBE_S   # one thread, for a while
+    assert plan.count(_PROBE_S / 2) == 1
+    idle["cores"] = 4                                       # the machine got quiet
+    used, _ = _race(plan, {1: 0.010, 4: 0.004}, _PROBE_S)
+    assert used == [4, 1] * _PROBE_CALLS and plan.n == 4
+
+
+@pytest.mark.parametrize("faster, kept", [(1, 1), (4, 4)])
+def test_a_race_keeps_the_faster_count_for_a_while(faster, kept, idle_machine):
+    idle_machine(threads)
+    plan = _Threads(4, 4)
+    seconds_of = {1: 0.010, 4: 0.030} if faster == 1 else {1: 0.010, 4: 0.004}
+    used, now = _race(plan, seconds_of, 100.0)
+    assert used == [4, 1] * _PROBE_CALLS          # alternately, the budget's count first
+    assert plan.n == kept and plan.until == pytest.approx(now + _PROBE_S)
+    assert plan.count(now + _PROBE_S - 0.001) == kept
+    # the load changed meanwhile: the next race, after _PROBE_S, sees it
+    seconds_of = {1: seconds_of[4], 4: seconds_of[1]}
+    used, _ = _race(plan, seconds_of, now + _PROBE_S)
+    assert used == [4, 1] * _PROBE_CALLS and plan.n == (4 if kept == 1 else 1)
+
+
+def test_a_budget_of_one_thread_never_races():
+    plan = _Threads(1, 8)
+    for now in (0.0, 1e3, 1e6):
+        assert plan.count(now) == 1
+        plan.record(1, 5.0, now)
+    assert plan.until == 0.0 and plan.times == {1: []}
+
+
+# ------------------------------------------------------------------ generated modules
+
+# Two products per loss_and_grad call: a @ W and a.T @ dz, each N*256*512 multiply-adds.
+PRODUCT = """model prod
+input  a : {t}[N, 256]
+param  W : {t}[256, 512] ~ normal(0.05)
+output y = tanh(a @ W)
+loss   = sum(y * y)
+"""
+
+
+def _blas_counts():
+    return {lib.filepath: lib.num_threads
+            for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+
+
+def _module(target, dtype="f64"):
+    model = gradc.compile_string(PRODUCT.format(t=dtype), "prod", target=target, wait=True)
+    model.module._BLAS_THREADS.update(threads=None, setters=None)  # counts are changed behind it
+    model.module._LOCAL = type(model.module._LOCAL)()       # no plan (and race) of before
+    return model, model.module
+
+
+@pytest.fixture
+def two_threads_at_most():
+    """Every BLAS library at 2 threads for the test (or fewer where it cannot have 2);
+    yields that count, then restores what was set before."""
+    controller = ThreadpoolController()
+    with controller.limit(limits=2, user_api="blas"):
+        yield min(_blas_counts().values())
+
+
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+@pytest.mark.parametrize("threadpoolctl_importable", [True, False])
+def test_module_sets_the_blas_threads_of_the_budget(target, threadpoolctl_importable,
+                                                    two_threads_at_most, monkeypatch,
+                                                    idle_machine):
+    monkeypatch.setenv("GRADC_NUM_THREADS", "2")
+    if not threadpoolctl_importable:  # the standalone module's ctypes path
+        monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    model, mod = _module(target)
+    idle_machine(mod)
+    params = model.init_params(0)
+    small = np.full((8, 256), 0.01)               # 8*256*512 = 1M multiply-adds a product
+    model.loss_and_grad(params, a=small)
+    assert set(_blas_counts().values()) == {1}
+    rows = -(-2 * M // (256 * 512))               # a product of just two threads' worth
+    model.loss_and_grad(params, a=np.full((rows, 256), 0.01))
+    assert set(_blas_counts().values()) == {two_threads_at_most}
+    model.loss_and_grad(params, a=small)          # and back
+    assert set(_blas_counts().values()) == {1}
+    assert mod._PROGRAMS["loss_and_grad"]["macs"](rows) == rows * 256 * 512
+
+
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_results_do_not_depend_on_the_thread_count(target, two_threads_at_most, monkeypatch,
+                                                    idle_machine):
+    """OpenBLAS splits a product's output between threads, never its sums: the loss and
+    gradient are the same to the last bit (0 ulp) on one and on two threads."""
+    rng = np.random.default_rng(seeds.seed(240))
+    model, mod = _module(target, "f32")
+    idle_machine(mod)
+    params = {"W": (0.05 * rng.standard_normal((256, 512))).astype(np.float32)}
+    a = rng.standard_normal((-(-2 * M // (256 * 512)), 256)).astype(np.float32)
+    results = {}
+    for n in ("1", "2"):
+        monkeypatch.setenv("GRADC_NUM_THREADS", n)
+        mod._LOCAL = type(mod._LOCAL)()  # plans made afresh
+        loss, grads = model.loss_and_grad(params, a=a)
+        results[n] = (loss, grads["W"])
+        assert set(_blas_counts().values()) == {min(int(n), two_threads_at_most)}
+    assert results["1"][0] == results["2"][0]
+    np.testing.assert_array_equal(results["1"][1], results["2"][1])
+
+
+def test_a_parallel_module_runs_its_loops_on_the_usable_cores(monkeypatch):
+    import numba
+
+    monkeypatch.setenv("GRADC_NUM_THREADS", "1")
+    model = gradc.compile_string(PRODUCT.format(t="f64"), "prod", parallel=True, wait=True)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    model.module._LOCAL = type(model.module._LOCAL)()
+    loss, _ = model.loss_and_grad(model.init_params(0), a=np.full((4, 256), 0.01))
+    assert numba.get_num_threads() == 1 and np.isfinite(loss)
+
+
+def test_a_bad_gradc_num_threads_is_a_value_error_at_the_call(monkeypatch):
+    model, mod = _module("numpy")
+    monkeypatch.setenv("GRADC_NUM_THREADS", "lots")
+    with pytest.raises(ValueError, match="GRADC_NUM_THREADS: expected a whole number"):
+        model.loss_and_grad(model.init_params(0), a=np.zeros((2, 256)))
+
+
+# ------------------------------------------------------------------ command line, workers
+
+
+def test_threads_option_sets_the_budget_of_the_process(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_NUM_THREADS", "")  # unset, and restored after the test
+    model = tmp_path / "prod.grad"
+    model.write_text(PRODUCT.format(t="f32"))
+    argv = ["bench", str(model), "--target", "numpy", "--batch", "4", "--repeats", "1",
+            "--dim", "N=4"]
+    assert cli.main(argv + ["--threads", "1"]) == 0
+    assert threads.os.environ["GRADC_NUM_THREADS"] == "1"
+    assert cli.main(argv + ["--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "--threads must be at least 1, got 0"
+    monkeypatch.setenv("GRADC_NUM_THREADS", "many")
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: GRADC_NUM_THREADS: expected a whole number of threads >= 1, got 'many'"
+
+
+def test_local_workers_get_their_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(cluster, "_usable_cores", lambda environ: 8)
+    assert cluster.worker_env(3, environ={}) == {"GRADC_NUM_THREADS": "2"}
+    assert cluster.worker_env(16, environ={}) == {"GRADC_NUM_THREADS": "1"}
+    # --threads (or the user's GRADC_NUM_THREADS) is inherited as it is
+    assert cluster.worker_env(3, environ={"GRADC_NUM_THREADS": "4"}) == {}

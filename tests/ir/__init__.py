@@ -1,0 +1,1 @@
+"""Tests of :mod:`gradc.ir`: lowering, semantic errors, layers and shapes."""

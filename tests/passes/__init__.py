@@ -1,0 +1,1 @@
+"""Tests of :mod:`gradc.passes`: loop-nest collapsing and the workspace plan."""

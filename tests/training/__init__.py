@@ -1,0 +1,1 @@
+"""Tests of :mod:`gradc.training`: labels, Ctrl-C during training."""
