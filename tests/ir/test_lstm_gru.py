@@ -1,5 +1,6 @@
 """``lstm`` and ``gru`` layers against ``torch.nn.LSTM``/``torch.nn.GRU`` in float64 through
-every entry (numpy target): PyTorch's equations, gate order and zero initial state."""
+every entry (numpy target; tests/harness/layer_checks.py): PyTorch's equations, gate order
+and zero initial state."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 
 import gradc
+from tests.harness.layer_checks import check_entries
 
 torch = pytest.importorskip("torch")
-from torch_check import check_against_torch  # noqa: E402
 
 MODEL = """
 model {kind}m
@@ -30,8 +31,13 @@ def _torch_fn(kind: str):
         weights = {"weight_ih_l0": p["r.Wx"].T, "weight_hh_l0": p["r.Wh"].T,
                    "bias_ih_l0": bias_ih, "bias_hh_l0": bias_hh}
         hs, _ = torch.func.functional_call(net, weights, (inp["x"],))
-        return {"o": hs}, (torch.tanh(hs) * hs).sum() + hs[:, -1].sum()
+        return {"o": hs}
     return fn
+
+
+def _loss(o, inp):
+    hs = o["o"]
+    return (torch.tanh(hs) * hs).sum() + hs[:, -1].sum()
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -43,7 +49,7 @@ def test_matches_torch(kind, steps):
     params = {k: rng.standard_normal(np.shape(v)) * 0.5
               for k, v in model.init_params(0).items()}
     x = rng.standard_normal((2, steps, 3))
-    check_against_torch(model, params, {"x": x}, _torch_fn(kind), seed)
+    check_entries(model, _torch_fn(kind), params, {"x": x}, (), seed, 1e-12, _loss)
 
 
 def test_param_layout():

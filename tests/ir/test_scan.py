@@ -1,6 +1,6 @@
 """``scan(cell, xs, hidden)``: a user cell run over axis 1, against PyTorch loops and against
-the same model unrolled by hand, through every entry (numpy target, float64), and its
-errors."""
+the same model unrolled by hand, through every entry (numpy target, float64;
+tests/harness/layer_checks.py), and its errors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 
 import gradc
 from gradc.errors import ErrorGroup
-from oracles import rel_err
+from tests.harness import seeds
+from tests.harness.layer_checks import check_entries
+from tests.harness.oracles import rel_err
 
 torch = pytest.importorskip("torch")
-from torch_check import check_against_torch  # noqa: E402
 
 CELL_FN = """
 model sc
@@ -34,15 +35,19 @@ loss = mean((hs - y) ^ 2) + sum(hs[:, -1, :] ^ 2)
 
 
 def _fn_torch(p, inp):
-    x, y = inp["x"], inp["y"]
+    x = inp["x"]
     h, hs = torch.zeros(x.shape[0], 4, dtype=torch.float64), []
     s = torch.nn.functional.softplus(p["v"])
     for t in range(x.shape[1]):
         z = x[:, t] @ p["Wx"] + h @ p["Wh"] + p["b"]
         h = torch.tanh(z) * s + torch.sigmoid(z) * h
         hs.append(h)
-    hs = torch.stack(hs, 1)
-    return {"o": hs}, ((hs - y) ** 2).mean() + (hs[:, -1] ** 2).sum()
+    return {"o": torch.stack(hs, 1)}
+
+
+def _fn_loss(o, inp):
+    hs = o["o"]
+    return ((hs - inp["y"]) ** 2).mean() + (hs[:, -1] ** 2).sum()
 
 
 CELL_BLOCK = """
@@ -69,8 +74,11 @@ def _block_torch(p, inp):
     for t in range(x.shape[1]):
         h = torch.tanh(x[:, t] @ p["c.fx.W"] + p["c.fx.b"] + h @ p["c.fh.W"]) + 0.5 * h
         hs.append(h)
-    hs = torch.stack(hs, 1)
-    return {"o": hs}, torch.sin(hs).sum()
+    return {"o": torch.stack(hs, 1)}
+
+
+def _block_loss(o, inp):
+    return torch.sin(o["o"]).sum()
 
 
 def _params(model, rng, scale=0.6) -> dict:
@@ -85,7 +93,7 @@ def test_fn_cell_matches_torch_for_any_length(steps):
     seed = 100 + steps
     rng = np.random.default_rng(seed)
     inputs = {"x": rng.standard_normal((3, steps, 3)), "y": rng.standard_normal((3, steps, 4))}
-    check_against_torch(model, _params(model, rng), inputs, _fn_torch, seed)
+    check_entries(model, _fn_torch, _params(model, rng), inputs, (), seed, 1e-12, _fn_loss)
 
 
 def test_block_cell_matches_torch():
@@ -93,7 +101,7 @@ def test_block_cell_matches_torch():
     model = gradc.compile_string(CELL_BLOCK, "scb", target="numpy")
     rng = np.random.default_rng(7)
     inputs = {"x": rng.standard_normal((2, 4, 3))}
-    check_against_torch(model, _params(model, rng), inputs, _block_torch, 7)
+    check_entries(model, _block_torch, _params(model, rng), inputs, (), 7, 1e-12, _block_loss)
 
 
 CELL = """
@@ -142,9 +150,10 @@ def test_scan_equals_the_unrolled_model():
 
 
 def test_random_cells_match_their_unrolled_twin():
-    """Seeded random cells (a random mix of ops) against the unrolled loop in NumPy."""
+    """Seeded random cells (a random mix of ops, seeds from GRADC_TEST_SEED) against the
+    unrolled loop in NumPy."""
     ops = ["tanh({})", "sigmoid({})", "sin({})", "({}) * h", "({}) + h"]
-    for seed in range(3):
+    for seed in (seeds.seed(k) for k in range(3)):
         rng = np.random.default_rng(seed)
         picks = rng.choice(len(ops), 2)
         body = "xt @ W + h @ U"
