@@ -11,8 +11,6 @@ and into reductions; contractions are :class:`Dot` (BLAS on the CPU). The CPU em
 
 from __future__ import annotations
 
-from gradc.errors import GradcError
-
 import itertools
 from dataclasses import dataclass, field
 
@@ -259,8 +257,9 @@ class Program:
 def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
     """The BLAS products one call of ``prog`` makes: (their multiply-adds in all, their
     number), expressions in the dims. A :class:`Dot` is one product per leading index of
-    its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step. The thread
-    budget (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
+    its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step, a
+    :class:`Scan` its body's products per time step. The thread budget
+    (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
     macs, calls = sympy.Integer(0), sympy.Integer(0)
     for k in prog.kernels:
         if isinstance(k, Dot):
@@ -272,6 +271,10 @@ def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
             b, t, h = k.out.shape
             macs += t * b * h * h
             calls += t
+        elif isinstance(k, Scan):
+            body_macs, body_calls = blas_work(k.body)
+            macs += k.out.shape[0] * body_macs
+            calls += k.out.shape[0] * body_calls
     return sympy.expand(macs), sympy.expand(calls)
 
 
@@ -384,10 +387,3 @@ class Scan(Kernel):
 
     def reads(self) -> list[Buffer]:
         return list(self.seqs) + list(self.consts)
-
-
-def unsupported_scan(emitter, *printed) -> None:
-    """The printer of :class:`Scan` on the targets that cannot run one yet: a clear error
-    at compile time (never a wrong or missing result)."""
-    raise GradcError("scan with a user cell runs on the numpy target only for now "
-                     "(compile with target='numpy')")

@@ -24,7 +24,7 @@ import torch
 from gradc.errors import ErrorGroup
 from gradc.pipeline import Options, front
 from gradc.source import Source
-from tests.harness.oracles import rel_err
+from tests.harness.oracles import arrays, rel_err
 
 func = torch.func
 
@@ -96,6 +96,29 @@ def check_entries(model, torch_fn, params: dict, inputs: dict, wrt: tuple, seed:
                           (tuple(torch.tensor(vector[k]) for k in keys),))
     close("hvp", model.hvp(params, vector, **inputs), dict(zip(keys, want_hv)))
     assert not problems, f"[{tag}]\n  " + "\n  ".join(problems)
+
+
+#: the entries :func:`same_numbers` compares by default
+ENTRIES = ("forward", "loss_and_grad", "jvp", "vjp", "hvp", "train_step")
+
+
+def same_numbers(model, other, params: dict, inputs: dict, seed: int, tol: float = 1e-13,
+                 entries: tuple = ENTRIES) -> None:
+    """``model`` and ``other`` (the same text compiled for two targets) agree to ``tol``
+    on ``entries`` (train_step: the returned loss and the updated params; directions
+    drawn from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    tangents = {k: rng.standard_normal(np.shape(v)) for k, v in params.items()}
+    cot = {k: rng.standard_normal(np.shape(v)) for k, v in
+           other.forward(params, **inputs).items()}
+    args = {"forward": (), "loss_and_grad": (), "jvp": (tangents,), "vjp": (cot,),
+            "hvp": (tangents,), "train_step": (0.1,)}
+    for entry in entries:
+        copies = [{k: np.array(v) for k, v in params.items()} for _ in range(2)]
+        got, want = ((getattr(m, entry)(p, *args[entry], **inputs), p)
+                     for m, p in zip((model, other), copies))
+        for g, w in zip(arrays(got), arrays(want), strict=True):
+            assert rel_err(g, w) < tol, f"{entry} (seed {seed})"
 
 
 def front_error(src: str, filename: str = "e.grad") -> str:

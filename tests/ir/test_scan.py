@@ -1,16 +1,20 @@
 """``scan(cell, xs, hidden)``: a user cell run over axis 1, against PyTorch loops and against
-the same model unrolled by hand, through every entry (numpy target, float64;
-tests/harness/layer_checks.py), and its errors."""
+the same model unrolled by hand, through every entry (float64;
+tests/harness/layer_checks.py) on the numpy target, the CPU target and the CUDA simulator,
+and its errors."""
 
 from __future__ import annotations
+
+import inspect
+import re
 
 import numpy as np
 import pytest
 
 import gradc
 from gradc.errors import ErrorGroup
-from tests.harness import seeds
-from tests.harness.layer_checks import check_entries
+from tests.harness import seeds, sim_models
+from tests.harness.layer_checks import check_entries, same_numbers
 from tests.harness.oracles import rel_err
 
 torch = pytest.importorskip("torch")
@@ -196,8 +200,38 @@ def test_errors_name_the_call(text, message):
     assert f"bad.grad:{src.count(chr(10))}:" in text_err  # located at the scan call
 
 
-@pytest.mark.parametrize("target", ["cpu", "cuda"])
-def test_other_targets_refuse_a_scan_clearly(target):
-    """Until their printers exist, the cpu and cuda targets refuse at compile time."""
-    with pytest.raises(gradc.GradcError, match="numpy target only"):
-        gradc.compile_string(CELL_FN, f"sc_{target}", target=target)
+def test_each_distinct_body_is_printed_once():
+    """The forward step recurs in every entry (and derived bodies in several): a body whose
+    text equals an earlier one's is an alias of that function, so Numba compiles it once."""
+    mod = gradc.compile_string(CELL_FN, "sc", target="numpy").module
+    names = [n for n in vars(mod) if re.fullmatch(r"_body\d+_", n)]
+    functions = {id(getattr(mod, n)): getattr(mod, n) for n in names}
+    assert len(names) > 2 * len(functions) > 0, (len(names), len(functions))
+    texts = [re.sub(r"_body\d+_", "_body_", inspect.getsource(f)) for f in functions.values()]
+    assert len(set(texts)) == len(texts)
+
+
+@pytest.mark.slow
+def test_cpu_target_matches_torch_and_the_numpy_target():
+    """The CPU target (the body an njit function called per step) through every entry,
+    against torch and against the numpy target's numbers."""
+    cpu = gradc.compile_string(CELL_FN, "sc", target="cpu")
+    assert cpu.tier("hvp") == "numba"
+    rng = np.random.default_rng(21)
+    params = _params(cpu, rng)
+    inputs = {"x": rng.standard_normal((3, 4, 3)), "y": rng.standard_normal((3, 4, 4))}
+    check_entries(cpu, _fn_torch, params, inputs, (), 21, 1e-12, _fn_loss)
+    ref = gradc.compile_string(CELL_FN, "sc", target="numpy")
+    same_numbers(cpu, ref, params, inputs, 22)
+
+
+@pytest.mark.slow
+def test_cuda_simulator_matches_cpu():
+    """The CUDA target (the loop on the host, the body's kernels launched per step) under
+    the simulator against the CPU target: every entry, float32 and float64, reverse loops
+    (vjp, loss_and_grad) and tangent loops (jvp, hvp) included
+    (tests/harness/sim_models.py)."""
+    pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")
+    res = sim_models.run({"sc.grad": CELL_FN}, {"B": 2, "T": 3})
+    assert not res["failures"], "\n".join(res["failures"])
+    assert res["checks"] > 50, res

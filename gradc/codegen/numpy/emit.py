@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import sympy
 
+from gradc.codegen.bodies import Bodies, step_args, steps
 from gradc.codegen.builder import Builder
 from gradc.codegen.indexing import NP, Indexing, int_expr
 from gradc.codegen.numpy.printer import ArrayPrinter
@@ -71,8 +72,7 @@ class NumpyEmitter(Indexing):
     def __init__(self, dim_var: Callable[[str], str], comment):
         self.dim_var, self.comment = dim_var, comment
         self.helpers: set[str] = set()
-        self.bodies: list[tuple[str, Program]] = []  # loop bodies still to print
-        self.body_count = 0
+        self.bodies = Bodies()  # the loop bodies the printed programs call
 
     def scalar_ref(self, buf: Buffer) -> str:
         return buf.name
@@ -160,12 +160,6 @@ class NumpyEmitter(Indexing):
                 results = [self.value(r) if not r.shape else r.name for r in prog.results]
                 b.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
         b.line()
-
-    def emit_bodies(self, b: Builder) -> None:
-        """Append the functions of the loop bodies the printed programs call (and of the
-        bodies those call)."""
-        while self.bodies:
-            self.emit(b, *reversed(self.bodies.pop(0)))
 
     def _hoist_offsets(self, b: Builder, prog: Program) -> None:
         """Print each distinct workspace offset used once (``wo<k>_``, alignment terms
@@ -405,32 +399,21 @@ class NumpyEmitter(Indexing):
                 b.line(f"c_ = np.dot(h_, {wh.name}.T)")
 
     def _scan(self, b: Builder, k: Scan) -> None:
-        """The time loop of a ``loop`` node: the body's function called once per step
-        (printed after the programs, see :meth:`emit_bodies`), its workspace allocated
-        once."""
-        fname = f"_body{self.body_count}_"
-        self.body_count += 1
-        self.bodies.append((fname, k.body))
+        """The time loop of a ``loop`` node (:mod:`gradc.codegen.bodies`): the body's
+        function called once per step, its workspace allocated once."""
+        fname = self.bodies.add(k.body)
         out, dt = k.out.name, NP[k.out.dtype]
         carry, ws = f"{out}_h", f"{out}_ws"
         self._output(b, k.out)
         b.line(f"{carry} = np.zeros({self.shape(k.out.shape[1:])}, {dt})")
         b.line(f"{ws} = np.empty(max({int_expr(k.body.ws_size, self.dim_var)}, 1), "
                f"{NP[k.body.float_dtype]})")
-        args = [_one(carry, k.out.rank - 1)]
-        args += [f"{s.name}[t_]" if s.rank > 1 else f"{s.name}[t_:t_ + 1]" for s in k.seqs]
-        args += [_one(self.value(c), 0) if not c.shape else c.name for c in k.consts]
-        args += [ws] + [self.dim_var(d) for d in k.body.dims]
-        steps = self.size(k.out.shape[0])
-        order = f"range({steps} - 1, -1, -1)" if k.reverse else f"range({steps})"
-        with b.block(f"for t_ in {order}:"):
+        first = carry if k.out.rank > 1 else f"np.reshape({carry}, (1,))"
+        args = step_args(k, first, ws, lambda c: f"np.reshape({self.value(c)}, (1,))",
+                         self.dim_var)
+        with b.block(f"for t_ in {steps(k, self.size)}:"):
             b.line(f"{carry}, = {fname}({', '.join(args)})")
             b.line(f"{out}[t_] = {carry}")
-
-
-def _one(text: str, rank: int) -> str:
-    """An argument of a program: a rank-0 value goes as a 1-element array."""
-    return text if rank else f"np.reshape({text}, (1,))"
 
 
 #: kernel class -> the emitter method printing it (every class of
