@@ -122,16 +122,26 @@ def _gru_step(hidden: int):
     return step
 
 
+#: layer kind -> (carry width in hidden units, the bias param added to x Wx, the params the
+#: step reads, the step); the carry is [h] or [h, c], the layer returns its h part. (The
+#: tanh ``rnn`` keeps its dedicated ``scan`` op: through this machinery its char_rnn step
+#: ran 1.5-1.7x slower, see docs/language.md, Recurrence.)
+CELLS = {"lstm": (2, "b", ("Wh",), _lstm_step),
+         "gru": (1, "bx", ("Wh", "bh"), _gru_step)}
+
+
 def gated(g: Graph, kind: str, x: Node, params: dict, hidden: int) -> Node:
-    """``lstm`` or ``gru`` over axis 1 of x [B, T, in]: every h_t, [B, T, hidden]."""
-    xw = build.ew(g, lambda a, b: a + b, build.time_matmul(g, x, params["Wx"]),
-                  params["b" if kind == "lstm" else "bx"])
-    width = 2 * hidden if kind == "lstm" else hidden
-    consts = [params["Wh"]] + ([params["bh"]] if kind == "gru" else [])
-    step = _lstm_step(hidden) if kind == "lstm" else _gru_step(hidden)
-    body = loops.make_body(g.float_dtype, ((x.shape[0], as_dim(width)), g.float_dtype),
-                           [], consts, step, [((x.shape[0], xw.shape[2]), xw.dtype)])
+    """A recurrent layer of :data:`CELLS` over axis 1 of x [B, T, in]: every h_t,
+    [B, T, hidden]."""
+    width, bias, reads, step = CELLS[kind]
+    xw = build.ew(g, lambda a, b: a + b, build.time_matmul(g, x, params["Wx"]), params[bias])
+    consts = [params[name] for name in reads]
+    body = loops.make_body(g.float_dtype, ((x.shape[0], as_dim(width * hidden)),
+                                           g.float_dtype),
+                           [], consts, step(hidden), [((x.shape[0], xw.shape[2]), xw.dtype)])
     states = over_time(g, body, xw, consts)
+    if width == 1:
+        return states
     b, t, _ = states.shape
     return build.slice_(g, states, (("r", 0, 1, b), ("r", 0, 1, t), ("r", 0, 1, as_dim(hidden))))
 
