@@ -17,7 +17,7 @@
 
 Every model is compiled once (``functools.cache``) and Numba compiles each entry at its
 first call, so the checks share entries where they can. The big layer examples (cnn,
-resmlp, attention_block, char_rnn) run on the ``numpy`` target: their hvp kernels take
+resmlp, attention_block, char_rnn, lstm_chars, tiny_gpt) run on the ``numpy`` target: their hvp kernels take
 minutes of Numba compile time, and tests/codegen/numpy/test_target.py holds the numpy target to the
 CPU target's results (hvp included) to 1e-12.
 """
@@ -43,7 +43,7 @@ F = torch.nn.functional
 
 PATHS = sorted(EXAMPLES.glob("*.grad"))
 #: on the numpy target (see above)
-BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "tiny_gpt"}
+BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "lstm_chars", "tiny_gpt"}
 SEED = 5                # the noise seed of every call (batchnorm, dropout: one fixed graph)
 EPS = 1e-5              # central differences (directions scaled to the values they move)
 HVP_RTOL = 1e-5
@@ -122,6 +122,7 @@ INPUTS = {          # example -> small inputs, drawn by the helpers of the examp
     "char_rnn": lambda: data.char_data(4, 3, 3)[0],
     "cnn": lambda: dict(zip(("x", "y"), data.digits(3, 3))),
     "embedding_bag": lambda: data.bags(3, 6, length=4),
+    "lstm_chars": lambda: data.char_data(4, 3, 3)[0],
     "mlp": lambda: dict(zip(("x", "y"), data.mlp_batch(1.0, n=3, seed=3))),
     "quadratic": lambda: {"x": np.random.default_rng(0).standard_normal(4)},
     "resmlp": _spiral3,
