@@ -27,10 +27,11 @@ param Wx : f64[3, 4]
 param Wh : f64[4, 4]
 param b : f64[4]
 param v : f64[4]
+param a : f64
 s = softplus(v)
 fn cell(h, xt) {
     z = xt @ Wx + h @ Wh + b
-    return tanh(z) * s + sigmoid(z) * h
+    return tanh(z) * s + sigmoid(z) * h * (a - mean(v)) - h / T
 }
 hs = scan(cell, x, 4)
 output o = hs
@@ -44,7 +45,7 @@ def _fn_torch(p, inp):
     s = torch.nn.functional.softplus(p["v"])
     for t in range(x.shape[1]):
         z = x[:, t] @ p["Wx"] + h @ p["Wh"] + p["b"]
-        h = torch.tanh(z) * s + torch.sigmoid(z) * h
+        h = torch.tanh(z) * s + torch.sigmoid(z) * h * (p["a"] - p["v"].mean()) - h / x.shape[1]
         hs.append(h)
     return {"o": torch.stack(hs, 1)}
 
