@@ -99,23 +99,25 @@ def check_entries(model, torch_fn, params: dict, inputs: dict, wrt: tuple, seed:
 
 
 #: the entries :func:`same_numbers` compares by default
-ENTRIES = ("forward", "loss_and_grad", "jvp", "vjp", "hvp", "train_step")
+ENTRIES = ("forward", "loss_and_grad", "jvp", "vjp", "hvp", "train_step", "train_epoch")
 
 
 def same_numbers(model, other, params: dict, inputs: dict, seed: int, tol: float = 1e-13,
                  entries: tuple = ENTRIES) -> None:
     """``model`` and ``other`` (the same text compiled for two targets) agree to ``tol``
-    on ``entries`` (train_step: the returned loss and the updated params; directions
-    drawn from ``seed``)."""
+    on ``entries`` (train_step, train_epoch: the returned loss and the updated params, the
+    epoch in minibatches of 2; directions drawn from ``seed``)."""
     rng = np.random.default_rng(seed)
     tangents = {k: rng.standard_normal(np.shape(v)) for k, v in params.items()}
     cot = {k: rng.standard_normal(np.shape(v)) for k, v in
            other.forward(params, **inputs).items()}
-    args = {"forward": (), "loss_and_grad": (), "jvp": (tangents,), "vjp": (cot,),
-            "hvp": (tangents,), "train_step": (0.1,)}
+    calls = {"forward": ((), {}), "loss_and_grad": ((), {}), "jvp": ((tangents,), {}),
+             "vjp": ((cot,), {}), "hvp": ((tangents,), {}), "train_step": ((0.1,), {}),
+             "train_epoch": ((0.1,), {"batch_size": 2})}
     for entry in entries:
+        args, options = calls[entry]
         copies = [{k: np.array(v) for k, v in params.items()} for _ in range(2)]
-        got, want = ((getattr(m, entry)(p, *args[entry], **inputs), p)
+        got, want = ((getattr(m, entry)(p, *args, **options, **inputs), p)
                      for m, p in zip((model, other), copies))
         for g, w in zip(arrays(got), arrays(want), strict=True):
             assert rel_err(g, w) < tol, f"{entry} (seed {seed})"

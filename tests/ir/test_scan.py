@@ -215,9 +215,11 @@ def test_each_distinct_body_is_printed_once():
 @pytest.mark.slow
 def test_cpu_target_matches_torch_and_the_numpy_target():
     """The CPU target (the body an njit function called per step) through every entry,
-    against torch and against the numpy target's numbers."""
+    against torch and against the numpy target's numbers (train_epoch: the CPU's compiled
+    loop over the minibatches, with the time loops inside it)."""
     cpu = gradc.compile_string(CELL_FN, "sc", target="cpu")
     assert cpu.tier("hvp") == "numba"
+    assert "train_epoch" in cpu.module._PROGRAMS
     rng = np.random.default_rng(21)
     params = _params(cpu, rng)
     inputs = {"x": rng.standard_normal((3, 4, 3)), "y": rng.standard_normal((3, 4, 4))}
