@@ -17,8 +17,8 @@
 
 Every model is compiled once (``functools.cache``) and Numba compiles each entry at its
 first call, so the checks share entries where they can. The big layer examples (cnn,
-resmlp, attention_block, char_rnn, tiny_gpt) and the examples with grad inside run on the
-``numpy`` target: their hvp kernels take minutes of Numba compile time, and
+resmlp, attention_block, char_rnn, lstm_chars, tiny_gpt) and the examples with grad inside
+run on the ``numpy`` target: their hvp kernels take minutes of Numba compile time, and
 tests/codegen/numpy/test_target.py holds the numpy target to the CPU target's results (hvp
 included) to 1e-12.
 """
@@ -45,8 +45,8 @@ F = torch.nn.functional
 
 PATHS = sorted(EXAMPLES.glob("*.grad"))
 #: on the numpy target (see above)
-BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "tiny_gpt", "pinn_oscillator",
-       "pinn_poisson", "gradient_penalty"}
+BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "lstm_chars", "tiny_gpt",
+       "pinn_oscillator", "pinn_poisson", "gradient_penalty"}
 SEED = 5                # the noise seed of every call (batchnorm, dropout: one fixed graph)
 EPS = 1e-5              # central differences (directions scaled to the values they move)
 HVP_RTOL = 1e-5
@@ -132,6 +132,7 @@ INPUTS = {          # example -> small inputs, drawn by the helpers of the examp
     "cnn": lambda: dict(zip(("x", "y"), data.digits(3, 3))),
     "embedding_bag": lambda: data.bags(3, 6, length=4),
     "gradient_penalty": lambda: _critic_batch(3),
+    "lstm_chars": lambda: data.char_data(4, 3, 3)[0],
     "mlp": lambda: dict(zip(("x", "y"), data.mlp_batch(1.0, n=3, seed=3))),
     "pinn_oscillator": lambda: collocation("pinn_oscillator", 3, seed=1, dtype="f64"),
     "pinn_poisson": lambda: collocation("pinn_poisson", 3, seed=1, dtype="f64"),

@@ -194,6 +194,16 @@ def _scan_bwd_jvp(g: Graph, n: Node, tans):
     return lin if out is None else build.ew(g, lambda a, b: a + b, lin, out)
 
 
+def _loop_vjp(g: Graph, n: Node, ct: Node):
+    from gradc.autodiff.through_time import loop_vjp  # it differentiates bodies with these rules
+    return loop_vjp(g, n, ct)
+
+
+def _loop_jvp(g: Graph, n: Node, tans):
+    from gradc.autodiff.through_time import loop_jvp
+    return loop_jvp(g, n, tans)
+
+
 def _attrs(n: Node) -> dict:
     return {k: n.attrs[k] for k in ("k", "stride", "pad")}
 
@@ -216,6 +226,7 @@ VJP = {
     "scan": _scan_vjp,
     "scan_bwd": _scan_bwd_vjp,
     "scan_lin": _scan_lin_vjp,
+    "loop": _loop_vjp,
     "unpatches": lambda g, n, ct: [build.patches(g, ct, **_attrs(n))],
 }
 
@@ -237,5 +248,6 @@ JVP = {
     "scan": _scan_jvp,
     "scan_bwd": _scan_bwd_jvp,
     "scan_lin": _scan_lin_jvp,
+    "loop": _loop_jvp,
     "unpatches": lambda g, n, t: build.unpatches(g, t[0], n, **_attrs(n)),
 }

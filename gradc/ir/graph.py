@@ -26,6 +26,8 @@ unpatches   p [N, OH, OW, C*kh*kw]       k, stride, pad (col2im, overlaps added)
 scan        xw [B, T, H], wh [H, H]      — h_t = tanh(xw_t + h_{t-1} wh), every h_t
 scan_bwd    h, wh, g (all [B, T, H] but wh) — backprop through time: d(pre-activation)
 scan_lin    h, wh, u                     — tangent: s_t = (1 - h_t^2)(u_t + s_{t-1} wh)
+loop        seqs [T, ...], then consts   body, reverse: a step function run over axis 0
+                                         (see :mod:`gradc.ir.loops`), every carry [T, ...]
 hyper       —                            name (a float scalar passed by value)
 =========== ============================ ====================================================
 

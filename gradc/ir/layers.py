@@ -15,7 +15,7 @@ import sympy
 
 from gradc.errors import did_you_mean
 from gradc.frontend import ast
-from gradc.ir import build
+from gradc.ir import build, recurrence
 from gradc.ir.builtins import check_numel, check_size, literal, log_softmax, parse_kwargs
 from gradc.ir.errors import LowerError
 from gradc.ir.graph import Graph, Node
@@ -420,6 +420,12 @@ def _rnn(lw, layer, x, call):
     return build.scan(g, xw, layer.params["Wh"])
 
 
+def _gated(lw, layer, x, call):
+    cin, hidden = layer.config["features"]
+    _expect(layer, x, (3, 3), -1, cin, f"[B, T, {cin}]")
+    return recurrence.gated(lw.g, layer.kind, x, layer.params, hidden)
+
+
 def _io(c):
     return c["features"]
 
@@ -464,6 +470,17 @@ LAYERS: dict[str, LayerKind] = {
         lambda c: [("Wx", _io(c), ("glorot_uniform",)),
                    ("Wh", (_io(c)[1], _io(c)[1]), ("glorot_uniform",)),
                    ("b", (_io(c)[1],), ("zeros",))], _rnn),
+    "lstm": LayerKind(
+        ("arrow",), ("features",), {}, {},
+        lambda c: [("Wx", (_io(c)[0], 4 * _io(c)[1]), ("glorot_uniform",)),
+                   ("Wh", (_io(c)[1], 4 * _io(c)[1]), ("glorot_uniform",)),
+                   ("b", (4 * _io(c)[1],), ("zeros",))], _gated),
+    "gru": LayerKind(
+        ("arrow",), ("features",), {}, {},
+        lambda c: [("Wx", (_io(c)[0], 3 * _io(c)[1]), ("glorot_uniform",)),
+                   ("Wh", (_io(c)[1], 3 * _io(c)[1]), ("glorot_uniform",)),
+                   ("bx", (3 * _io(c)[1],), ("zeros",)),
+                   ("bh", (3 * _io(c)[1],), ("zeros",))], _gated),
     "attention": LayerKind(
         ("int", "int"), ("dim", "heads"), {"causal": "bool"}, {"causal": False},
         lambda c: [(w, (c["dim"], c["dim"]), ("glorot_uniform",))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from gradc.entries import argument_names
 from gradc.errors import Collector, did_you_mean
 from gradc.frontend import ast
-from gradc.ir import blocks, build, derivatives, expansion, layers
+from gradc.ir import blocks, build, derivatives, expansion, layers, recurrence
 from gradc.ir.builtins import (BUILTINS, call_elementwise, check_numel, check_size, index,
                                 literal)
 from gradc.ir.errors import LowerError, Poisoned
@@ -26,6 +26,9 @@ NOT_YET = "is not supported yet"
 #: argument names of the API functions (SPEC §2): an input may not take one of them.
 RESERVED_INPUTS = argument_names()
 POISON = object()
+#: the special forms: calls lowered by a function of their own (``grad``, ``scan``), a
+#: generator ``lower(lowerer, args, kwargs, call, scope)`` like :meth:`_Lowerer._call`
+FORMS = {derivatives.GRAD: derivatives.lower_grad, **recurrence.FORMS}
 
 
 def lower(module: ast.Module, source: Source, dtype: str | None = None,
@@ -153,7 +156,7 @@ class _Lowerer:
     def check_not_builtin(self, name: str, stmt: ast.Stmt, span) -> None:
         """Raise if ``stmt`` may not take ``name``: a built-in function's name, or for a fn
         or block a built-in layer kind's (or ``repeat``)."""
-        if name in BUILTINS or name in ELEMENTWISE or name == derivatives.GRAD:
+        if name in BUILTINS or name in ELEMENTWISE or name in FORMS:
             kind = "a built-in function"
         elif isinstance(stmt, (ast.FnDecl, ast.BlockDecl)) and (
                 name in layers.LAYERS or name in blocks.RESERVED):
@@ -437,11 +440,10 @@ class _Lowerer:
         if e.id in self.layers:
             raise LowerError(f"'{e.id}' is a layer: apply it, e.g. {e.id}(x) or x |> {e.id}",
                              e.span)
-        if e.id in self.fns or e.id in ELEMENTWISE or e.id in BUILTINS \
-                or e.id == derivatives.GRAD:
+        if e.id in self.fns or e.id in ELEMENTWISE or e.id in BUILTINS or e.id in FORMS:
             raise LowerError(f"'{e.id}' is a function: call it, e.g. {e.id}(x)", e.span)
         known = list(self.values) + list(scope) + list(self.fns) + list(ELEMENTWISE) \
-            + list(BUILTINS) + [derivatives.GRAD]
+            + list(BUILTINS) + list(FORMS)
         raise LowerError(f"unknown name '{e.id}'", e.span, did_you_mean(e.id, known))
 
     def _dim_in_use(self, name: str) -> bool:
@@ -487,8 +489,8 @@ class _Lowerer:
             return (yield from self._inline_layer(func, args, kwargs, call, scope))
         if name in self.fns:
             return (yield from self.inline(self.fns[name], args, kwargs, call, scope))
-        if name == derivatives.GRAD:
-            return (yield from derivatives.lower_grad(self, args, kwargs, call, scope))
+        if name in FORMS:
+            return (yield from FORMS[name](self, args, kwargs, call, scope))
         if name in BUILTINS or name in ELEMENTWISE:
             lowered = []
             for a in args:
@@ -502,7 +504,7 @@ class _Lowerer:
                 raise LowerError(str(err), call.span) from None
         if name in self.values or name in scope:
             raise LowerError(f"'{name}' is a value, not a function", func.span)
-        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS) + [derivatives.GRAD] \
+        known = list(self.fns) + list(ELEMENTWISE) + list(BUILTINS) + list(FORMS) \
             + list(self.layers) + list(layers.LAYERS)
         raise LowerError(f"unknown function '{name}'", func.span, did_you_mean(name, known))
 

@@ -257,8 +257,9 @@ class Program:
 def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
     """The BLAS products one call of ``prog`` makes: (their multiply-adds in all, their
     number), expressions in the dims. A :class:`Dot` is one product per leading index of
-    its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step. The thread
-    budget (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
+    its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step, a
+    :class:`Scan` its body's products per time step. The thread budget
+    (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
     macs, calls = sympy.Integer(0), sympy.Integer(0)
     for k in prog.kernels:
         if isinstance(k, Dot):
@@ -270,6 +271,10 @@ def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
             b, t, h = k.out.shape
             macs += t * b * h * h
             calls += t
+        elif isinstance(k, Scan):
+            body_macs, body_calls = blas_work(k.body)
+            macs += k.out.shape[0] * body_macs
+            calls += k.out.shape[0] * body_calls
     return sympy.expand(macs), sympy.expand(calls)
 
 
@@ -365,3 +370,20 @@ class Recur(Kernel):
 
     def reads(self) -> list[Buffer]:
         return list(self.ins)
+
+
+@dataclass(eq=False)
+class Scan(Kernel):
+    """A ``loop`` node (:mod:`gradc.ir.loops`): out[t] = body(out[t -+ 1] or zeros,
+    seqs[t]..., consts...) for t in order (descending with ``reverse``); ``body`` is the
+    step's own program (args: carry, sequence steps, constants; one result)."""
+
+    out: Buffer
+    seqs: tuple
+    consts: tuple
+    body: Program
+    reverse: bool
+    span: Span | None = None
+
+    def reads(self) -> list[Buffer]:
+        return list(self.seqs) + list(self.consts)

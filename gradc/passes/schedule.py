@@ -20,8 +20,8 @@ from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.shapes import free_dims, numel
 from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
-                                  Put, Read, Recur, Reduce, Scatter, Take, Unpatches, Unpick,
-                                  View, compose_index)
+                                  Put, Read, Recur, Reduce, Scan, Scatter, Take, Unpatches,
+                                  Unpick, View, compose_index)
 
 FUSING = ("ewise", "reduce", "logsumexp")
 LEAVES = ("input", "param", "hyper", "dim")
@@ -247,10 +247,20 @@ class _Scheduler:
             return kind(out, src, self.buffer_or_leaf(n.inputs[1]), n.attrs["axis"], n.span)
         if n.op in ("scan", "scan_bwd", "scan_lin"):
             return Recur(n.op, out, tuple(self.buffer_or_leaf(i) for i in n.inputs), n.span)
+        if n.op == "loop":
+            return self._scan(n, out)
         if n.op in ("patches", "unpatches"):
             kind = Patches if n.op == "patches" else Unpatches
             return kind(out, src, *window(n), n.span)
         raise AssertionError(f"schedule: no kernel for {n.op}")
+
+    def _scan(self, n: Node, out: Buffer) -> Scan:
+        body = n.attrs["body"]
+        spec = ProgramSpec("body", body.leaves, [body.out], graph=body.graph)
+        prog = schedule(body.graph, spec, lambda leaf: leaf.attrs["name"] + "_")
+        ins = [self.buffer_or_leaf(i) for i in n.inputs]
+        k = len(body.seqs)
+        return Scan(out, tuple(ins[:k]), tuple(ins[k:]), prog, n.attrs["reverse"], n.span)
 
     def buffer_or_leaf(self, n: Node) -> Buffer:
         """The materialised buffer of ``n`` (a leaf's argument buffer included)."""

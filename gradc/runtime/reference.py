@@ -156,7 +156,21 @@ def _recurrence(n, ins, shape, dims):
     return out
 
 
+def _loop(n, ins, shape, dims):
+    """A loop node: its body evaluated once per step of axis 0."""
+    body = n.attrs["body"]
+    k = len(body.seqs)
+    out, carry = np.zeros(shape), np.zeros(shape[1:])
+    steps = range(shape[0] - 1, -1, -1) if n.attrs["reverse"] else range(shape[0])
+    for t in steps:
+        env = dict(zip((leaf.id for leaf in body.leaves),
+                       [carry, *(s[t] for s in ins[:k]), *ins[k:]]))
+        carry = out[t] = evaluate(body.graph, [body.out], env, dims)[0]
+    return out
+
+
 _STRUCTURAL = {
+    "loop": _loop,
     "scan": _recurrence, "scan_bwd": _recurrence, "scan_lin": _recurrence,
     "slice": lambda n, ins, shape, dims: np.asarray(ins[0][_index(n.attrs["spec"], dims)]).copy(),
     "unslice": _unslice,

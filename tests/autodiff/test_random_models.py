@@ -44,7 +44,8 @@ def test_the_slice_covers_every_elementwise_builtin_and_every_loss():
     need = (set(ELEMENTWISE) - {"max", "min"}) | {"max2", "min2", "matmul", "concat", "slice",
                                                  "reshape", "transpose", "where", "fn",
                                                  "keepdims", "broadcast", "softmax",
-                                                 "log_softmax", "neg-pow", "rebinding"}
+                                                 "log_softmax", "neg-pow", "rebinding",
+                                                 "scan"}
     need |= {f"loss-{k}" for k in models.LOSS_KINDS}
     need |= {f"reduce-{r}" for r in ("sum", "mean", "max", "min", "logsumexp")}
     assert not need - features, sorted(need - features)

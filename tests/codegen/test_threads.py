@@ -266,3 +266,15 @@ def test_local_workers_get_their_share_of_the_cores(monkeypatch):
     assert cluster.worker_env(16, environ={}) == {"GRADC_NUM_THREADS": "1"}
     # --threads (or the user's GRADC_NUM_THREADS) is inherited as it is
     assert cluster.worker_env(3, environ={"GRADC_NUM_THREADS": "4"}) == {}
+
+
+def test_a_scan_counts_its_step_products_per_step():
+    """A ``scan``'s BLAS products are its body's, once per time step: here ``xt @ Wx``
+    (B*3*4 multiply-adds) and ``h @ Wh`` (B*4*4) at each of T steps, a mean product of
+    (12 + 16) * B / 2 multiply-adds."""
+    text = ("input x : f64[B, T, 3]\nparam Wx : f64[3, 4]\nparam Wh : f64[4, 4]\n"
+            "fn cell(h, xt) = tanh(xt @ Wx + h @ Wh)\noutput o = scan(cell, x, 4)\n")
+    mod = gradc.compile_string(text, "scanmacs", target="numpy").module
+    info = mod._PROGRAMS["forward"]
+    dims = {"B": 5, "T": 7}
+    assert info["macs"](*(dims[d] for d in info["dims"])) == 14 * 5

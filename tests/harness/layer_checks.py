@@ -1,6 +1,7 @@
 """Checks shared by the tests of single layers (tests/ir/test_conv1d.py,
-tests/ir/test_causal_attention.py): a model's derivative entries against PyTorch autograd
-(``torch.func``) in float64, and the error text a model gets from the compiler.
+tests/ir/test_causal_attention.py, tests/ir/test_scan.py, tests/ir/test_lstm_gru.py): a
+model's derivative entries against PyTorch autograd (``torch.func``) in float64, and the
+error text a model gets from the compiler.
 
 :func:`check_entries` runs ``forward``, ``loss_and_grad``, ``jvp``, ``vjp`` and ``hvp`` of a
 compiled gradc model and the same computations of ``torch.func`` on a torch function written
@@ -11,7 +12,8 @@ every failure message). Every array must be finite and agree to ``tol``, norm-wi
 
 Convention: the gradc model declares its outputs and ``loss = sum(o1 * o1 * w_o1) + ...``
 over every output ``oN``, with ``w_oN`` a float input of the output's shape (not
-differentiated); the torch side is the outputs alone and the loss is formed here.
+differentiated); the torch side is the outputs alone and the loss is formed here. A model
+with a loss of its own passes the torch spelling of it (``torch_loss``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from gradc.errors import ErrorGroup
 from gradc.pipeline import Options, front
 from gradc.source import Source
-from tests.harness.oracles import rel_err
+from tests.harness.oracles import arrays, rel_err
 
 func = torch.func
 
@@ -35,10 +37,11 @@ def weights(model, dims: dict, rng) -> dict:
 
 
 def check_entries(model, torch_fn, params: dict, inputs: dict, wrt: tuple, seed: int,
-                  tol: float = 1e-9) -> None:
+                  tol: float = 1e-9, torch_loss=None) -> None:
     """Compare the five entries of ``model`` with ``torch_fn(prm, inp) -> {output: tensor}``
     (``prm``/``inp``: torch tensors by gradc name) at ``params``, ``inputs``; ``wrt`` are
-    the float inputs the model was compiled to differentiate."""
+    the float inputs the model was compiled to differentiate. The loss is
+    ``torch_loss(outputs, inp)`` when given, else the convention's weighted sum."""
     rng = np.random.default_rng(seed)
     tag = f"seed {seed}"
     keys = list(params) + list(wrt)
@@ -51,6 +54,8 @@ def check_entries(model, torch_fn, params: dict, inputs: dict, wrt: tuple, seed:
 
     def loss(primals: tuple):
         o = outs(primals)
+        if torch_loss is not None:
+            return torch_loss(o, {k: t[k] for k in inputs})
         return sum((o[n] * o[n] * t[f"w_{n}"]).sum() for n in o)
 
     primals = tuple(t[k] for k in keys)
@@ -91,6 +96,31 @@ def check_entries(model, torch_fn, params: dict, inputs: dict, wrt: tuple, seed:
                           (tuple(torch.tensor(vector[k]) for k in keys),))
     close("hvp", model.hvp(params, vector, **inputs), dict(zip(keys, want_hv)))
     assert not problems, f"[{tag}]\n  " + "\n  ".join(problems)
+
+
+#: the entries :func:`same_numbers` compares by default
+ENTRIES = ("forward", "loss_and_grad", "jvp", "vjp", "hvp", "train_step", "train_epoch")
+
+
+def same_numbers(model, other, params: dict, inputs: dict, seed: int, tol: float = 1e-13,
+                 entries: tuple = ENTRIES) -> None:
+    """``model`` and ``other`` (the same text compiled for two targets) agree to ``tol``
+    on ``entries`` (train_step, train_epoch: the returned loss and the updated params, the
+    epoch in minibatches of 2; directions drawn from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    tangents = {k: rng.standard_normal(np.shape(v)) for k, v in params.items()}
+    cot = {k: rng.standard_normal(np.shape(v)) for k, v in
+           other.forward(params, **inputs).items()}
+    calls = {"forward": ((), {}), "loss_and_grad": ((), {}), "jvp": ((tangents,), {}),
+             "vjp": ((cot,), {}), "hvp": ((tangents,), {}), "train_step": ((0.1,), {}),
+             "train_epoch": ((0.1,), {"batch_size": 2})}
+    for entry in entries:
+        args, options = calls[entry]
+        copies = [{k: np.array(v) for k, v in params.items()} for _ in range(2)]
+        got, want = ((getattr(m, entry)(p, *args, **options, **inputs), p)
+                     for m, p in zip((model, other), copies))
+        for g, w in zip(arrays(got), arrays(want), strict=True):
+            assert rel_err(g, w) < tol, f"{entry} (seed {seed})"
 
 
 def front_error(src: str, filename: str = "e.grad") -> str:

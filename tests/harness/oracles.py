@@ -43,6 +43,16 @@ def rel_err(got, want, floor: float = 0.0) -> float:
     return 0.0 if diff == 0 else (diff / den if den > 0 else np.inf)
 
 
+def arrays(result) -> list:
+    """The arrays of an entry's result, in order (dicts by key, tuples flattened), to
+    compare two results of one entry array by array."""
+    if isinstance(result, dict):
+        return [a for k in sorted(result) for a in arrays(result[k])]
+    if isinstance(result, tuple):
+        return [a for r in result for a in arrays(r)]
+    return [np.asarray(result)]
+
+
 def _fail(label: str, problems: list[str]) -> None:
     if problems:
         head = f"[{label}] " if label else ""

@@ -23,6 +23,7 @@ import pytest
 
 import gradc
 
+from tests.harness.oracles import arrays
 from tests.harness.paths import EXAMPLES
 
 pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
@@ -109,14 +110,6 @@ def _stepped(fn, params, state, inputs, **kw):
     return loss, mine, {k: v.copy() for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
-def _flat(result) -> list:
-    if isinstance(result, dict):
-        return [x for k in sorted(result) for x in _flat(result[k])]
-    if isinstance(result, tuple):
-        return [x for r in result for x in _flat(r)]
-    return [np.asarray(result)]
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_threads_give_the_single_threaded_results(name):
     make, batch, data, entries = MODELS[name]
@@ -129,7 +122,7 @@ def test_threads_give_the_single_threaded_results(name):
 
     def run(thread: int) -> list:
         state: dict = {}  # one optimizer state per thread, advanced by its own calls
-        return [[_flat(call[entry](state)) for entry in sorted(call)]
+        return [[arrays(call[entry](state)) for entry in sorted(call)]
                 for call in work[thread]]
 
     expected = [run(t) for t in range(THREADS)]

@@ -1,9 +1,10 @@
-"""The layer examples of ``examples/`` (cnn, resmlp, attention_block, char_rnn,
+"""The layer examples of ``examples/`` (cnn, resmlp, attention_block, char_rnn, lstm_chars,
 embedding_bag): each compiles (once, in float64 with Adam, so that one build serves the
-training, the shape checks and the finite-difference spot check), has the params and
-output shapes its comments promise, trains on small synthetic data made here (the loss goes
-down, classifiers get clearly above chance) and its ``loss_and_grad`` agrees with central
-differences in random directions.
+training, the shape checks and the finite-difference spot check; lstm_chars on the numpy
+target, whose loops need no Numba compile), has the params and output shapes its comments
+promise, trains on small synthetic data made here (the loss goes down, classifiers get
+clearly above chance) and its ``loss_and_grad`` agrees with central differences in random
+directions.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from tests.harness.paths import EXAMPLES
 
 pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
-NAMES = ("cnn", "resmlp", "attention_block", "char_rnn", "embedding_bag")
+NAMES = ("cnn", "resmlp", "attention_block", "char_rnn", "lstm_chars", "embedding_bag")
 
 
 @functools.cache
-def model(name: str) -> gradc.Model:
-    return gradc.compile(EXAMPLES / f"{name}.grad", dtype="f64", optimizer="adam")
+def model(name: str, target: str = "cpu") -> gradc.Model:
+    return gradc.compile(EXAMPLES / f"{name}.grad", dtype="f64", optimizer="adam",
+                         target=target)
 
 
 def train_steps(m, params, batches, lr: float) -> list[float]:
@@ -153,20 +155,30 @@ class TestAttentionBlock:
         fd_check_loss(m, p, mixing_task(2, 4, 4), n_dirs=2, label="attention_block")
 
 
-# ---------------------------------------------------------------------------------- char rnn
-class TestCharRNN:
-    def test_shapes(self):
-        m = model("char_rnn")
+# ---------------------------------------------------------------------------------- char models
+#: the character models: example -> (target, param shapes); lstm_chars on the numpy target
+CHAR_MODELS = {
+    "char_rnn": ("cpu", {"embed.W": (16, 16), "cell.Wx": (16, 64), "cell.Wh": (64, 64),
+                         "cell.b": (64,), "proj.W": (64, 16), "proj.b": (16,)}),
+    "lstm_chars": ("numpy", {"embed.W": (16, 16), "cell.Wx": (16, 128),
+                             "cell.Wh": (32, 128), "cell.b": (128,), "proj.W": (32, 16),
+                             "proj.b": (16,)}),
+}
+
+
+@pytest.mark.parametrize("name", CHAR_MODELS)
+class TestCharModels:
+    def test_shapes(self, name):
+        target, shapes = CHAR_MODELS[name]
+        m = model(name, target)
         p = m.init_params(0)
-        assert {k: v.shape for k, v in p.items()} == {
-            "embed.W": (16, 16), "cell.Wx": (16, 64), "cell.Wh": (64, 64), "cell.b": (64,),
-            "proj.W": (64, 16), "proj.b": (16,)}
+        assert {k: v.shape for k, v in p.items()} == shapes
         data, vocab = char_data(7, 0, 3)
         assert vocab <= 16
         assert m.forward(p, chars=data["chars"])["logits"].shape == (3, 7, 16)
 
-    def test_learns_the_text(self):
-        m = model("char_rnn")
+    def test_learns_the_text(self, name):
+        m = model(name, CHAR_MODELS[name][0])
         m.reset_optimizer()
         p = m.init_params(0)
         data, _ = char_data(12, 1, 512)
@@ -180,12 +192,12 @@ class TestCharRNN:
         logits = m.forward(p, chars=test["chars"])["logits"]
         assert accuracy(logits[:, 4:], test["next"][:, 4:]) > 0.95
 
-    def test_finite_differences(self):
-        m = model("char_rnn")
+    def test_finite_differences(self, name):
+        m = model(name, CHAR_MODELS[name][0])
         data, _ = char_data(5, 3, 2)
         rng = np.random.default_rng(4)
         p = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in m.init_params(4).items()}
-        fd_check_loss(m, p, data, n_dirs=2, label="char_rnn")
+        fd_check_loss(m, p, data, n_dirs=2, label=name)
 
 
 # ---------------------------------------------------------------------------------- bag

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 
 import sympy
 
+from gradc.codegen.bodies import Bodies, step_args, steps
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu.mathlib import VARIANTS
 from gradc.codegen.indexing import NP, Indexing, int_expr
@@ -20,7 +21,7 @@ from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.passes.collapse import collapse
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
-                                  Recur, Reduce, Scatter, Take, Unpatches, Unpick, View,
+                                  Recur, Reduce, Scan, Scatter, Take, Unpatches, Unpick, View,
                                   out_of_range)
 from gradc.passes.schedule import Align, kernel_outputs
 
@@ -41,6 +42,7 @@ class CpuEmitter(Indexing):
         self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
         self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
         self.views_used: set[tuple[str, int]] = set()  # (dtype, rank) of their _ws_view calls
+        self.bodies = Bodies()  # the loop bodies the printed programs call
 
     # ------------------------------------------------------------------ helpers
     def scalar_ref(self, buf: Buffer) -> str:
@@ -365,6 +367,27 @@ class CpuEmitter(Indexing):
             if k.kind == "scan_bwd":
                 b.line(f"np.dot(h_, {wh.name}.T, c_)")
 
+    def _scan(self, b: Builder, k: Scan) -> None:
+        """The time loop of a ``loop`` node (:mod:`gradc.codegen.bodies`): the body's njit
+        function called once per step, its workspace allocated once. The body returns a
+        fresh array (a number for a rank-0 carry, kept in a 1-element array)."""
+        fname = self.bodies.add(k.body)
+        out, carry, ws = k.out.name, f"{k.out.name}_h", f"{k.out.name}_ws"
+        b.line(f"{carry} = np.zeros({self.shape(k.out.shape[1:])}, {NP[k.out.dtype]})")
+        b.line(f"{ws} = np.empty(max({self.size(k.body.ws_size)}, 1), "
+               f"{NP[k.body.float_dtype]})")
+        args = step_args(k, carry, ws, self._one, self.dim_var)
+        with b.block(f"for t_ in {steps(k, self.size)}:"):
+            b.line(f"r_, = {fname}({', '.join(args)})")
+            b.line(f"{carry}[0] = r_" if k.out.rank == 1 else f"{carry} = r_")
+            b.line(f"{out}[t_] = r_")
+
+    def _one(self, buf: Buffer) -> str:
+        """A rank-0 buffer as a 1-element array (a number is copied into a new one)."""
+        if buf.kind in ("scalar", "dim"):
+            return f"np.full(1, {self.index(buf, ())}, {NP[self.dtype]})"
+        return buf.name
+
 
 #: kernel class -> the emitter method printing it (every class of
 #: :mod:`gradc.passes.kernels`: each target's table covers them all)
@@ -372,7 +395,7 @@ PRINTERS = {View: CpuEmitter._reshape, Loop: CpuEmitter._loop, Reduce: CpuEmitte
             Dot: CpuEmitter._dot, Pick: CpuEmitter._pick, Unpick: CpuEmitter._unpick,
             Scatter: CpuEmitter._scatter, Take: CpuEmitter._take, Put: CpuEmitter._take,
             Patches: CpuEmitter._patches, Unpatches: CpuEmitter._patches,
-            Recur: CpuEmitter._recur, Check: CpuEmitter._check}
+            Recur: CpuEmitter._recur, Check: CpuEmitter._check, Scan: CpuEmitter._scan}
 
 
 def _scaled(index: str, step: int) -> str:

@@ -57,6 +57,7 @@ class CpuTarget(Target):
             emit_epoch(kernels, emitter, spec, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
+        emitter.bodies.emit(kernels, emitter.emit)
         if emitter.views_used:
             b.lines.extend(views.source(emitter.views_used,
                                         f"cache={bool(unit.options.cache)}, nogil=True, "

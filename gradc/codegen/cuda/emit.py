@@ -26,8 +26,9 @@ from gradc.codegen.cuda.reduce import emit_reduce
 from gradc.codegen.scalar import ScalarPrinter, cse_block
 from gradc.dtypes import NUMPY_NAMES
 from gradc.ir.shapes import numel
+from gradc.codegen.bodies import Bodies
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
-                                  Recur, Reduce, Scatter, Take, Unpatches, Unpick, View)
+                                  Recur, Reduce, Scan, Scatter, Take, Unpatches, Unpick, View)
 from gradc.passes.schedule import kernel_outputs
 
 
@@ -77,6 +78,8 @@ class CudaEmitter(Indexing):
         self.signatures: dict[str, list[str]] = {}
         self.errors: list[str] = []
         self.kernel: Kernel | None = None
+        #: the loop bodies the printed programs call (a host function and its views each)
+        self.bodies = Bodies(lambda fname: [f"_views{fname}"])
 
     # ------------------------------------------------------------------ helpers
     def dim_var(self, name: str) -> str:
@@ -289,4 +292,4 @@ class CudaEmitter(Indexing):
 PRINTERS = {View: CudaEmitter._reshape, Loop: CudaEmitter._loop, Reduce: emit_reduce,
             Dot: CudaEmitter._dot, Pick: ck.pick, Unpick: ck.unpick, Scatter: ck.scatter,
             Take: ck.take, Put: ck.take, Patches: ck.patches, Unpatches: ck.unpatches,
-            Recur: ck.recur, Check: ck.check}
+            Recur: ck.recur, Check: ck.check, Scan: ck.scan}

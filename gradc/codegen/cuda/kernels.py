@@ -1,4 +1,5 @@
-"""CUDA kernels of the structural kernel classes: labels, slices, gathers, im2col, scans.
+"""CUDA kernels of the structural kernel classes: labels, slices, gathers, im2col, scans,
+loops over a body of their own.
 
 Each function takes the :class:`~gradc.codegen.cuda.emit.CudaEmitter` and one kernel of the
 program. Gathers (Pick, Unpick, Take, Patches) compute each output in one thread.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from gradc.passes.kernels import (Affine, Buffer, Check, Pick, Put, Recur, Scatter, Unpick,
-                                  out_of_range)
+from gradc.codegen.bodies import step_args, steps
+from gradc.codegen.indexing import NP
+from gradc.passes.kernels import (Affine, Buffer, Check, Pick, Put, Recur, Scan, Scatter,
+                                  Unpick, out_of_range)
 
 
 @contextmanager
@@ -216,3 +219,33 @@ def recur(em, k: Recur) -> None:
             em.hb.line(f"_matmul({h.name}, {wh.name}, {carry.name}, False, True)")
             em.matmul_signature(h, wh, carry)
 
+
+
+def scan(em, k: Scan) -> None:
+    """The time loop of a ``loop`` node on the host (:mod:`gradc.codegen.bodies`): per step
+    one call of the body's host function, which launches the body's kernels. The carry
+    and the body's workspace are scratch arrays of the views planner (allocated once per
+    dims); the body's result (a fresh array, or a workspace slice when rank 0) is copied
+    into the carry and into ``out[t_]`` before the next step overwrites it."""
+    fname = em.bodies.add(k.body)
+    n = len(em.planned)
+    carry = Buffer(f"s{n}_h", k.out.shape[1:], k.out.dtype, "scratch")
+    ws = Buffer(f"s{n}_ws", (k.body.ws_size + 1,), k.body.float_dtype, "scratch")
+    em.planned[carry.name], em.planned[ws.name] = carry, ws
+    em.zero(carry)
+    views = f"{ws.name}_v"
+    dims = "".join(f", {em.dim_var(d)}" for d in k.body.dims)
+    em.hb.line(f"{views} = _views{fname}({ws.name}{dims})")
+
+    def one(buf: Buffer) -> str:  # a host number as a 1-element device array
+        if buf.kind in ("scalar", "dim"):
+            value = buf.name if buf.kind == "scalar" else em.dim_var(buf.name)
+            return f"cuda.to_device(np.full(1, {value}, {NP[em.dtype]}))"
+        return buf.name
+
+    args = step_args(k, carry.name, views, one, em.dim_var)
+    at = "[t_]" if k.out.rank > 1 else "[t_:t_ + 1]"
+    with em.hb.block(f"for t_ in {steps(k, em.size)}:"):
+        em.hb.line(f"r_, = {fname}({', '.join(args)})")
+        em.hb.line(f"{carry.name}.copy_to_device(r_)")
+        em.hb.line(f"{k.out.name}{at}.copy_to_device(r_)")

@@ -67,6 +67,9 @@ class CudaTarget(Target):
             fname = unit.kernel_name(name)
             emitter.emit(b, prog, fname)
             extra[name] = {"views": f"_views{fname}"}
+        for alias in emitter.bodies.emit(b, emitter.emit):  # their kernels were dropped
+            emitter.signatures = {k: v for k, v in emitter.signatures.items()
+                                  if not k.startswith(f"{alias}_k")}
         b.line(f"_ERRORS = {emitter.errors!r}")
         b.line("# the argument types each kernel is launched with (for cuda.compile_ptx)")
         b.line(f"_SIGNATURES = {_signatures(emitter, unit.signature['float'])!r}")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import sympy
 
+from gradc.codegen.bodies import Bodies, step_args, steps
 from gradc.codegen.builder import Builder
 from gradc.codegen.indexing import NP, Indexing, int_expr
 from gradc.codegen.numpy.printer import ArrayPrinter
@@ -34,12 +35,12 @@ from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.ir.sym import Detach
 from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
-                                  Put, Read, Recur, Reduce, Scatter, Take, Unpatches, Unpick,
-                                  View, out_of_range)
+                                  Put, Read, Recur, Reduce, Scan, Scatter, Take, Unpatches,
+                                  Unpick, View, out_of_range)
 from gradc.passes.schedule import Align
 
 #: kernels whose output, when planned in the workspace, is written into its view there
-IN_WORKSPACE = (Dot, Patches, Recur)
+IN_WORKSPACE = (Dot, Patches, Recur, Scan)
 
 
 def _same(a, b) -> bool:
@@ -71,6 +72,7 @@ class NumpyEmitter(Indexing):
     def __init__(self, dim_var: Callable[[str], str], comment):
         self.dim_var, self.comment = dim_var, comment
         self.helpers: set[str] = set()
+        self.bodies = Bodies()  # the loop bodies the printed programs call
 
     def scalar_ref(self, buf: Buffer) -> str:
         return buf.name
@@ -396,6 +398,23 @@ class NumpyEmitter(Indexing):
             if k.kind == "scan_bwd":
                 b.line(f"c_ = np.dot(h_, {wh.name}.T)")
 
+    def _scan(self, b: Builder, k: Scan) -> None:
+        """The time loop of a ``loop`` node (:mod:`gradc.codegen.bodies`): the body's
+        function called once per step, its workspace allocated once."""
+        fname = self.bodies.add(k.body)
+        out, dt = k.out.name, NP[k.out.dtype]
+        carry, ws = f"{out}_h", f"{out}_ws"
+        self._output(b, k.out)
+        b.line(f"{carry} = np.zeros({self.shape(k.out.shape[1:])}, {dt})")
+        b.line(f"{ws} = np.empty(max({int_expr(k.body.ws_size, self.dim_var)}, 1), "
+               f"{NP[k.body.float_dtype]})")
+        first = carry if k.out.rank > 1 else f"np.reshape({carry}, (1,))"
+        args = step_args(k, first, ws, lambda c: f"np.reshape({self.value(c)}, (1,))",
+                         self.dim_var)
+        with b.block(f"for t_ in {steps(k, self.size)}:"):
+            b.line(f"{carry}, = {fname}({', '.join(args)})")
+            b.line(f"{out}[t_] = {carry}")
+
 
 #: kernel class -> the emitter method printing it (every class of
 #: :mod:`gradc.passes.kernels`: each target's table covers them all)
@@ -403,4 +422,4 @@ PRINTERS = {View: NumpyEmitter._view, Loop: NumpyEmitter._loop, Reduce: NumpyEmi
             Dot: NumpyEmitter._dot, Pick: NumpyEmitter._pick, Unpick: NumpyEmitter._unpick,
             Scatter: NumpyEmitter._scatter, Take: NumpyEmitter._take, Put: NumpyEmitter._put,
             Patches: NumpyEmitter._patches, Unpatches: NumpyEmitter._unpatches,
-            Recur: NumpyEmitter._recur, Check: NumpyEmitter._check}
+            Recur: NumpyEmitter._recur, Scan: NumpyEmitter._scan, Check: NumpyEmitter._check}

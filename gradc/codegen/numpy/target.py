@@ -40,6 +40,7 @@ class NumpyTarget(Target):
         for name, (prog, _) in unit.programs.items():
             emitter.emit(kernels, prog, unit.kernel_name(name))
             kernels.line()
+        emitter.bodies.emit(kernels, emitter.emit)
         for helper in sorted(emitter.helpers):
             paste(b, getattr(helpers, helper))
         b.lines.extend(kernels.lines)

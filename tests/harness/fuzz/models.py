@@ -7,9 +7,10 @@ domain guards: ``log(softplus(z) + 0.1)``), the infix operators (with ``-a ^ 2``
 bare, to pin the precedence ``-(a^2)``), matmul of every promoted form, broadcasting,
 reductions with ``axis`` (int, tuple, negative) and ``keepdims``, softmax and log_softmax,
 concat, slices and indexing, reshape, transpose and ``.T``, ``where``, comparisons, ``take``,
-dim names as values, user fns (elementwise and not, one or two arguments), rebinding, and
-ends with 1-2 outputs and a loss of 1-3 terms drawn from every loss (both reductions, integer
-and probability targets for cross_entropy, hinge margins).
+dim names as values, user fns (elementwise and not, one or two arguments), ``scan`` of a
+random cell over a ``[B, T, n]`` input (its twin a Python loop), rebinding, and ends with
+1-2 outputs and a loss of 1-3 terms drawn from every loss (both reductions, integer and
+probability targets for cross_entropy, hinge margins).
 
 :func:`check` compiles it in float64 (target ``numpy`` unless told), draws data, evaluates
 the PyTorch twin and compares forward, loss, every gradient (params and ``wrt`` inputs), a
@@ -86,6 +87,7 @@ class Gen:
         self.pool: list[Value] = []
         self.count = 0
         self.features: set = set()
+        self.terms: list[tuple[str, str]] = []  # loss terms the ops ask for (gradc, torch)
 
     # ----------------------------------------------------------------- names and leaves
     def fresh(self, prefix="v") -> str:
@@ -466,6 +468,30 @@ class Gen:
         return self.emit(f"{v.name} |> {name}" if self.rng.random() < 0.3 else
                          f"{name}({v.name})", f"{name}({v.name})", v.shape[:-1] + (m,))
 
+    #: scan cells (gradc body, torch body) over h [B, m], x [B, n] and params W [n, m], U
+    #: [m, m]; none keeps h = 0 from h_0 = 0 (zeros would sit on the kinks of later ops)
+    CELLS = [("tanh(x @ {W} + h @ {U})", "K.tanh(x @ P['{W}'] + h @ P['{U}'])"),
+             ("sigmoid(x @ {W}) * (h - 1) + 0.5 * tanh(h @ {U})",
+              "K.sigmoid(x @ P['{W}']) * (h - 1) + 0.5 * K.tanh(h @ P['{U}'])"),
+             ("0.9 * sin(x @ {W} + h @ {U}) + 0.1 * h",
+              "0.9 * K.sin(x @ P['{W}'] + h @ P['{U}']) + 0.1 * h")]
+
+    def op_scan(self, seq: Value, rng: random.Random):
+        """``scan(cell, seq, m)`` of a cell drawn by ``rng`` over ``seq`` [B, T, n]."""
+        n, m = seq.shape[2], rng.randint(2, 4)
+        names = {"W": self.param((n, m)), "U": self.param((m, m))}
+        body, tbody = (c.format(**names) for c in rng.choice(self.CELLS))
+        cell = self.fresh("cell")
+        self.features.add("scan")
+        self.fns.append(f"fn {cell}(h, x) = {body}")
+        self.tfns.append(f"def {cell}(xs):\n    h, hs = K.zeros(xs.shape[0], {m}, "
+                         f"dtype=K.float64), []\n    for t in range(xs.shape[1]):\n"
+                         f"        x = xs[:, t]\n        h = {tbody}\n        hs.append(h)\n"
+                         f"    return K.stack(hs, 1)")
+        v = self.emit(f"scan({cell}, {seq.name}, {m})", f"{cell}({seq.name})", ("B", "T", m))
+        self.terms.append((f"mean({v.name} ^ 2)", f"({v.name} ** 2).mean()"))  # always used
+        return v
+
     def op_take(self):
         vocab, width = self.rng.randint(3, 5), self.rng.randint(2, 4)
         table = self.param((vocab, width))
@@ -539,6 +565,9 @@ def generate(seed: int, n_ops: int | None = None) -> Model:
         x2 = g.input(("B", "T", rng.randint(2, 4)))
         g.pool.append(Value(x2, g.inputs[x2][1]))
         g.tlines.append(f"{x2} = I['{x2}']")
+        scan = random.Random(f"scan:{seed}")  # its own draws: the others stay as they were
+        if scan.random() < 0.5:
+            g.op_scan(g.pool[-1], scan)
     elif r < 0.5:
         x2 = g.input((rng.randint(2, 4),))
         g.pool.append(Value(x2, g.inputs[x2][1]))
@@ -571,6 +600,7 @@ def generate(seed: int, n_ops: int | None = None) -> Model:
     terms = [g.loss_term(LOSS_KINDS[seed % len(LOSS_KINDS)])]
     terms += [g.loss_term() for _ in range(rng.choice([0, 0, 1, 2]))]
     coefs = [rng.choice(["", "0.5 * ", "2 * ", "1e-2 * "]) for _ in terms]
+    terms, coefs = terms + g.terms, coefs + [""] * len(g.terms)
     g.lines.append("loss = " + " + ".join(c + t[0] for c, t in zip(coefs, terms)))
     g.tlines.append("loss = " + " + ".join(c + t[1] for c, t in zip(coefs, terms)))
     # a model's params must all be used by the torch twin too (they are leaves either way)

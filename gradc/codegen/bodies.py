@@ -1,0 +1,82 @@
+"""Loop bodies as every target prints them (shared by the CPU, CUDA and NumPy emitters).
+
+A :class:`~gradc.passes.kernels.Scan` (the ``loop`` node of :mod:`gradc.ir.loops`) calls
+its body, a program of its own, once per time step. Each target prints that body as a
+function like any program's (an njit function on the CPU, a host function launching
+kernels on CUDA, a NumPy function), named ``_body<k>_`` and printed after the programs
+(:class:`Bodies`: a body whose printed text equals an earlier one's, as the forward step
+recurs in every entry, becomes an alias of that function, so Numba compiles it once), and
+prints the time loop in place of the kernel: a carry of zeros, the
+body's workspace allocated once, then per step ``carry = body(carry, seq[t], ...,
+consts..., ws, dims...)`` stored at ``out[t]`` (:func:`step_args` spells the call's
+arguments the same way on every target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gradc.codegen.builder import Builder
+from gradc.passes.kernels import Buffer, Program, Scan
+
+
+class Bodies:
+    """The bodies the printed programs call, printed after them, each distinct one once.
+
+    Args:
+        derived: the module names a target prints for a body named ``f`` besides ``f``
+            itself (CUDA: its views planner ``_views<f>``, its kernels ``<f>_k<i>``); an
+            alias is printed for each of the first kind, see :meth:`emit`.
+    """
+
+    def __init__(self, derived: Callable[[str], list[str]] = lambda fname: []):
+        self.pending: list[tuple[Program, str]] = []
+        self.count = 0
+        self.derived = derived
+        self.printed: dict[str, str] = {}  # text with the name blanked -> the name
+
+    def add(self, body: Program) -> str:
+        """The function name of a new body (printed by :meth:`emit`)."""
+        fname = f"_body{self.count}_"
+        self.count += 1
+        self.pending.append((body, fname))
+        return fname
+
+    def emit(self, b: Builder, emit: Callable[[Builder, Program, str], None]) -> list[str]:
+        """Print each body with ``emit(builder, program, name)`` into ``b``, those the
+        printed bodies call included (a body printed here may add more); a body printed
+        as an earlier one was becomes ``name = earlier`` (and the same for its
+        :attr:`derived` names). Returns the names of the bodies printed as aliases."""
+        aliases = []
+        while self.pending:
+            body, fname = self.pending.pop(0)
+            text = Builder()
+            emit(text, body, fname)
+            key = "\n".join(text.lines).replace(fname, "_body_")
+            first = self.printed.setdefault(key, fname)
+            if first == fname:
+                b.lines.extend(text.lines)
+                continue
+            aliases.append(fname)
+            for name, earlier in zip([fname, *self.derived(fname)],
+                                     [first, *self.derived(first)]):
+                b.line(f"{name} = {earlier}")
+            b.line()
+        return aliases
+
+
+def steps(k: Scan, size: Callable) -> str:
+    """The ``range`` of the time loop: ascending, or descending with ``k.reverse``."""
+    n = size(k.out.shape[0])
+    return f"range({n} - 1, -1, -1)" if k.reverse else f"range({n})"
+
+
+def step_args(k: Scan, carry: str, ws: str, one: Callable[[Buffer], str],
+              dim_var: Callable[[str], str]) -> list[str]:
+    """The arguments of one call of ``k``'s body at step ``t_``: the carry, one step of each
+    sequence (a rank-0 step as a 1-element slice), the constants (a rank-0 one as
+    ``one(buffer)``, a 1-element array), the workspace, the dims."""
+    args = [carry]
+    args += [f"{s.name}[t_]" if s.rank > 1 else f"{s.name}[t_:t_ + 1]" for s in k.seqs]
+    args += [c.name if c.shape else one(c) for c in k.consts]
+    return args + [ws] + [dim_var(d) for d in k.body.dims]
