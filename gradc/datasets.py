@@ -5,12 +5,18 @@ radius ``r = linspace(0, 1, N)`` and angle ``t = linspace(4j, 4(j+1), N) + 0.2 *
 ``X = r * [sin t, cos t]``. Arrays are named after the inputs of ``examples/spiral.grad``:
 ``x`` (float32 ``[N*K, 2]``) and ``y`` (int64 ``[N*K]``).
 
+``digits`` are 8x8 images of the ten digits drawn as seven-segment strokes, each shifted by
+up to a pixel in each direction and with Gaussian noise (std 0.3) added: ``x`` (float32
+``[N, 1, 8, 8]``, NCHW, as ``examples/cnn.grad`` and ``examples/resnet_digits.grad`` read
+them) and ``y`` (int64 ``[N]``, the digit).
+
 ``pinn_oscillator`` and ``pinn_poisson`` are the collocation points, test grids and exact
 solutions of the physics-informed examples (:mod:`gradc.pinn`).
 
 Command line::
 
     python -m gradc.datasets spiral --classes 3 [--points 100] [--seed 0] -o spiral.npz
+    python -m gradc.datasets digits [--points 2000] [--seed 0] -o digits.npz
     python -m gradc.datasets pinn_poisson [--points 1024] [--seed 0] [--dtype f32] -o p.npz
     python -m gradc.datasets pinn_poisson --grid 101 -o grid.npz      # the test grid
     python -m gradc.datasets pinn_poisson --grid 101 --error preds.npz [--plot u.png]
@@ -27,9 +33,16 @@ import numpy as np
 from gradc import pinn
 from gradc.errors import GradcError
 
-DATASETS = ("spiral", *pinn.PROBLEMS)
+DATASETS = ("spiral", "digits", *pinn.PROBLEMS)
 #: points of a data set when --points is not given
-DEFAULT_POINTS = {"spiral": 100, **{name: 1024 for name in pinn.PROBLEMS}}
+DEFAULT_POINTS = {"spiral": 100, "digits": 2000, **{name: 1024 for name in pinn.PROBLEMS}}
+#: the pixels of each stroke of an 8x8 seven-segment digit: (rows, columns)
+SEGMENTS = {"a": (1, slice(2, 6)), "b": (slice(1, 4), 5), "c": (slice(4, 7), 5),
+            "d": (6, slice(2, 6)), "e": (slice(4, 7), 2), "f": (slice(1, 4), 2),
+            "g": (4, slice(2, 6))}
+#: the strokes of each digit 0..9
+STROKES = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg",
+           "abcdfg"]
 
 
 def spiral(classes: int = 3, points: int = 100, seed: int = 0,
@@ -62,6 +75,24 @@ def spiral(classes: int = 3, points: int = 100, seed: int = 0,
     return np.ascontiguousarray(x, dtype=np.float32), y
 
 
+def digits(n: int, seed: int = 0, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(x, y)``: ``n`` noisy 8x8 digit images, float32 ``[n, 1, 8, 8]``, and their
+    digits, int64 ``[n]`` (see the module's docstring)."""
+    if n < 1:
+        raise ValueError(f"digits: the number of images must be at least 1, got {n}")
+    rng = np.random.default_rng(seed)
+    protos = np.zeros((10, 8, 8))
+    for d, strokes in enumerate(STROKES):
+        for stroke in strokes:
+            protos[d][SEGMENTS[stroke]] = 1.0
+    y = rng.integers(0, 10, n)
+    x = protos[y]
+    for i in range(n):
+        x[i] = np.roll(x[i], (rng.integers(-1, 2), rng.integers(-1, 2)), axis=(0, 1))
+    x = x + noise * rng.standard_normal(x.shape)
+    return np.ascontiguousarray(x[:, None], dtype=np.float32), y.astype(np.int64)
+
+
 def save(path, **arrays) -> None:
     """Write ``arrays`` to ``path`` as an uncompressed ``.npz`` (names as given)."""
     np.savez(path, **arrays)
@@ -76,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=3, help="spiral: number of classes "
                     "(default 3)")
     ap.add_argument("--points", type=int, default=None,
-                    help="spiral: points per class (default 100); pinn_*: collocation "
-                         "points (default 1024)")
+                    help="spiral: points per class (default 100); digits: images "
+                         "(default 2000); pinn_*: collocation points (default 1024)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ap.add_argument("--dtype", choices=sorted(pinn.DTYPES), default="f32",
                     help="pinn_*: the float dtype of the arrays (default f32)")
@@ -123,6 +154,10 @@ def _run(args) -> str:
         raise ValueError("--plot draws the predictions of --error")
     if args.output is None:
         raise ValueError("the output file is missing: -o FILE.npz")
+    if args.name == "digits":
+        x, y = digits(points, args.seed)
+        save(args.output, x=x, y=y)
+        return f"wrote {args.output}: x float32 {list(x.shape)}, y int64 {list(y.shape)}"
     if args.name == "spiral":
         x, y = spiral(args.classes, points, args.seed)
         save(args.output, x=x, y=y)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gradc import pinn
-from gradc.datasets import main, spiral
+from gradc.datasets import digits, main, spiral
 
 from tests.harness.paths import ROOT
 
@@ -33,6 +33,31 @@ def test_spiral_is_the_lecture_notes_spiral():
     t = np.linspace(4.0, 8.0, 100)
     np.testing.assert_allclose(x[100:200], np.c_[r * np.sin(t), r * np.cos(t)], atol=1e-6)
     assert (y[100:200] == 1).all()
+
+
+def test_digits_are_the_seven_segment_strokes_shifted_by_at_most_a_pixel():
+    """Without noise each image is its digit's strokes (a 1 is the right two segments: the
+    pixels (1..6, 5)) rolled by -1, 0 or 1 in each direction; labels cover 0..9."""
+    x, y = digits(400, seed=3, noise=0.0)
+    assert x.shape == (400, 1, 8, 8) and x.dtype == np.float32 and y.dtype == np.int64
+    assert set(y.tolist()) == set(range(10))
+    one = np.zeros((8, 8))
+    one[1:7, 5] = 1.0
+    shifts = [np.roll(one, (dr, dc), axis=(0, 1)) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+    ones = x[y == 1, 0]
+    assert len(ones) and all(any(np.array_equal(img, s) for s in shifts) for img in ones)
+    noisy, same = digits(400, seed=3), digits(400, seed=3)
+    assert np.array_equal(noisy[1], y) and np.array_equal(noisy[0], same[0])
+    assert 0.25 < float(np.std(noisy[0] - x)) < 0.35
+
+
+def test_digits_from_the_command_line(tmp_path):
+    out = tmp_path / "d.npz"
+    assert main(["digits", "--points", "50", "-o", str(out)]) == 0
+    with np.load(out) as d:
+        assert d["x"].shape == (50, 1, 8, 8) and d["y"].shape == (50,)
+        assert np.array_equal(d["x"], digits(50)[0])
+    assert main(["digits", "--points", "0", "-o", str(out)]) == 2
 
 
 def test_spiral_is_deterministic_per_seed():

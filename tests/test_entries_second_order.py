@@ -17,8 +17,8 @@
 
 Every model is compiled once (``functools.cache``) and Numba compiles each entry at its
 first call, so the checks share entries where they can. The big layer examples (cnn,
-resmlp, attention_block, char_rnn, lstm_chars, tiny_gpt) and the examples with grad inside
-run on the ``numpy`` target: their hvp kernels take minutes of Numba compile time, and
+resnet_digits, resmlp, attention_block, char_rnn, lstm_chars, tiny_gpt) and the examples with
+grad inside run on the ``numpy`` target: their hvp kernels take minutes of Numba compile time, and
 tests/codegen/numpy/test_target.py holds the numpy target to the CPU target's results (hvp
 included) to 1e-12.
 """
@@ -45,8 +45,8 @@ F = torch.nn.functional
 
 PATHS = sorted(EXAMPLES.glob("*.grad"))
 #: on the numpy target (see above)
-BIG = {"cnn", "resmlp", "attention_block", "char_rnn", "lstm_chars", "tiny_gpt",
-       "pinn_oscillator", "pinn_poisson", "gradient_penalty"}
+BIG = {"cnn", "resnet_digits", "resmlp", "attention_block", "char_rnn", "lstm_chars",
+       "tiny_gpt", "pinn_oscillator", "pinn_poisson", "gradient_penalty"}
 SEED = 5                # the noise seed of every call (batchnorm, dropout: one fixed graph)
 EPS = 1e-5              # central differences (directions scaled to the values they move)
 HVP_RTOL = 1e-5
@@ -138,6 +138,7 @@ INPUTS = {          # example -> small inputs, drawn by the helpers of the examp
     "pinn_poisson": lambda: collocation("pinn_poisson", 3, seed=1, dtype="f64"),
     "quadratic": lambda: {"x": np.random.default_rng(0).standard_normal(4)},
     "resmlp": _spiral3,
+    "resnet_digits": lambda: dict(zip(("x", "y"), data.digits(3, 3))),
     "scalar": dict,
     "sigmoid_neuron": lambda: {"x": np.array([-1.0, -2.0])},
     "spiral": _spiral3,

@@ -28,6 +28,8 @@ from tests.harness.paths import EXAMPLES, ROOT
 #: differences grow without bound and no two targets can agree
 SHRINK = {"mlp": {"3072": "12", "100": "5"}, "svm": {"3073": "13"}, "spiral": {"100": "6"},
           "cnn": {"1 -> 8": "1 -> 2", "8 -> 16": "2 -> 3", "64 -> 10": "12 -> 10"},
+          "resnet_digits": {"1 -> 8": "1 -> 2", "resconv(8)": "resconv(2)",
+                            "dense(32 -> 10)": "dense(8 -> 10)"},
           "char_rnn": {"16 -> 64": "16 -> 6", "64 -> 16": "6 -> 16"},
           "lstm_chars": {"(16 -> 16)": "(16 -> 4)", "(16 -> 32)": "(4 -> 3)",
                          "(32 -> 16)": "(3 -> 16)"},

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradc import datasets
+
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 XOR_Y = np.array([0, 1, 1, 0], np.int64)
 
@@ -26,26 +28,11 @@ def svm_data(n=20, seed=0, dtype=np.float64):
     return x, rng.integers(0, 10, n).astype(np.int64)
 
 
-SEGMENTS = {"a": (1, slice(2, 6)), "b": (slice(1, 4), 5), "c": (slice(4, 7), 5),
-            "d": (6, slice(2, 6)), "e": (slice(4, 7), 2), "f": (slice(1, 4), 2),
-            "g": (4, slice(2, 6))}
-DIGITS = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg",
-          "abcdfg"]
-
-
 def digits(n: int, seed: int, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` noisy 8x8 digit images [n, 1, 8, 8] (shifted by up to a pixel) and labels."""
-    rng = np.random.default_rng(seed)
-    protos = np.zeros((10, 8, 8))
-    for d, segs in enumerate(DIGITS):
-        for s in segs:
-            protos[d][SEGMENTS[s]] = 1.0
-    y = rng.integers(0, 10, n)
-    x = protos[y]
-    for i in range(n):
-        x[i] = np.roll(x[i], (rng.integers(-1, 2), rng.integers(-1, 2)), axis=(0, 1))
-    x = x + noise * rng.standard_normal(x.shape)
-    return np.ascontiguousarray(x[:, None]), y.astype(np.int64)
+    """``n`` noisy 8x8 digit images [n, 1, 8, 8] (float64) and labels: the data set of
+    ``python -m gradc.datasets digits``."""
+    x, y = datasets.digits(n, seed, noise)
+    return x.astype(np.float64), y
 
 
 def mixing_task(n: int, t: int, seed: int) -> dict:

@@ -1,10 +1,10 @@
-"""The layer examples of ``examples/`` (cnn, resmlp, attention_block, char_rnn, lstm_chars,
-embedding_bag): each compiles (once, in float64 with Adam, so that one build serves the
-training, the shape checks and the finite-difference spot check; lstm_chars on the numpy
-target, whose loops need no Numba compile), has the params and output shapes its comments
-promise, trains on small synthetic data made here (the loss goes down, classifiers get
-clearly above chance) and its ``loss_and_grad`` agrees with central differences in random
-directions.
+"""The layer examples of ``examples/`` (cnn, resnet_digits, resmlp, attention_block, char_rnn,
+lstm_chars, embedding_bag): each compiles (once, in float64 with Adam, so that one build
+serves the training, the shape checks and the finite-difference spot check; resnet_digits
+and lstm_chars on the numpy target, whose loops need no Numba compile), has the params and
+output shapes its comments promise, trains on small synthetic data made here (the loss
+goes down, classifiers get clearly above chance) and its ``loss_and_grad`` agrees with
+central differences in random directions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tests.harness.paths import EXAMPLES
 
 pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
-NAMES = ("cnn", "resmlp", "attention_block", "char_rnn", "lstm_chars", "embedding_bag")
+NAMES = ("cnn", "resnet_digits", "resmlp", "attention_block", "char_rnn", "lstm_chars",
+         "embedding_bag")
 
 
 @functools.cache
@@ -91,6 +92,44 @@ class TestCNN:
         p = {k: v + 0.05 * np.random.default_rng(5).standard_normal(v.shape)
              for k, v in p.items()}                              # nonzero biases
         fd_check_loss(m, p, {"x": x, "y": y}, n_dirs=2, label="cnn")
+
+
+# ---------------------------------------------------------------------------- resnet_digits
+class TestResNetDigits:
+    """Blocks of convolutions, repeated, with inline pools (numpy target: the CPU target's
+    Numba kernels of conv layers are compiled by TestCNN; the numpy and CUDA agreement
+    groups hold this example's targets to each other)."""
+
+    def test_shapes(self):
+        m = model("resnet_digits", "numpy")
+        p = m.init_params(0)
+        assert p["stem.W"].shape == (8, 1, 3, 3) and p["fc.W"].shape == (32, 10)
+        assert {p[f"blocks.{i}.conv{j}.W"].shape for i in (0, 1) for j in (1, 2)} == {
+            (8, 8, 3, 3)}
+        assert len(p) == 12
+        x, _ = digits(5, 0)
+        assert m.forward(p, x=x)["logits"].shape == (5, 10)
+
+    def test_trains_above_chance(self):
+        m = model("resnet_digits", "numpy")
+        m.reset_optimizer()
+        p = m.init_params(0)
+        x, y = digits(600, 1)
+        xt, yt = digits(300, 2)
+        before = accuracy(m.forward(p, x=xt)["logits"], yt)
+        first = m.train_epoch(p, lr=0.01, batch_size=32, seed=0, x=x, y=y)
+        for epoch in range(1, 6):
+            last = m.train_epoch(p, lr=0.01, batch_size=32, seed=epoch, x=x, y=y)
+        after = accuracy(m.forward(p, x=xt)["logits"], yt)
+        assert last < 0.5 * first, (first, last)
+        assert after > 0.6 and after > before + 0.3, (before, after)
+
+    def test_finite_differences(self):
+        m = model("resnet_digits", "numpy")
+        x, y = digits(3, 3)
+        rng = np.random.default_rng(5)
+        p = {k: v + 0.05 * rng.standard_normal(v.shape) for k, v in m.init_params(4).items()}
+        fd_check_loss(m, p, {"x": x, "y": y}, n_dirs=2, label="resnet_digits")
 
 
 # ---------------------------------------------------------------------------------- resmlp
