@@ -45,7 +45,7 @@ def test_the_slice_covers_every_elementwise_builtin_and_every_loss():
                                                  "reshape", "transpose", "where", "fn",
                                                  "keepdims", "broadcast", "softmax",
                                                  "log_softmax", "neg-pow", "rebinding",
-                                                 "scan"}
+                                                 "scan", "grad"}
     need |= {f"loss-{k}" for k in models.LOSS_KINDS}
     need |= {f"reduce-{r}" for r in ("sum", "mean", "max", "min", "logsumexp")}
     assert not need - features, sorted(need - features)

@@ -8,9 +8,11 @@ bare, to pin the precedence ``-(a^2)``), matmul of every promoted form, broadcas
 reductions with ``axis`` (int, tuple, negative) and ``keepdims``, softmax and log_softmax,
 concat, slices and indexing, reshape, transpose and ``.T``, ``where``, comparisons, ``take``,
 dim names as values, user fns (elementwise and not, one or two arguments), ``scan`` of a
-random cell over a ``[B, T, n]`` input (its twin a Python loop), rebinding, and ends with
-1-2 outputs and a loss of 1-3 terms drawn from every loss (both reductions, integer and
-probability targets for cross_entropy, hinge margins).
+random cell over a ``[B, T, n]`` input (its twin a Python loop), ``grad`` of the deepest
+value by a param with its square in the loss (its twin ``torch.autograd.grad`` with
+``create_graph``), rebinding, and ends with 1-2 outputs and a loss of 1-3 terms drawn from
+every loss (both reductions, integer and probability targets for cross_entropy, hinge
+margins).
 
 :func:`check` compiles it in float64 (target ``numpy`` unless told), draws data, evaluates
 the PyTorch twin and compares forward, loss, every gradient (params and ``wrt`` inputs), a
@@ -25,6 +27,7 @@ a skip, not a finding.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -492,6 +495,40 @@ class Gen:
         self.terms.append((f"mean({v.name} ^ 2)", f"({v.name} ** 2).mean()"))  # always used
         return v
 
+    def op_grad(self, rng: random.Random):
+        """``grad(sum(v), W)`` of the deepest value v by a param W that v depends on (drawn by
+        ``rng``; any param where none is found), its mean square a loss term only (not in the
+        pool: a gradient of zeros would put later ops on their kinks): a gradient penalty
+        through the random graph, differentiated again by every entry."""
+        if not self.params:
+            return None
+        v = self.pool[-1]
+        deps = self.param_deps()
+        w = rng.choice(sorted(deps.get(v.name) or self.params))
+        self.features.add("grad")
+        d = self.emit(f"grad(sum({v.name}), {w})", f"K.grad({v.name}, P['{w}'])",
+                      self.params[w], name=self.fresh("g"))
+        self.pool.remove(d)
+        self.terms.append((f"mean({d.name} ^ 2)", f"({d.name} ** 2).mean()"))
+        return d
+
+    def param_deps(self) -> dict:
+        """name -> the params its value reads, through the lines so far and the fns they
+        call (names read off the text: a superset where a name is rebound)."""
+        words = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+        fn_reads = {}
+        for fn in self.fns:
+            head, _, body = fn.partition("=")
+            fn_reads[words.findall(head)[1]] = set(words.findall(body)) & set(self.params)
+        deps: dict = {p: {p} for p in self.params}
+        for line in self.lines:
+            name, _, expr = line.partition(" = ")
+            found = set()
+            for word in words.findall(expr):
+                found |= deps.get(word, set()) | fn_reads.get(word, set())
+            deps[name.strip()] = found
+        return deps
+
     def op_take(self):
         vocab, width = self.rng.randint(3, 5), self.rng.randint(2, 4)
         table = self.param((vocab, width))
@@ -584,6 +621,9 @@ def generate(seed: int, n_ops: int | None = None) -> Model:
     names, weights = zip(*Gen.OPS)
     for _ in range(n_ops or rng.randint(1, 7)):
         getattr(g, "op_" + rng.choices(names, weights)[0])()
+    derivative = random.Random(f"grad:{seed}")  # its own draws: the others stay as they were
+    if derivative.random() < 0.3:
+        g.op_grad(derivative)
     # outputs: the last value and maybe another one, under a fresh or an existing name
     outs = []
     for v in [g.pool[-1]] + ([rng.choice(g.pool)] if rng.random() < 0.4 else []):
@@ -630,6 +670,14 @@ class _K:
     def t(self, z):
         return z if isinstance(z, self.torch.Tensor) else self.torch.tensor(
             float(z), dtype=self.torch.float64)
+
+    def grad(self, v, w):
+        """``grad(sum(v), w)``: ``w``'s gradient of ``sum(v)``, itself differentiable;
+        zeros where ``v`` does not depend on ``w`` (as gradc)."""
+        v = self.t(v)
+        g = self.torch.autograd.grad(v.sum(), w, create_graph=True, allow_unused=True)[0] \
+            if v.requires_grad else None
+        return self.torch.zeros_like(w) if g is None else g
 
     def __getattr__(self, name):  # exp, log, sin, ... as torch has them
         return getattr(self.torch, name)
