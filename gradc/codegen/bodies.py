@@ -9,7 +9,8 @@ recurs in every entry, becomes an alias of that function, so Numba compiles it o
 prints the time loop in place of the kernel: a carry of zeros, the
 body's workspace allocated once, then per step ``carry = body(carry, seq[t], ...,
 consts..., ws, dims...)`` stored at ``out[t]`` (:func:`step_args` spells the call's
-arguments the same way on every target).
+arguments the same way on every target, rank-0 constants made into arrays once, before the
+loop).
 """
 
 from __future__ import annotations
@@ -72,11 +73,18 @@ def steps(k: Scan, size: Callable) -> str:
 
 
 def step_args(k: Scan, carry: str, ws: str, one: Callable[[Buffer], str],
-              dim_var: Callable[[str], str]) -> list[str]:
-    """The arguments of one call of ``k``'s body at step ``t_``: the carry, one step of each
-    sequence (a rank-0 step as a 1-element slice), the constants (a rank-0 one as
-    ``one(buffer)``, a 1-element array), the workspace, the dims."""
+              dim_var: Callable[[str], str]) -> tuple[list[str], list[str]]:
+    """The arguments of one call of ``k``'s body at step ``t_``, and the lines that must run
+    once before the time loop: the carry, one step of each sequence (a rank-0 step as a
+    1-element slice), the constants (a rank-0 one as ``one(buffer)``, a 1-element array
+    made once before the loop, not per step), the workspace, the dims."""
+    hoisted, consts = [], []
+    for i, c in enumerate(k.consts):
+        if c.shape:
+            consts.append(c.name)
+        else:
+            consts.append(f"{k.out.name}_c{i}")
+            hoisted.append(f"{consts[-1]} = {one(c)}")
     args = [carry]
     args += [f"{s.name}[t_]" if s.rank > 1 else f"{s.name}[t_:t_ + 1]" for s in k.seqs]
-    args += [c.name if c.shape else one(c) for c in k.consts]
-    return args + [ws] + [dim_var(d) for d in k.body.dims]
+    return hoisted, args + consts + [ws] + [dim_var(d) for d in k.body.dims]

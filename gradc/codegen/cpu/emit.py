@@ -376,7 +376,9 @@ class CpuEmitter(Indexing):
         b.line(f"{carry} = np.zeros({self.shape(k.out.shape[1:])}, {NP[k.out.dtype]})")
         b.line(f"{ws} = np.empty(max({self.size(k.body.ws_size)}, 1), "
                f"{NP[k.body.float_dtype]})")
-        args = step_args(k, carry, ws, self._one, self.dim_var)
+        hoisted, args = step_args(k, carry, ws, self._one, self.dim_var)
+        for line in hoisted:
+            b.line(line)
         with b.block(f"for t_ in {steps(k, self.size)}:"):
             b.line(f"r_, = {fname}({', '.join(args)})")
             b.line(f"{carry}[0] = r_" if k.out.rank == 1 else f"{carry} = r_")

@@ -243,7 +243,9 @@ def scan(em, k: Scan) -> None:
             return f"cuda.to_device(np.full(1, {value}, {NP[em.dtype]}))"
         return buf.name
 
-    args = step_args(k, carry.name, views, one, em.dim_var)
+    hoisted, args = step_args(k, carry.name, views, one, em.dim_var)
+    for line in hoisted:
+        em.hb.line(line)
     at = "[t_]" if k.out.rank > 1 else "[t_:t_ + 1]"
     with em.hb.block(f"for t_ in {steps(k, em.size)}:"):
         em.hb.line(f"r_, = {fname}({', '.join(args)})")

@@ -409,8 +409,10 @@ class NumpyEmitter(Indexing):
         b.line(f"{ws} = np.empty(max({int_expr(k.body.ws_size, self.dim_var)}, 1), "
                f"{NP[k.body.float_dtype]})")
         first = carry if k.out.rank > 1 else f"np.reshape({carry}, (1,))"
-        args = step_args(k, first, ws, lambda c: f"np.reshape({self.value(c)}, (1,))",
-                         self.dim_var)
+        hoisted, args = step_args(k, first, ws,
+                                  lambda c: f"np.reshape({self.value(c)}, (1,))", self.dim_var)
+        for line in hoisted:
+            b.line(line)
         with b.block(f"for t_ in {steps(k, self.size)}:"):
             b.line(f"{carry}, = {fname}({', '.join(args)})")
             b.line(f"{out}[t_] = {carry}")
