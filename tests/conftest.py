@@ -7,6 +7,8 @@
 * Blocking compiles (no background processes, one tier) unless a test asks for tiers
   (``wait=False``); tests/runtime/test_tiers.py covers tiered start.
 * Files of slow tests run first (:mod:`tests.harness.order`).
+* ``GRADC_TEST_COMPILE_LOG=DIR`` logs every Numba compile with the test that ran it
+  (:mod:`tests.harness.compile_log`: where the suite's time goes).
 * Random draws are reproducible: :mod:`tests.harness.seeds` (``GRADC_TEST_SEED``, printed
   in the header and beside the failures of the modules that use it) and the derandomized
   Hypothesis profile ``ci`` (``--hypothesis-profile=random`` draws new examples;
@@ -22,7 +24,7 @@ import tempfile
 import pytest
 from hypothesis import settings
 
-from tests.harness import order, seeds
+from tests.harness import compile_log, order, seeds
 
 os.environ.setdefault("GRADC_TIERED", "0")
 
@@ -44,6 +46,7 @@ def pytest_configure(config):
         path = tempfile.mkdtemp(prefix="gradc_test_cache_")
         os.environ["GRADC_CACHE_DIR"] = path
         setattr(config, _OWN_CACHE, path)
+    compile_log.install()
 
 
 def pytest_unconfigure(config):
@@ -56,6 +59,10 @@ def pytest_unconfigure(config):
 
 def pytest_collection_modifyitems(config, items):
     order.slow_files_first(items)
+
+
+def pytest_runtest_setup(item):
+    compile_log.running(item.nodeid)
 
 
 def pytest_report_header(config):
