@@ -13,7 +13,8 @@ activation; under a second ``grad`` or the params' gradient, reverse over revers
 :func:`mixing` finds no operation that mixes samples between ``v`` and ``u``; the reason
 it gives otherwise is shown by ``gradc show``. Without a proof that samples stay apart,
 forward mode would compute a different number (the sum over samples of the Jacobian's
-columns), so anything not on the list below is treated as mixing.
+columns), so a node kind without a ``keeps_rows`` rule (:mod:`gradc.kinds`: gathers,
+scatters, im2col, recurrences) is treated as mixing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gradc.autodiff.reverse import depends_on
 from gradc.ir import build
 from gradc.ir.graph import Graph, Node
 from gradc.ir.shapes import fmt_shape
+from gradc.kinds import KINDS
 
 #: the most columns of v for which forward mode is chosen. Measured on the PINN step with
 #: the Laplacian in d dims (python -m benchmarks.pinn --crossover, one thread): forward
@@ -82,39 +84,9 @@ def mixing(g: Graph, u: Node, v: Node) -> str | None:
     for n in g.topo([u]):
         if n.id not in live or n is v:
             continue
-        keeps = _KEEPS.get(n.op)
+        keeps = KINDS[n.op].keeps_rows
         if not n.rank or n.shape[0] != samples or keeps is None or \
                 not keeps(n, live, samples):
             where = f" (line {n.span.line})" if n.span is not None else ""
             return f"{n.op} {fmt_shape(n.shape)}{where} may mix samples"
     return None
-
-
-def _rows(x: Node, n: Node, samples) -> bool:
-    return x.rank == n.rank and x.shape[0] == samples
-
-
-def _keeps_matmul(n: Node, live: set, samples) -> bool:
-    a, b = n.inputs
-    return (a.id in live and b.id not in live and not n.attrs["ta"] and a.rank >= 2
-            and a.shape[0] == samples)
-
-
-def _whole_first_axis(n: Node, samples) -> bool:
-    first = n.attrs["spec"][0]
-    return first[0] == "r" and first[1] == 0 and first[2] == 1 and first[3] == samples
-
-
-#: op -> whether a node of it keeps samples apart, given that its shape starts with them
-#: (a live input is one that depends on v); an op not here (gathers, scatters, im2col,
-#: recurrences) counts as mixing.
-_KEEPS = {
-    "ewise": lambda n, live, s: all(_rows(i, n, s) for i in n.inputs if i.id in live),
-    "matmul": _keeps_matmul,
-    "reduce": lambda n, live, s: 0 not in n.attrs["axes"],
-    "logsumexp": lambda n, live, s: 0 not in n.attrs["axes"],
-    "transpose": lambda n, live, s: n.attrs["perm"][0] == 0,
-    "reshape": lambda n, live, s: n.inputs[0].shape[0] == s,
-    "slice": lambda n, live, s: _whole_first_axis(n, s),
-    "unslice": lambda n, live, s: _whole_first_axis(n, s),
-}

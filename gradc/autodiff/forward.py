@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gradc.autodiff.reverse import inherit_span
-from gradc.autodiff.rules import JVP
 from gradc.ir.graph import Graph, Node
+from gradc.kinds import KINDS
 
 
 def jvp(g: Graph, roots: list[Node], tangents: dict[int, Node]) -> list[Node]:
@@ -17,7 +17,7 @@ def jvp(g: Graph, roots: list[Node], tangents: dict[int, Node]) -> list[Node]:
         ins = [tans.get(i.id) if i.is_float else None for i in n.inputs]
         if any(t is not None for t in ins):
             first = len(g.nodes)
-            t = JVP[n.op](g, n, ins)
+            t = KINDS[n.op].jvp(g, n, ins)
             inherit_span(g, first, n)
             if t is not None:
                 tans[n.id] = t

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gradc.autodiff.rules import VJP
 from gradc.ir import build
 from gradc.ir.graph import Graph, Node
+from gradc.kinds import KINDS
 
 
 def depends_on(g: Graph, roots: list[Node], leaves: list[Node]) -> set[int]:
@@ -34,7 +34,7 @@ def vjp(g: Graph, seeds: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]
         if ct is None or not n.inputs:
             continue
         first = len(g.nodes)
-        for inp, c in zip(n.inputs, VJP[n.op](g, n, ct)):
+        for inp, c in zip(n.inputs, KINDS[n.op].vjp(g, n, ct)):
             if c is not None and inp.id in live:
                 _accumulate(g, cots, inp, c)
         inherit_span(g, first, n)

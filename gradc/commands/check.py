@@ -22,6 +22,7 @@ from gradc.errors import GradcError
 from gradc.gradcheck import check_model, format_results
 from gradc.ir.graph import Graph
 from gradc.ir.shapes import fmt_shape
+from gradc.kinds import KINDS
 
 #: jitter added to params whose initialiser is a constant (zeros, ones, constant(v)).
 JITTER = 0.1
@@ -84,19 +85,17 @@ def _concrete(shape, dims: dict[str, int], batch: int) -> tuple[int, ...]:
 
 def class_counts(graph: Graph, dims: dict[str, int], batch: int) -> dict[str, int]:
     """For each integer input, the number of classes (or rows) it indexes: the smallest
-    size among the axes it picks from (``pick``: the scores' last axis; ``take``: the
-    gathered axis); 2 when nothing indexes with it."""
+    size among the axes it picks from (each node kind's ``lookup``: for ``pick``, the
+    scores' last axis; for ``take``, the gathered axis); 2 when nothing indexes with it."""
     counts: dict[str, int] = {}
     int_inputs = {n.id: k for k, n in graph.inputs.items() if not n.is_float}
     for node in graph.nodes:
-        if node.op in ("pick", "unpick"):
-            axis_size = (node.inputs[0] if node.op == "pick" else node).shape[-1]
-        elif node.op == "take":
-            axis_size = node.inputs[0].shape[node.attrs["axis"]]
-        else:
+        lookup = KINDS[node.op].lookup
+        if lookup is None:
             continue
+        idx, axis_size, _ = lookup(node)
         size = _concrete((axis_size,), dims, batch)[0]
-        for dep in graph.topo([node.inputs[1]]):
+        for dep in graph.topo([idx]):
             if dep.id in int_inputs:
                 name = int_inputs[dep.id]
                 counts[name] = min(counts.get(name, size), size)

@@ -20,6 +20,7 @@ from gradc.errors import GradcError
 from gradc.ir.graph import Graph, Node
 from gradc.ir.printer import default_roots, format_type, node_label
 from gradc.ir.shapes import fmt_shape
+from gradc.kinds import KINDS
 
 TEXT_FORMATS = (".dot", ".gv")
 RENDERED_FORMATS = (".svg", ".png", ".pdf")
@@ -125,7 +126,7 @@ def _label(node: Node, root_names: dict[int, str]) -> str:
     head = f"%{node.id}"
     if node.id in root_names:
         head += f"  {root_names[node.id]}"
-    elif node.label and node.op not in ("input", "param", "dim", "hyper"):
+    elif node.label and not KINDS[node.op].leaf:
         head += f"  {node.label}"
     op = textwrap.wrap(node_label(node), WRAP) or [node.op]
     lines = [head, *op, format_type(node)]

@@ -1,35 +1,8 @@
 """The graph IR: SSA nodes with dtypes, symbolic shapes and spans, built with hash-consing.
 
-Node kinds (``Node.op``) and their attributes:
-
-=========== ============================ ====================================================
-op          inputs                       attrs
-=========== ============================ ====================================================
-input       —                            name
-param       —                            name
-dim         —                            name (the call-time value of a dim, as a float)
-ewise       the expression's arguments   expr (SymPy over ``ops.ARGS``), broadcast to shape
-matmul      a, b                         ta, tb (transpose flags); batch dims lead both
-reduce      x                            kind ('sum' | 'max' | 'min'), axes
-logsumexp   x                            axes
-transpose   x                            perm
-reshape     x                            — (the node's shape is the new shape)
-pick        z [..., C], labels int [...] — out[...] = z[..., labels[...]]
-unpick      g [...], labels int [...]    — out[..., c] = g[...] if c == labels[...] else 0
-slice       x                            spec: per axis ("i", index) or ("r", start, step, n)
-unslice     x                            spec: zeros of the node's shape, x placed at spec
-take        a, idx int                   axis (gather)
-put         src, idx int                 axis (scatter-add into zeros)
-patches     x [N, C, H, W]               k, stride, pad: each an int, or an (h, w) pair where the
-                                         axes differ (im2col: [N, OH, OW, C*kh*kw])
-unpatches   p [N, OH, OW, C*kh*kw]       k, stride, pad (col2im, overlaps added)
-scan        xw [B, T, H], wh [H, H]      — h_t = tanh(xw_t + h_{t-1} wh), every h_t
-scan_bwd    h, wh, g (all [B, T, H] but wh) — backprop through time: d(pre-activation)
-scan_lin    h, wh, u                     — tangent: s_t = (1 - h_t^2)(u_t + s_{t-1} wh)
-loop        seqs [T, ...], then consts   body, reverse: a step function run over axis 0
-                                         (see :mod:`gradc.ir.loops`), every carry [T, ...]
-hyper       —                            name (a float scalar passed by value)
-=========== ============================ ====================================================
+Node kinds (``Node.op``) are defined in :mod:`gradc.kinds`, one
+:class:`~gradc.kinds.kind.Kind` each (:data:`gradc.kinds.KINDS`): its inputs and attrs,
+its derivatives, reference evaluation, scheduling and text.
 
 Nodes are created through :class:`Graph` only, which shares structurally equal nodes (so the
 graph is CSE'd as it is built, forward and backward alike) and folds constants into

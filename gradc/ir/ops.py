@@ -5,7 +5,7 @@ and JVP come from ``sympy.diff`` (:mod:`gradc.autodiff.derive`), its CPU code fr
 printer (:mod:`gradc.codegen.scalar`), its reference value from ``sympy.lambdify``.
 
 Structural ops (matmul, reductions, reshape, transpose, gather) are graph node kinds of their
-own (:mod:`gradc.ir.graph`) with hand-written rules in :mod:`gradc.autodiff.rules`.
+own (:mod:`gradc.ir.graph`) with hand-written rules in :mod:`gradc.kinds`.
 """
 
 from __future__ import annotations

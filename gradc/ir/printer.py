@@ -16,6 +16,7 @@ from sympy.printing.str import StrPrinter
 
 from gradc.ir.graph import Graph, Node
 from gradc.ir.shapes import fmt_shape
+from gradc.kinds import KINDS
 
 #: SymPy function class name -> the name the model language uses.
 FUNCTION_NAMES = {
@@ -59,25 +60,9 @@ def format_type(node: Node) -> str:
 
 
 def _operation(node: Node) -> str:
-    """The op with its attributes, e.g. ``reduce sum axes=(1,)`` or ``ewise relu(a0)``."""
-    a = node.attrs
-    if node.op == "ewise":
-        return f"const {format_expr(a['expr'])}" if not node.inputs \
-            else f"ewise {format_expr(a['expr'])}"
-    if node.op in ("input", "param", "dim", "hyper"):
-        role = a.get("role")
-        return f"{node.op} {a.get('name')}" + (f" ({role})" if role else "")
-    if node.op == "matmul":
-        flags = [f for f in ("ta", "tb") if a.get(f)]
-        return "matmul" + (f"[{', '.join(flags)}]" if flags else "")
-    if node.op == "reduce":
-        return f"reduce {a['kind']} axes={tuple(a['axes'])}"
-    if node.op == "logsumexp":
-        return f"logsumexp axes={tuple(a['axes'])}"
-    if node.op == "transpose":
-        return f"transpose perm={tuple(a['perm'])}"
-    extra = " ".join(f"{k}={v}" for k, v in sorted(a.items()))
-    return f"{node.op} {extra}".rstrip()
+    """The op with its attributes, e.g. ``reduce sum axes=(1,)`` or ``ewise relu(a0)``
+    (its kind's ``show``)."""
+    return KINDS[node.op].show(node)
 
 
 def node_label(node: Node) -> str:
@@ -93,7 +78,7 @@ def format_node(node: Node, filename: str | None = None) -> str:
         text += f" ({ins})"
     text += f" : {format_type(node)}"
     notes = []
-    if node.label and node.op not in ("input", "param", "dim", "hyper"):
+    if node.label and not KINDS[node.op].leaf:
         notes.append(node.label)
     if node.span is not None:
         where = f"{filename}:" if filename else "line "

@@ -21,6 +21,7 @@ from gradc.autodiff.reverse import vjp
 from gradc.ir import sym
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
+from gradc.kinds import KINDS
 from gradc.options import OPTIMIZERS, Optimizer
 from gradc.passes.schedule import ProgramSpec
 
@@ -97,12 +98,10 @@ def _lookups(g: Graph, reads: list[Node]) -> list[tuple[Node, sympy.Expr, str]]:
     with the size it indexes and its kind ('label' or 'index'), once per (tensor, size)."""
     out = {}
     for n in g.topo(reads):
-        if n.op in ("pick", "unpick", "take", "put"):
-            data = n if n.op in ("unpick", "put") else n.inputs[0]
-            labels = n.op in ("pick", "unpick")
-            limit = data.shape[-1 if labels else n.attrs["axis"]]
-            out.setdefault((n.inputs[1].id, limit),
-                           (n.inputs[1], limit, "label" if labels else "index"))
+        lookup = KINDS[n.op].lookup
+        if lookup is not None:
+            idx, limit, kind = lookup(n)
+            out.setdefault((idx.id, limit), (idx, limit, kind))
     return list(out.values())
 
 

@@ -15,16 +15,11 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from gradc.ir.build import window
 from gradc.ir.graph import Graph, Node
-from gradc.ir.ops import ARGS
 from gradc.ir.shapes import free_dims, numel
-from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
-                                  Put, Read, Recur, Reduce, Scan, Scatter, Take, Unpatches,
-                                  Unpick, View, compose_index)
+from gradc.kinds import KINDS
+from gradc.passes.kernels import Buffer, Check, Loop, Program, Read, View
 
-FUSING = ("ewise", "reduce", "logsumexp")
-LEAVES = ("input", "param", "hyper", "dim")
 ALIGN = 16
 #: the most inlined nodes one fused expression may nest (deeper chains are materialised).
 MAX_FUSED_DEPTH = 24
@@ -70,25 +65,12 @@ def schedule(g: Graph, spec: ProgramSpec, arg_name: Callable[[Node], str]) -> Pr
     return _Scheduler(g, spec, arg_name).run()
 
 
-def slice_index(spec: tuple, axes) -> tuple:
-    """The index map of a sliced array: one spec per axis of the array, given the index
-    map ``axes`` of the slice's own (kept) axes."""
-    out, j = [], 0
-    for s in spec:
-        if s[0] == "i":
-            out.append(Affine(None, s[1], 0))
-        else:
-            out.append(compose_index(axes[j], s[1], int(s[2])))
-            j += 1
-    return tuple(out)
-
-
-def _is_swap(perm: tuple[int, ...]) -> bool:
-    r = len(perm)
-    return r >= 2 and perm == tuple(range(r - 2)) + (r - 1, r - 2)
-
-
 class _Scheduler:
+    """The scheduler of one program. The kinds' scheduling rules (:mod:`gradc.kinds`)
+    receive it and use ``mode``, ``home`` and ``store_of`` (the decisions so far),
+    :meth:`fuses`, :meth:`space`, :meth:`define`, :meth:`expr_of` and
+    :meth:`buffer_or_leaf`."""
+
     def __init__(self, g: Graph, spec: ProgramSpec, arg_name):
         self.g, self.spec = g, spec
         self.values = [v for _, v in spec.stores]
@@ -112,7 +94,7 @@ class _Scheduler:
             if d > MAX_FUSED_DEPTH and self.mode[n.id] == "inline":
                 self.mode[n.id], d = "kernel", 0
             depth[n.id] = d
-            inline = self.mode[n.id] == "inline" and n.shape == self._space(cs[0])
+            inline = self.mode[n.id] == "inline" and n.shape == self.space(cs[0])
             self.home[n.id] = self.home[cs[0].id] if inline else n.id
         self.buf: dict[int, Buffer] = {}
         self.prog = Program(spec.name, [], [], float_dtype=g.float_dtype)
@@ -127,37 +109,28 @@ class _Scheduler:
 
     # ------------------------------------------------------------------ fusion decisions
     def _mode(self, n: Node) -> str:
-        if n.op in LEAVES:
+        kind = KINDS[n.op]
+        if kind.leaf:
             return "leaf"
         if n.id in self.store_of:
             return "store"
-        if n.op == "reshape":
+        if kind.view:
             return "view"
         cs = self.consumers.get(n.id, [])
-        fusing = cs and all(c.op in FUSING for c in cs)
+        fusing = cs and all(self.fuses(c) for c in cs)
         if n.id in self.root_ids:
             return "kernel"
-        if n.op == "ewise":
-            if fusing and (not n.inputs or n.attrs["expr"] == ARGS[0]) \
-                    and not any(c.id in self.store_of for c in cs):
-                return "inline"
-            # Into consumers over the same space that all end up in one kernel (its CSE
-            # then computes n once); never into an optimizer store: stores run last,
-            # after params have changed.
-            if fusing and all(self._space(c) == n.shape and c.id not in self.store_of
-                              for c in cs) and len({self.home[c.id] for c in cs}) == 1:
-                return "inline"
-        if n.op == "transpose":
-            if all(c.op in FUSING or (c.op == "matmul" and _is_swap(n.attrs["perm"]))
-                   for c in cs):
-                return "virtual"
-        if n.op == "slice" and fusing:
-            return "virtual"
-        return "kernel"
+        return (kind.fuse and kind.fuse(self, n, cs, fusing)) or "kernel"
 
     @staticmethod
-    def _space(n: Node):
-        return n.inputs[0].shape if n.op in ("reduce", "logsumexp") else n.shape
+    def fuses(n: Node) -> bool:
+        """Whether ``n`` reads its inputs inside its own loop (they may be inlined)."""
+        return KINDS[n.op].fusing
+
+    @staticmethod
+    def space(n: Node):
+        """The loop space ``n``'s kernel runs over."""
+        return KINDS[n.op].space(n)
 
     # ------------------------------------------------------------------ expressions
     def expr_of(self, n: Node, axes: tuple) -> sympy.Expr:
@@ -171,19 +144,9 @@ class _Scheduler:
 
     def define(self, n: Node, axes: tuple) -> sympy.Expr:
         """Expand ``n``'s own definition one level, its inputs through :meth:`expr_of`."""
-        if n.op == "transpose":
-            perm = n.attrs["perm"]
-            return self.expr_of(n.inputs[0], tuple(axes[perm.index(k)] for k in range(n.rank)))
-        if n.op == "slice":
-            return self.expr_of(n.inputs[0], slice_index(n.attrs["spec"], axes))
-        assert n.op == "ewise", n
-        subs = {}
-        for i, inp in enumerate(n.inputs):
-            off = n.rank - inp.rank
-            sub_axes = tuple(None if (d == 1 and n.shape[off + k] != 1) else axes[off + k]
-                             for k, d in enumerate(inp.shape))
-            subs[ARGS[i]] = self.expr_of(inp, sub_axes)
-        return n.attrs["expr"].xreplace(subs)
+        rule = KINDS[n.op].define
+        assert rule is not None, n
+        return rule(self, n, axes)
 
     # ------------------------------------------------------------------ buffers
     def buffer(self, n: Node) -> Buffer:
@@ -220,56 +183,13 @@ class _Scheduler:
         return self.prog
 
     def _kernel(self, n: Node):
-        out, ident = self.buffer(n), tuple(range(n.rank))
-        if n.op in ("ewise", "transpose", "slice"):
-            return Loop(n.shape, [(out, self.define(n, ident))], n.span)
-        if n.op in ("reduce", "logsumexp"):
-            (x,) = n.inputs
-            kind = n.attrs.get("kind", "logsumexp")
-            expr = self.expr_of(x, tuple(range(x.rank)))
-            return Reduce(out, kind, x.shape, n.attrs["axes"], expr, n.span)
-        if n.op == "matmul":
-            (a, ta), (b, tb) = self._operand(n.inputs[0], n.attrs["ta"]), \
-                self._operand(n.inputs[1], n.attrs["tb"])
-            return Dot(out, a, b, ta, tb, n.span)
-        if n.op == "pick":
-            return Pick(out, self.buffer_or_leaf(n.inputs[0]), self.buffer_or_leaf(n.inputs[1]),
-                        n.span)
-        if n.op == "unpick":
-            return Unpick(out, self.buffer_or_leaf(n.inputs[0]),
-                          self.buffer_or_leaf(n.inputs[1]), n.span)
-        src = self.buffer_or_leaf(n.inputs[0]) if n.inputs else None
-        if n.op == "unslice":
-            return Scatter(out, src, slice_index(n.attrs["spec"], range(n.inputs[0].rank)),
-                           n.span)
-        if n.op in ("take", "put"):
-            kind = Take if n.op == "take" else Put
-            return kind(out, src, self.buffer_or_leaf(n.inputs[1]), n.attrs["axis"], n.span)
-        if n.op in ("scan", "scan_bwd", "scan_lin"):
-            return Recur(n.op, out, tuple(self.buffer_or_leaf(i) for i in n.inputs), n.span)
-        if n.op == "loop":
-            return self._scan(n, out)
-        if n.op in ("patches", "unpatches"):
-            kind = Patches if n.op == "patches" else Unpatches
-            return kind(out, src, *window(n), n.span)
-        raise AssertionError(f"schedule: no kernel for {n.op}")
-
-    def _scan(self, n: Node, out: Buffer) -> Scan:
-        body = n.attrs["body"]
-        spec = ProgramSpec("body", body.leaves, [body.out], graph=body.graph)
-        prog = schedule(body.graph, spec, lambda leaf: leaf.attrs["name"] + "_")
-        ins = [self.buffer_or_leaf(i) for i in n.inputs]
-        k = len(body.seqs)
-        return Scan(out, tuple(ins[:k]), tuple(ins[k:]), prog, n.attrs["reverse"], n.span)
+        rule = KINDS[n.op].lower
+        assert rule is not None, f"schedule: no kernel for {n.op}"
+        return rule(self, n, self.buffer(n))
 
     def buffer_or_leaf(self, n: Node) -> Buffer:
         """The materialised buffer of ``n`` (a leaf's argument buffer included)."""
         return self.buf[n.id] if n.id in self.buf else self.buffer(n)
-
-    def _operand(self, n: Node, flag: bool) -> tuple[Buffer, bool]:
-        if self.mode[n.id] == "virtual":
-            return self.buffer_or_leaf(n.inputs[0]), not flag
-        return self.buffer_or_leaf(n), flag
 
     def _checks(self) -> None:
         """A :class:`Check` of each of the spec's label and index tensors that no kernel

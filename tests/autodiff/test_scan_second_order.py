@@ -2,7 +2,7 @@
 
 ``scan`` (h_t = tanh(xw_t + h_{t-1} wh)) differentiates to ``scan_bwd`` (backprop through
 time) and ``scan_lin`` (the tangent recurrence); differentiating those again needs their own
-rules (``gradc/autodiff/rules.py``). Checked here, in float64 and with no code generation:
+rules (``gradc/kinds/recurrences.py``). Checked here, in float64 and with no code generation:
 
 * each rule of ``scan_lin`` and ``scan_bwd`` on its own: the JVP against central differences
   of the op (every subset of its inputs moving, tanh-saturated h = ±1 included) and the VJP

@@ -33,6 +33,7 @@ from gradc.codegen.numpy import printer as numpy_printer
 from gradc.codegen.target import TARGETS
 from gradc.entries import ENTRIES
 from gradc.ir import sym
+from gradc.kinds import KINDS
 from gradc.options import Options
 from gradc.passes import kernels
 from gradc.pipeline import compile_sources
@@ -55,9 +56,11 @@ loss   = cross_entropy(logits, y)
 
 
 def kernel_classes() -> set[type]:
-    """Every concrete kernel class of :mod:`gradc.passes.kernels`."""
+    """Every concrete kernel class of :mod:`gradc.passes.kernels`, and every one a node
+    kind lowers to (a kind may define its own beside it: ``Kind.kernels``)."""
     return {v for v in vars(kernels).values()
-            if inspect.isclass(v) and issubclass(v, kernels.Kernel) and v is not kernels.Kernel}
+            if inspect.isclass(v) and issubclass(v, kernels.Kernel) and v is not kernels.Kernel
+            } | {k for kind in KINDS.values() for k in kind.kernels}
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
