@@ -6,7 +6,11 @@ one registration the docs name, and the whole compiler picks it up.
 - an entry made of existing programs: one row of :data:`gradc.entries.ENTRIES` (added to a
   copy of the file: :class:`gradc.Model` takes its methods from the table at import);
 - a target: its module (defining ``TARGET``) and one row of
-  :data:`gradc.codegen.target.TARGETS`.
+  :data:`gradc.codegen.target.TARGETS`;
+- a structural op: its node kind, one :class:`~gradc.kinds.kind.Kind` in
+  :data:`gradc.kinds.KINDS` (its rules, its reference, its lowering to a kernel class of its
+  own), a printer of that class per target (here the numpy target's) and its spelling in
+  :data:`gradc.ir.builtins.BUILTINS`.
 
 Each test adds the row (monkeypatched for the test alone), compiles a small float64
 model into a fresh cache and checks the numbers against values computed here.
@@ -18,14 +22,22 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import gradc
 from gradc.codegen import target as target_table
-from gradc.ir import ops, sym
+from gradc.codegen.numpy import emit as numpy_emit
+from gradc.ir import builtins, ops, sym
+from gradc.ir.graph import Graph, Node
+from gradc.ir.printer import format_node
+from gradc.kinds import KINDS, Kind
 from gradc.options import OPTIMIZERS, OptimizerRule
+from gradc.passes import kernels
+from gradc.runtime.reference import evaluate
+from gradc.source import Span
 from tests.harness.paths import ROOT
 
 MODEL = """\
@@ -163,3 +175,84 @@ def test_a_target_is_its_module_and_one_row(fresh_cache, monkeypatch):
         assert model.tier("forward") == "mine"
     finally:
         sys.modules.pop("gradc_test_mytarget", None)
+
+
+# ---------------------------------------------------------------------- a structural op
+# flip(x): x with axis 0 reversed, defined as docs/adding_an_op.md says: the constructor,
+# the kernel class and the kind in one place (a family module of gradc/kinds), a printer
+# of the kernel per target (the numpy target's here) and the language's spelling.
+def flip(g: Graph, x: Node) -> Node:
+    """The node reversing axis 0 of ``x``."""
+    return g.add("flip", (x,), x.shape, x.dtype)
+
+
+@dataclass(eq=False)
+class Flip(kernels.Kernel):
+    """out[i] = src[n - 1 - i] along axis 0."""
+
+    out: kernels.Buffer
+    src: kernels.Buffer
+    span: Span | None = None
+
+    def reads(self) -> list[kernels.Buffer]:
+        return [self.src]
+
+
+FLIP = Kind("flip", "x", (), "x with axis 0 reversed",
+            vjp=lambda g, n, ct: [flip(g, ct)],
+            jvp=lambda g, n, t: flip(g, t[0]),
+            evaluate=lambda n, ins, shape, dims: np.flip(ins[0], 0).copy(),
+            lower=lambda s, n, out: Flip(out, s.buffer_or_leaf(n.inputs[0]), n.span),
+            kernels=(Flip,))
+
+
+def _print_flip(emitter, b, k: Flip) -> None:
+    b.line(f"{k.out.name} = np.flip({k.src.name}, 0).copy()")
+
+
+def _flip_builtin(g, name, args, kwargs, call):
+    builtins.check_arity(name, args, 1, call)
+    return flip(g, args[0])
+
+
+FLIP_MODEL = """\
+model ext
+input  x : f64[B, 3]
+input  t : f64[B, 2]
+param  W : f64[3, 2] ~ he_normal
+output y = flip(tanh(x @ W))
+loss   = sum(y * t)
+"""
+
+
+def test_a_structural_op_is_its_kind_and_a_printer_per_target(fresh_cache, monkeypatch):
+    """flip, registered as one kind plus the numpy target's printer of its kernel (and its
+    name in the language): the numpy module computes it, its gradient (the kind's VJP),
+    its tangent (JVP) and the Hessian-vector product (the JVP of the VJP's flip) right;
+    the reference interpreter and the graph printer know it."""
+    monkeypatch.setitem(KINDS, "flip", FLIP)
+    monkeypatch.setitem(numpy_emit.PRINTERS, Flip, _print_flip)
+    monkeypatch.setitem(builtins.BUILTINS, "flip", _flip_builtin)
+    path = fresh_cache / "ext.grad"
+    path.write_text(FLIP_MODEL)
+    model = gradc.compile(str(path), target="numpy", wait=True)
+    assert "np.flip(" in model.source
+    x, w = _data()
+    rng = np.random.default_rng(1)
+    t, v = rng.normal(size=(4, 2)), rng.normal(size=(3, 2))
+    h = np.tanh(x @ w)
+    y = model.forward({"W": w}, x=x, t=t)["y"]
+    np.testing.assert_allclose(y, h[::-1], rtol=1e-14)
+    loss, grads = model.loss_and_grad({"W": w}, x=x, t=t)
+    np.testing.assert_allclose(loss, (h[::-1] * t).sum(), rtol=1e-13)
+    np.testing.assert_allclose(grads["W"], x.T @ ((1 - h ** 2) * t[::-1]), rtol=1e-12)
+    _, tangents = model.jvp({"W": w}, {"W": v}, x=x, t=t)
+    np.testing.assert_allclose(tangents["y"], ((1 - h ** 2) * (x @ v))[::-1], rtol=1e-12)
+    hv = model.hvp({"W": w}, {"W": v}, x=x, t=t)
+    np.testing.assert_allclose(hv["W"], x.T @ (-2 * h * (1 - h ** 2) * (x @ v) * t[::-1]),
+                               rtol=1e-12)
+    g = model.graph
+    node = g.outputs["y"]
+    assert format_node(node).startswith(f"%{node.id} = flip (%")
+    (ref,) = evaluate(g, [node], {g.inputs["x"].id: x, g.params["W"].id: w}, {"B": 4})
+    np.testing.assert_allclose(ref, h[::-1], rtol=1e-14)
