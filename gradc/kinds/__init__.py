@@ -3,22 +3,9 @@
 attrs are, its VJP and JVP, its reference evaluation, its scheduling and lowering to
 kernels, its text in the graph printer).
 
-Kinds are defined by family, one module each; a family module lists its kinds in a
-``KINDS`` tuple, and :data:`FAMILIES` is the only list of families:
-
-============== ==============================================================
-module         kinds
-============== ==============================================================
-leaves         input, param, dim, hyper
-elementwise    ewise
-matmul         matmul
-reductions     reduce, logsumexp
-layout         transpose, reshape
-indexing       pick, unpick, slice, unslice, take, put
-patches        patches, unpatches
-recurrences    scan, scan_bwd, scan_lin
-loops          loop
-============== ==============================================================
+Kinds are defined by family, one module each (its docstring says what its kinds
+compute); a family module lists its kinds in a ``KINDS`` tuple, and :data:`FAMILIES` is the
+only list of families.
 
 The registry sits below the stages that dispatch through it (autodiff, the scheduler,
 the reference interpreter, the graph printer): a kind's definition imports the graph,
