@@ -26,11 +26,11 @@ import textwrap
 import sympy
 
 from gradc.codegen.builder import Builder
-from gradc.codegen.indexing import NP, int_expr
+from gradc.codegen.indexing import NP
 from gradc.dtypes import NUMPY_NAMES
 from gradc.ir.shapes import numel
 from gradc.passes.kernels import Buffer, Program
-from gradc.passes.schedule import Align, kernel_outputs
+from gradc.passes.schedule import kernel_outputs
 
 
 def _ws_view(ws, offset, shape):
@@ -68,25 +68,12 @@ class WorkspaceViews:
     views_used: set[tuple[str, int]]  # (dtype, rank) of the _ws_view calls printed
 
     def _hoist_offsets(self, b: Builder, prog: Program) -> None:
-        """Print each distinct workspace offset of ``prog`` once, at the top of the function
-        (``wo<k>_``), sharing its alignment terms (``wa<k>_``); views then slice ``ws`` at
-        those variables. Numba's typing and lowering time grows with the number of
-        operations in a function, and every view would otherwise repeat its offset's
-        arithmetic twice (measured: 3.0 s -> 2.3 s to compile mlp_cifar's train_step)."""
-        offsets = list(dict.fromkeys(sympy.sympify(out.offset) for kern in prog.kernels
-                                     for out in kernel_outputs(kern) if out.kind == "ws"))
-        aligns = sorted({a for o in offsets for a in o.atoms(Align)}, key=sympy.default_sort_key)
-        subs = {a: sympy.Symbol(f"ws:wa{k}_") for k, a in enumerate(aligns)}
-        for a, sym in subs.items():
-            b.line(f"{sym.name[3:]} = {self.size(a)}")
-
-        def local(name: str) -> str:  # the alignment terms' variables, else dims
-            return name[3:] if name.startswith("ws:") else self.dim_var(name)
-
-        self.offsets = {o: str(int(o)) for o in offsets if o.is_Integer}
-        for k, o in enumerate(o for o in offsets if not o.is_Integer):
-            self.offsets[o] = f"wo{k}_"
-            b.line(f"wo{k}_ = {int_expr(o.xreplace(subs), local)}")
+        """Print the workspace offsets of ``prog``'s outputs at the top of the function
+        (:meth:`gradc.codegen.indexing.Indexing.hoist_offsets`); views slice ``ws`` at
+        those variables."""
+        self.hoist_offsets(b, list(dict.fromkeys(
+            sympy.sympify(out.offset) for kern in prog.kernels
+            for out in kernel_outputs(kern) if out.kind == "ws")))
 
     def _need(self, b: Builder, buf: Buffer) -> None:
         """Name ``buf`` in the function, once, where a kernel first reads or writes it
