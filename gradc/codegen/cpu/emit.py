@@ -27,7 +27,7 @@ from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Progr
 from gradc.passes.schedule import kernel_buffers
 
 PARALLEL_MIN = 1 << 15
-INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
+INIT = {"sum": 0.0, "max": -float("inf"), "min": float("inf")}
 
 
 class CpuEmitter(WorkspaceViews, Indexing):
@@ -42,6 +42,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
     def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
         self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
         self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
+        self.constants: dict[str, str] = {}  # their float32 constants (printer.lit)
         self.views_used: set[tuple[str, int]] = set()  # (dtype, rank) of their _ws_view calls
         self.bodies = Bodies()  # the loop bodies the printed programs call
 
@@ -88,7 +89,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
         a caller that wraps them, as train_epoch's loop does)."""
         self.dtype = prog.float_dtype
         self.printer = CpuPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
-        self.printer.used = self.math_used
+        self.printer.used, self.printer.constants = self.math_used, self.constants
         for s in (a.name for a in prog.args if a.kind == "scalar"):
             b.line(f"{s} = {NP[self.dtype]}({s}_in)")
         self._hoist_offsets(b, prog)
@@ -155,7 +156,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
         return f"{out.name}[{', '.join(f'i{a}' for a in loop_axes)}]"
 
     def _init(self, kind: str) -> str:
-        return f"{NP[self.dtype]}({INIT[kind]})"
+        return self.printer.lit(INIT[kind])
 
     @staticmethod
     def _combine(kind: str, dest: str, value: str) -> str:
@@ -174,7 +175,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
             self._assign(b, "v_", k.expr, "t_")
             b.line("m_ = max(m_, v_)")
             self._close(inner)
-            b.line(f"m_ = m_ if abs(m_) < {NP[self.dtype]}(np.inf) else {self._init('sum')}")
+            b.line(f"m_ = m_ if abs(m_) < {self._init('min')} else {self._init('sum')}")
             b.line(f"s_ = {self._init('sum')}")
             inner = self._loops(b, k.shape, False, red)
             self._assign(b, "v_", k.expr, "t_")
@@ -319,7 +320,8 @@ class CpuEmitter(WorkspaceViews, Indexing):
                     b.line(f"v_ = {self._math('tanh', f'{first.name}{at} + m_[i_, j_]')}")
                 else:
                     src = f"{third.name}{at} + {carry}[i_, j_]"
-                    b.line(f"v_ = ({src}) * ({dt}(1) - {first.name}{at} * {first.name}{at})")
+                    b.line(f"v_ = ({src}) * ({self.printer.lit(1)} - {first.name}{at} * "
+                           f"{first.name}{at})")
                 b.line(f"{out}{at} = v_")
                 b.line("h_[i_, j_] = v_")
             if k.kind == "scan_bwd":

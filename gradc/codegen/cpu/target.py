@@ -64,6 +64,11 @@ class CpuTarget(Target):
                                             "boundscheck=False").split("\n"))
             b.line()
             b.line()
+        if emitter.constants:
+            b.line("# The kernels' float32 constants (Numba reads a module global as a constant).")
+            b.lines.extend(f"{name} = {text}" for name, text in sorted(emitter.constants.items()))
+            b.line()
+            b.line()
         if emitter.math_used:
             b.line("# Vectorisable math (gradc.codegen.cpu.mathlib): error bounds tested against "
                    "NumPy.")
