@@ -61,7 +61,8 @@ class CpuTarget(Target):
         if emitter.views_used:
             b.lines.extend(views.source(emitter.views_used,
                                         f"cache={bool(unit.options.cache)}, nogil=True, "
-                                            "boundscheck=False").split("\n"))
+                                        "boundscheck=False, no_cpython_wrapper=True, "
+                                        "no_cfunc_wrapper=True").split("\n"))
             b.line()
             b.line()
         if emitter.constants:

@@ -10,7 +10,9 @@ function compile in 4.3 s as reshapes, 1.8 s as calls). The function is compiled
 rank, when the module is imported (about 0.35 CPU-s each on a cold cache), for the
 signatures :func:`signatures` lists: explicit signatures, because a call with constant dims
 would otherwise compile one specialisation per call site (Numba types each constant as its
-own literal type).
+own literal type). Only kernels call it: it gets neither a CPython nor a C wrapper
+(measured: 1.20 -> 1.10 CPU s to import examples/cnn.grad's module, ranks 2-4, on a cold
+cache).
 
 Contract: plain Numba nopython code; :func:`source` is pasted into the generated module,
 decorated with ``@nb.njit(<signatures>, ...)``. Its cache files heal like the kernels'
