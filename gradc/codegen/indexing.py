@@ -46,6 +46,26 @@ class Indexing:
         items = [self.size(d) for d in shape] or ["1"]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
+    def hoist_offsets(self, b, offsets: list[sympy.Expr]) -> None:
+        """Print each workspace offset of ``offsets`` (distinct, in order) once into the
+        Builder ``b`` (``wo<k>_``; an integer stays a literal), their alignment terms
+        shared (``wa<k>_``), and keep ``self.offsets``: offset -> its text. Numba's typing
+        and lowering time grows with the operations of a function, and every view would
+        otherwise repeat its offset's arithmetic (measured: 3.0 s -> 2.3 s to compile
+        mlp_cifar's train_step)."""
+        aligns = sorted({a for o in offsets for a in o.atoms(Align)}, key=sympy.default_sort_key)
+        subs = {a: sympy.Symbol(f"ws:wa{k}_") for k, a in enumerate(aligns)}
+        for a, sym in subs.items():
+            b.line(f"{sym.name[3:]} = {self.size(a)}")
+
+        def local(name: str) -> str:  # the alignment terms' variables, else dims
+            return name[3:] if name.startswith("ws:") else self.dim_var(name)
+
+        self.offsets = {o: str(int(o)) for o in offsets if o.is_Integer}
+        for k, o in enumerate(o for o in offsets if not o.is_Integer):
+            self.offsets[o] = f"wo{k}_"
+            b.line(f"wo{k}_ = {int_expr(o.xreplace(subs), local)}")
+
     def use(self, buf: Buffer) -> None:
         """Note that the current kernel reads ``buf`` (nothing to note by default)."""
 

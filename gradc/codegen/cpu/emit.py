@@ -15,21 +15,22 @@ import sympy
 from gradc.codegen.bodies import Bodies, step_args, steps
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu.mathlib import VARIANTS
-from gradc.codegen.indexing import NP, Indexing, int_expr
+from gradc.codegen.indexing import NP, Indexing
 from gradc.codegen.cpu.printer import CpuPrinter
+from gradc.codegen.cpu.views import WorkspaceViews
 from gradc.codegen.scalar import cse_block
 from gradc.ir.shapes import numel
 from gradc.passes.collapse import collapse
 from gradc.passes.kernels import (Buffer, Check, Dot, Loop, Patches, Pick, Program, Put,
                                   Recur, Reduce, Scan, Scatter, Take, Unpatches, Unpick, View,
                                   out_of_range)
-from gradc.passes.schedule import Align, kernel_outputs
+from gradc.passes.schedule import kernel_buffers
 
 PARALLEL_MIN = 1 << 15
-INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
+INIT = {"sum": 0.0, "max": -float("inf"), "min": float("inf")}
 
 
-class CpuEmitter(Indexing):
+class CpuEmitter(WorkspaceViews, Indexing):
     """Prints kernel programs as Numba functions.
 
     Args:
@@ -41,6 +42,7 @@ class CpuEmitter(Indexing):
     def __init__(self, dim_var: Callable[[str], str], comment, parallel: bool = False):
         self.dim_var, self.comment, self.parallel = dim_var, comment, parallel
         self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
+        self.constants: dict[str, str] = {}  # their float32 constants (printer.lit)
         self.views_used: set[tuple[str, int]] = set()  # (dtype, rank) of their _ws_view calls
         self.bodies = Bodies()  # the loop bodies the printed programs call
 
@@ -87,74 +89,30 @@ class CpuEmitter(Indexing):
         a caller that wraps them, as train_epoch's loop does)."""
         self.dtype = prog.float_dtype
         self.printer = CpuPrinter(self.dtype, lambda r: self.index(r.buffer, r.axes))
-        self.printer.used = self.math_used
+        self.printer.used, self.printer.constants = self.math_used, self.constants
         for s in (a.name for a in prog.args if a.kind == "scalar"):
             b.line(f"{s} = {NP[self.dtype]}({s}_in)")
         self._hoist_offsets(b, prog)
+        self.declared: set[str] = set()  # the buffers this function has named
+        self.viewed: dict[tuple, str] = {}  # (root, offset, shape) -> the first view's name
         for kern in prog.kernels:
             self._kernel(b, kern)
+        for r in prog.results:
+            self._need(b, r)
         return [f"{r.name}[0]" if not r.shape else r.name for r in prog.results]
-
-    def _hoist_offsets(self, b: Builder, prog: Program) -> None:
-        """Print each distinct workspace offset of ``prog`` once, at the top of the function
-        (``wo<k>_``), sharing its alignment terms (``wa<k>_``); views then slice ``ws`` at
-        those variables. Numba's typing and lowering time grows with the number of
-        operations in a function, and every view would otherwise repeat its offset's
-        arithmetic twice (measured: 3.0 s -> 2.3 s to compile mlp_cifar's train_step)."""
-        offsets = list(dict.fromkeys(sympy.sympify(out.offset) for kern in prog.kernels
-                                     for out in kernel_outputs(kern) if out.kind == "ws"))
-        aligns = sorted({a for o in offsets for a in o.atoms(Align)}, key=sympy.default_sort_key)
-        subs = {a: sympy.Symbol(f"ws:wa{k}_") for k, a in enumerate(aligns)}
-        for a, sym in subs.items():
-            b.line(f"{sym.name[3:]} = {self.size(a)}")
-
-        def local(name: str) -> str:  # the alignment terms' variables, else dims
-            return name[3:] if name.startswith("ws:") else self.dim_var(name)
-
-        self.offsets = {o: str(int(o)) for o in offsets if o.is_Integer}
-        for k, o in enumerate(o for o in offsets if not o.is_Integer):
-            self.offsets[o] = f"wo{k}_"
-            b.line(f"wo{k}_ = {int_expr(o.xreplace(subs), local)}")
-
-    def _declare(self, b: Builder, kern) -> None:
-        for out in kernel_outputs(kern):
-            if out.kind == "ws":
-                self._view(b, out.name, out, out.shape)
-            elif out.kind == "fresh":
-                b.line(f"{out.name} = np.empty({self.shape(out.shape)}, {NP[out.dtype]})")
-
-    def _view(self, b: Builder, name: str, base: Buffer, shape) -> None:
-        """Print ``name = `` ``base`` seen with ``shape``. Whatever lies in the workspace
-        (``base`` or the buffer it views) is sliced from ``ws`` at its offset, through
-        :func:`gradc.codegen.cpu.views._ws_view` from rank 2 on: a ``.reshape`` costs
-        Numba about 40 ms of lowering per use, a call of that function about 10 ms."""
-        root = base
-        while root.kind == "view":
-            root = root.base
-        if root.kind != "ws":
-            b.line(f"{name} = {base.name}.reshape({self.shape(shape)})")
-            return
-        assert root.dtype == self.dtype, (root.name, root.dtype)
-        off = self.offsets[sympy.sympify(root.offset)]
-        if len(shape) > 1:
-            self.views_used.add((self.dtype, len(shape)))
-            b.line(f"{name} = _ws_view(ws, {off}, {self.shape(shape)})")
-        else:
-            b.line(f"{name} = ws[{off}:{off} + {self.size(numel(shape))}]")
 
     def _kernel(self, b: Builder, kern) -> None:
         if kern.span is not None and self.comment:
             b.line(f"# {self.comment(kern.span)}")
-        if not isinstance(kern, View):
-            self._declare(b, kern)
         if isinstance(kern, (Loop, Reduce)):
-            views, kern = collapse(kern)
-            for v in views:
-                self._view(b, v.name, v.base, v.shape)
+            kern = collapse(kern)[1]
+        if not isinstance(kern, View):  # (sorted: a Loop's reads come from a set)
+            for buf in sorted(kernel_buffers(kern), key=lambda buf: buf.name):
+                self._need(b, buf)
         PRINTERS[type(kern)](self, b, kern)
 
     def _reshape(self, b: Builder, kern: View) -> None:
-        self._view(b, kern.out.name, kern.out.base, kern.out.shape)
+        """Nothing to print: a view is named where a kernel uses it (:meth:`_need`)."""
 
     # ------------------------------------------------------------------ kernels
     def _math(self, name: str, arg: str) -> str:
@@ -198,7 +156,7 @@ class CpuEmitter(Indexing):
         return f"{out.name}[{', '.join(f'i{a}' for a in loop_axes)}]"
 
     def _init(self, kind: str) -> str:
-        return f"{NP[self.dtype]}({INIT[kind]})"
+        return self.printer.lit(INIT[kind])
 
     @staticmethod
     def _combine(kind: str, dest: str, value: str) -> str:
@@ -217,7 +175,7 @@ class CpuEmitter(Indexing):
             self._assign(b, "v_", k.expr, "t_")
             b.line("m_ = max(m_, v_)")
             self._close(inner)
-            b.line(f"m_ = m_ if abs(m_) < {NP[self.dtype]}(np.inf) else {self._init('sum')}")
+            b.line(f"m_ = m_ if abs(m_) < {self._init('min')} else {self._init('sum')}")
             b.line(f"s_ = {self._init('sum')}")
             inner = self._loops(b, k.shape, False, red)
             self._assign(b, "v_", k.expr, "t_")
@@ -241,7 +199,8 @@ class CpuEmitter(Indexing):
             return
         nb_ = self.size(numel(k.out.shape[:-2]))
         for buf in (k.a, k.b, k.out):
-            self._view(b, f"{buf.name}_3", buf, (numel(k.out.shape[:-2]), *buf.shape[-2:]))
+            self._need(b, Buffer(f"{buf.name}_3", (numel(k.out.shape[:-2]), *buf.shape[-2:]),
+                                 buf.dtype, "view", base=buf))
         with b.block(f"for ib in range({nb_}):"):
             b.line(f"np.dot({op(k.a, k.ta, '_3[ib]')}, {op(k.b, k.tb, '_3[ib]')}, "
                    f"{k.out.name}_3[ib])")
@@ -361,7 +320,8 @@ class CpuEmitter(Indexing):
                     b.line(f"v_ = {self._math('tanh', f'{first.name}{at} + m_[i_, j_]')}")
                 else:
                     src = f"{third.name}{at} + {carry}[i_, j_]"
-                    b.line(f"v_ = ({src}) * ({dt}(1) - {first.name}{at} * {first.name}{at})")
+                    b.line(f"v_ = ({src}) * ({self.printer.lit(1)} - {first.name}{at} * "
+                           f"{first.name}{at})")
                 b.line(f"{out}{at} = v_")
                 b.line("h_[i_, j_] = v_")
             if k.kind == "scan_bwd":

@@ -61,7 +61,13 @@ class CpuTarget(Target):
         if emitter.views_used:
             b.lines.extend(views.source(emitter.views_used,
                                         f"cache={bool(unit.options.cache)}, nogil=True, "
-                                            "boundscheck=False").split("\n"))
+                                        "boundscheck=False, no_cpython_wrapper=True, "
+                                        "no_cfunc_wrapper=True").split("\n"))
+            b.line()
+            b.line()
+        if emitter.constants:
+            b.line("# The kernels' float32 constants (Numba reads a module global as a constant).")
+            b.lines.extend(f"{name} = {text}" for name, text in sorted(emitter.constants.items()))
             b.line()
             b.line()
         if emitter.math_used:

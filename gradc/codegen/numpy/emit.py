@@ -37,7 +37,6 @@ from gradc.ir.sym import Detach
 from gradc.passes.kernels import (Affine, Buffer, Check, Dot, Loop, Patches, Pick, Program,
                                   Put, Read, Recur, Reduce, Scan, Scatter, Take, Unpatches,
                                   Unpick, View, out_of_range)
-from gradc.passes.schedule import Align
 
 #: kernels whose output, when planned in the workspace, is written into its view there
 IN_WORKSPACE = (Dot, Patches, Recur, Scan)
@@ -162,22 +161,11 @@ class NumpyEmitter(Indexing):
         b.line()
 
     def _hoist_offsets(self, b: Builder, prog: Program) -> None:
-        """Print each distinct workspace offset used once (``wo<k>_``, alignment terms
-        shared as ``wa<k>_``), as the CPU emitter does."""
-        offsets = list(dict.fromkeys(sympy.sympify(k.out.offset) for k in prog.kernels
-                                     if isinstance(k, IN_WORKSPACE) and k.out.kind == "ws"))
-        aligns = sorted({a for o in offsets for a in o.atoms(Align)}, key=sympy.default_sort_key)
-        subs = {a: sympy.Symbol(f"ws:wa{k}_") for k, a in enumerate(aligns)}
-        for a, sym in subs.items():
-            b.line(f"{sym.name[3:]} = {self.size(a)}")
-
-        def local(name: str) -> str:
-            return name[3:] if name.startswith("ws:") else self.dim_var(name)
-
-        self.offsets = {o: str(int(o)) for o in offsets if o.is_Integer}
-        for k, o in enumerate(o for o in offsets if not o.is_Integer):
-            self.offsets[o] = f"wo{k}_"
-            b.line(f"wo{k}_ = {int_expr(o.xreplace(subs), local)}")
+        """Print each distinct workspace offset used once, as the CPU emitter does
+        (:meth:`gradc.codegen.indexing.Indexing.hoist_offsets`)."""
+        self.hoist_offsets(b, list(dict.fromkeys(
+            sympy.sympify(k.out.offset) for k in prog.kernels
+            if isinstance(k, IN_WORKSPACE) and k.out.kind == "ws")))
 
     def _output(self, b: Builder, out: Buffer) -> None:
         """Declare the array a kernel writes into: its view of the workspace, or a new
