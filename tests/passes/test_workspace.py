@@ -32,37 +32,39 @@ def all_programs(text: str, name: str = "m.grad") -> dict:
     return programs(graph, eval_graph(source, opts, graph), opts)
 
 
+def _programs_cpu_seconds(depth: int) -> tuple[float, dict]:
+    """This thread's CPU seconds for every program of a ``depth``-layer chain, and the
+    programs; more than the fuzzers' bound (x4) fails as a hang."""
+    start = cpu_time()
+    try:
+        with time_limit(4 * FRONT_LIMIT):
+            progs = all_programs(chain(depth))
+    except Timeout:
+        raise AssertionError(f"{depth} layers: more than {4 * FRONT_LIMIT:g} s of CPU "
+                             "time") from None
+    return cpu_time() - start, progs
+
+
 @pytest.mark.slow
 def test_a_600_layer_chain_compiles_its_programs_in_near_linear_time():
     """Front end + every program (autodiff, schedule, workspace plan; not Numba) of a
     600-layer matmul chain costs at most 6 times the CPU time of a 200-layer one (3 when
     linear, 9 when quadratic: the quadratic planner took about 12 s for 600 layers, the
-    linear one 2 s) -- a ratio of this thread's CPU times measured in one process, so that
-    a busy machine, which slows both, does not fail it. Each depth takes the least of two
-    runs with the garbage collector off: in a long pytest-xdist worker the process's CPU
-    time, which counts a thread an earlier test left running (a background compile, a
-    tier's preload), once made the 600-layer run 10 times the 200-layer one, and a full
-    collection costs more the more heap earlier tests left. The fuzzers' bound (x4) guards
-    against a hang."""
-    seconds = {}
+    linear one 2 s) -- a ratio of this thread's CPU times in one process, so that a busy
+    machine, which slows both, does not fail it. Each depth takes the least of two runs
+    with the garbage collector off: in a long pytest-xdist worker, the process's CPU time
+    (which counts threads earlier tests left running) once made the ratio 10, and a full
+    collection costs more the more heap earlier tests left."""
     gc.collect()
     gc.disable()
     try:
-        for depth in (200, 600):
-            for _ in range(2):
-                start = cpu_time()
-                try:
-                    with time_limit(4 * FRONT_LIMIT):
-                        progs = all_programs(chain(depth))
-                except Timeout:
-                    raise AssertionError(f"{depth} layers: more than {4 * FRONT_LIMIT:g} s "
-                                         "of CPU time") from None
-                spent = cpu_time() - start
-                seconds[depth] = min(spent, seconds.get(depth, spent))
+        runs = {depth: [_programs_cpu_seconds(depth) for _ in range(2)]
+                for depth in (200, 600)}
     finally:
         gc.enable()
+    seconds = {depth: min(spent for spent, _ in r) for depth, r in runs.items()}
     assert seconds[600] < 6 * seconds[200], seconds
-    assert len(progs["loss_and_grad"][0].kernels) >= 1200
+    assert len(runs[600][-1][1]["loss_and_grad"][0].kernels) >= 1200
 
 
 def _at(expr, dims: dict) -> int:
