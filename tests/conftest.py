@@ -7,7 +7,8 @@
 * Blocking compiles (no background processes, one tier) unless a test asks for tiers
   (``wait=False``); tests/runtime/test_tiers.py covers tiered start.
 * Files of slow tests run first (:mod:`tests.harness.order`).
-* ``GRADC_TEST_COMPILE_LOG=DIR`` logs every Numba compile with the test that ran it
+* ``GRADC_TEST_COMPILE_LOG=DIR`` logs every Numba compile with the test that ran it,
+  and each test's CPU time in the worker and its subprocesses
   (:mod:`tests.harness.compile_log`: where the suite's time goes).
 * Random draws are reproducible: :mod:`tests.harness.seeds` (``GRADC_TEST_SEED``, printed
   in the header and beside the failures of the modules that use it) and the derandomized
@@ -61,8 +62,13 @@ def pytest_collection_modifyitems(config, items):
     order.slow_files_first(items)
 
 
-def pytest_runtest_setup(item):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Name the running test in the compile log, and log its CPU time when it ends."""
     compile_log.running(item.nodeid)
+    before = compile_log.cpu_seconds()
+    yield
+    compile_log.finished(item.nodeid, before)
 
 
 def pytest_report_header(config):

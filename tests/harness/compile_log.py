@@ -1,10 +1,13 @@
-"""Where the suite's time goes: a log of every Numba compile, per test.
+"""Where the suite's time goes: a log of every Numba compile and of each test's CPU time.
 
 With ``GRADC_TEST_COMPILE_LOG=DIR`` set, each pytest process (every xdist worker) appends one
 JSON line per top-level Numba compile to ``DIR/<pid>.jsonl``: the test running it, the
 compiled function (its module, which names the model's cache key, and its name) and the CPU
 seconds the compile took in that process (nested compiles of callees are counted in their
-caller's). A cache load is not a compile and is not logged.
+caller's). A cache load is not a compile and is not logged. After each test it appends one
+line (``"kind": "test"``) with the CPU seconds the test took in the worker (setup, call and
+teardown, compiles included) and in the subprocesses it waited for (a CLI run, the CUDA
+simulator's workers): the compile log alone does not see the latter.
 
     GRADC_TEST_COMPILE_LOG=/tmp/clog python -m pytest -n 3 --dist loadfile
     python -m tests.harness.compile_log /tmp/clog      # CPU s per test file, repeats
@@ -19,6 +22,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -71,10 +75,34 @@ def running(nodeid: str) -> None:
         _RECORDER.test = nodeid
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(this process's CPU seconds, those of the subprocesses it has waited for)."""
+    own, children = (resource.getrusage(w) for w in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def finished(nodeid: str, before: tuple[float, float]) -> None:
+    """Log the CPU seconds test ``nodeid`` took since :func:`cpu_seconds` gave ``before``."""
+    if _RECORDER is None:
+        return
+    own, children = (round(a - b, 3) for a, b in zip(cpu_seconds(), before))
+    with _RECORDER.path.open("a") as f:
+        f.write(json.dumps({"kind": "test", "test": nodeid, "own": own,
+                            "children": children}) + "\n")
+
+
 def summary(folder: str, top: int = 30) -> str:
-    """CPU seconds of compiling per test file, and the functions compiled more than once."""
-    rows = [json.loads(line) for p in Path(folder).glob("*.jsonl")
-            for line in p.read_text().splitlines()]
+    """CPU seconds per test file (compiling, all of the worker's, subprocesses') and the
+    functions compiled more than once."""
+    lines = [json.loads(line) for p in Path(folder).glob("*.jsonl")
+             for line in p.read_text().splitlines()]
+    rows = [r for r in lines if r.get("kind") != "test"]
+    tests = [r for r in lines if r.get("kind") == "test"]
+    own, children = collections.Counter(), collections.Counter()
+    for r in tests:
+        own[r["test"].split("::")[0]] += r["own"]
+        children[r["test"].split("::")[0]] += r["children"]
     per_file = collections.Counter()
     per_fn = collections.defaultdict(list)
     for r in rows:
@@ -83,9 +111,15 @@ def summary(folder: str, top: int = 30) -> str:
     total = sum(r["cpu"] for r in rows)
     repeated = {k: v for k, v in per_fn.items() if len(v) > 1}
     wasted = sum(r["cpu"] for v in repeated.values() for r in v[1:])
-    out = [f"{len(rows)} compiles, {total:.0f} CPU s; {len(repeated)} functions compiled "
-           f"more than once, {wasted:.0f} CPU s on the repeats", "", "CPU s  test file"]
-    out += [f"{s:6.0f}  {f}" for f, s in per_file.most_common(top)]
+    out = [f"{len(tests)} tests, {sum(own.values()):.0f} CPU s in the workers (compiles "
+           f"included) and {sum(children.values()):.0f} in subprocesses",
+           f"{len(rows)} compiles, {total:.0f} CPU s; {len(repeated)} functions compiled "
+           f"more than once, {wasted:.0f} CPU s on the repeats", "",
+           "CPU s: all  compiles  subprocesses  test file"]
+    files = collections.Counter({f: own[f] + children[f] for f in set(own) | set(children)})
+    order = files.most_common(top) if tests else per_file.most_common(top)
+    out += [f"{own[f] + children[f]:10.0f}  {per_file[f]:8.0f}  {children[f]:12.0f}  {f}"
+            for f, _ in order]
     out += ["", "repeats  CPU s  function (tests)"]
     for (module, fn, _), v in sorted(repeated.items(), key=lambda kv: -sum(
             r["cpu"] for r in kv[1][1:]))[:top]:
