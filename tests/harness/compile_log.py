@@ -116,7 +116,7 @@ def summary(folder: str, top: int = 30) -> str:
            f"{len(rows)} compiles, {total:.0f} CPU s; {len(repeated)} functions compiled "
            f"more than once, {wasted:.0f} CPU s on the repeats", "",
            "CPU s: all  compiles  subprocesses  test file"]
-    files = collections.Counter({f: own[f] + children[f] for f in set(own) | set(children)})
+    files = own + children
     order = files.most_common(top) if tests else per_file.most_common(top)
     out += [f"{own[f] + children[f]:10.0f}  {per_file[f]:8.0f}  {children[f]:12.0f}  {f}"
             for f, _ in order]
