@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from tests.harness import compile_log
 
@@ -25,8 +27,6 @@ def test_summary_sums_compiles_worker_and_subprocess_cpu_per_file(tmp_path):
 
 
 def test_a_test_logs_its_own_and_its_subprocesses_cpu(tmp_path, monkeypatch):
-    import subprocess
-    import sys
     monkeypatch.setattr(compile_log, "_RECORDER", compile_log._Recorder(tmp_path / "x.jsonl"))
     before = compile_log.cpu_seconds()
     subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
