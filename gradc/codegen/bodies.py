@@ -28,13 +28,19 @@ class Bodies:
         derived: the module names a target prints for a body named ``f`` besides ``f``
             itself (CUDA: its views planner ``_views<f>``, its kernels ``<f>_k<i>``); an
             alias is printed for each of the first kind, see :meth:`emit`.
+        key: what makes two printed bodies one function, from the text, the name and
+            the program (default: the text with the name blanked; the CPU's runs of
+            kernels compare up to their buffers' names,
+            :func:`gradc.codegen.cpu.outline.alpha_key`).
     """
 
-    def __init__(self, derived: Callable[[str], list[str]] = lambda fname: []):
+    def __init__(self, derived: Callable[[str], list[str]] = lambda fname: [],
+                 key: Callable[[str, str, Program], str] | None = None):
         self.pending: list[tuple[Program, str]] = []
         self.count = 0
         self.derived = derived
-        self.printed: dict[str, str] = {}  # text with the name blanked -> the name
+        self.key = key or (lambda text, fname, body: text.replace(fname, "_body_"))
+        self.printed: dict[str, str] = {}  # key -> the name
 
     def add(self, body: Program) -> str:
         """The function name of a new body (printed by :meth:`emit`)."""
@@ -53,8 +59,8 @@ class Bodies:
             body, fname = self.pending.pop(0)
             text = Builder()
             emit(text, body, fname)
-            key = "\n".join(text.lines).replace(fname, "_body_")
-            first = self.printed.setdefault(key, fname)
+            first = self.printed.setdefault(self.key("\n".join(text.lines), fname, body),
+                                            fname)
             if first == fname:
                 b.lines.extend(text.lines)
                 continue

@@ -43,6 +43,14 @@ class Buffer:
         """Number of axes."""
         return len(self.shape)
 
+    @property
+    def root(self) -> Buffer:
+        """The array, workspace slot or scalar this buffer is a view of (itself if none)."""
+        buf = self
+        while buf.kind == "view":
+            buf = buf.base
+        return buf
+
 
 class Kernel:
     """Base of the kernel classes: ``writes()`` and ``reads()`` name every buffer the kernel

@@ -24,6 +24,7 @@ from gradc.errors import GradcError
 from gradc.pipeline import Options, front
 from gradc.source import Source
 
+from tests.harness.block_models import perturbed, random_case
 from tests.harness.oracles import rel_err
 from tests.harness.paths import ROOT
 
@@ -32,12 +33,6 @@ TOL = 1e-10
 
 def numpy_model(src: str, name: str) -> gradc.Model:
     return gradc.compile_string(src, name=name, target="numpy", dtype="f64")
-
-
-def perturbed(params: dict, seed: int) -> dict:
-    """The params plus noise, so that ones/zeros initialisers are not special."""
-    rng = np.random.default_rng(seed)
-    return {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in params.items()}
 
 
 # ------------------------------------------------------------------ block vs hand-written
@@ -326,65 +321,6 @@ loss = sum(y)
 
 
 # ------------------------------------------------------------------ random models
-ACTS = ("tanh", "relu", "sigmoid", "silu")
-
-
-def random_case(seed: int) -> tuple[str, str, dict]:
-    """A random model with blocks (random layers, lets, nested instances, repeat) and its
-    hand-inlined twin; returns (block source, hand source, block param -> hand param)."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, 5))
-    mult = int(rng.integers(1, 3))
-    act = str(rng.choice(ACTS))
-    norm = bool(rng.integers(2))
-    inner_reps = int(rng.integers(1, 3))
-    outer_reps = int(rng.integers(1, 4))
-    block = f"""
-block cell(k) {{
-    {"layer ln = layernorm(k)" if norm else ""}
-    layer up = dense(k -> {mult} * k)
-    layer down = dense({mult} * k -> k)
-    fn forward(h) {{
-        u = {act}(up({"ln(h)" if norm else "h"}))
-        return h + down(u)
-    }}
-}}
-block stack(k) {{
-    layer cells = repeat(cell(k), {inner_reps})
-    param g : f64[k] ~ ones
-    fn forward(h) = g * (h |> cells)
-}}
-input x : f64[B, {n}]
-layer net = repeat(stack({n}), {outer_reps})
-loss = mean(net(x) ^ 2)
-"""
-    hand, mapping, calls = [f"input x : f64[B, {n}]"], {}, []
-    for i in range(outer_reps):
-        for j in range(inner_reps):
-            pre, path = f"c{i}_{j}", f"net.{i}.cells.{j}"
-            layers = (["ln"] if norm else []) + ["up", "down"]
-            if norm:
-                hand.append(f"layer {pre}_ln = layernorm({n})")
-                mapping.update({f"{path}.ln.gamma": f"{pre}_ln.gamma",
-                                f"{path}.ln.beta": f"{pre}_ln.beta"})
-            hand += [f"layer {pre}_up = dense({n} -> {mult * n})",
-                     f"layer {pre}_down = dense({mult * n} -> {n})",
-                     f"fn {pre}(h) = h + {pre}_down({act}({pre}_up("
-                     + (f"{pre}_ln(h)" if norm else "h") + ")))"]
-            for lay in layers[-2:]:
-                mapping.update({f"{path}.{lay}.W": f"{pre}_{lay}.W",
-                                f"{path}.{lay}.b": f"{pre}_{lay}.b"})
-            calls.append(pre)
-        hand.append(f"param g{i} : f64[{n}] ~ ones")
-        mapping[f"net.{i}.g"] = f"g{i}"
-        calls.append(f"g{i}")
-    expr = "x"
-    for c in calls:
-        expr = f"{c} * ({expr})" if c.startswith("g") else f"{c}({expr})"
-    hand.append(f"loss = mean(({expr}) ^ 2)")
-    return block, "\n".join(hand) + "\n", mapping
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_random_block_models_equal_their_inlined_twin(seed):
     block, hand, mapping = random_case(seed)

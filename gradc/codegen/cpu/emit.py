@@ -15,6 +15,7 @@ import sympy
 from gradc.codegen.bodies import Bodies, step_args, steps
 from gradc.codegen.builder import Builder
 from gradc.codegen.cpu.mathlib import VARIANTS
+from gradc.codegen.cpu.outline import Call, alpha_key
 from gradc.codegen.indexing import NP, Indexing
 from gradc.codegen.cpu.printer import CpuPrinter
 from gradc.codegen.cpu.views import WorkspaceViews
@@ -44,7 +45,19 @@ class CpuEmitter(WorkspaceViews, Indexing):
         self.math_used: set[str] = set()  # mathlib functions the emitted kernels call
         self.constants: dict[str, str] = {}  # their float32 constants (printer.lit)
         self.views_used: set[tuple[str, int]] = set()  # (dtype, rank) of their _ws_view calls
-        self.bodies = Bodies()  # the loop bodies the printed programs call
+        self.bodies = Bodies(key=self.body_key)  # the bodies the printed programs call
+
+    def body_key(self, text: str, fname: str, body: Program) -> str:
+        """When two printed bodies are one function (:class:`Bodies`): equal up to the
+        names of their buffers (:func:`gradc.codegen.cpu.outline.alpha_key`)."""
+        return alpha_key(text, fname, body, self.dim_var)
+
+    def print_key(self, body: Program) -> str:
+        """The :meth:`body_key` of ``body`` printed by a scratch emitter of the same
+        settings (this one's state belongs to the function it is printing)."""
+        scratch, b = CpuEmitter(self.dim_var, self.comment, self.parallel), Builder()
+        scratch.emit(b, body, "_body_")
+        return scratch.body_key("\n".join(b.lines), "_body_", body)
 
     # ------------------------------------------------------------------ helpers
     def scalar_ref(self, buf: Buffer) -> str:
@@ -106,7 +119,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
             b.line(f"# {self.comment(kern.span)}")
         if isinstance(kern, (Loop, Reduce)):
             kern = collapse(kern)[1]
-        if not isinstance(kern, View):  # (sorted: a Loop's reads come from a set)
+        if not isinstance(kern, (View, Call)):  # (sorted: a Loop's reads come from a set)
             for buf in sorted(kernel_buffers(kern), key=lambda buf: buf.name):
                 self._need(b, buf)
         PRINTERS[type(kern)](self, b, kern)
@@ -344,6 +357,18 @@ class CpuEmitter(WorkspaceViews, Indexing):
             b.line(f"{carry}[0] = r_" if k.out.rank == 1 else f"{carry} = r_")
             b.line(f"{out}[t_] = r_")
 
+    def _call(self, b: Builder, k: Call) -> None:
+        """An occurrence of a recurring run of kernels (:mod:`gradc.codegen.cpu.outline`):
+        a call of its body's function on the arrays and scalars it touches, the
+        workspace, the dims and the offsets of the workspace slots it touches (the body
+        makes its own views of them)."""
+        for buf in k.arrays:
+            self._need(b, buf)  # (a fresh array is allocated here)
+        dims = k.body.dims[:len(k.body.dims) - len(k.offsets)]  # the caller's
+        args = [a.name for a in k.arrays] + ["ws"] + [self.dim_var(d) for d in dims] + \
+            [self.offsets[o] for o in k.offsets]
+        b.line(f"{self.bodies.add(k.body)}({', '.join(args)})")
+
     def _one(self, buf: Buffer) -> str:
         """A rank-0 buffer as a 1-element array (a number is copied into a new one)."""
         if buf.kind in ("scalar", "dim"):
@@ -357,7 +382,8 @@ PRINTERS = {View: CpuEmitter._reshape, Loop: CpuEmitter._loop, Reduce: CpuEmitte
             Dot: CpuEmitter._dot, Pick: CpuEmitter._pick, Unpick: CpuEmitter._unpick,
             Scatter: CpuEmitter._scatter, Take: CpuEmitter._take, Put: CpuEmitter._take,
             Patches: CpuEmitter._patches, Unpatches: CpuEmitter._patches,
-            Recur: CpuEmitter._recur, Check: CpuEmitter._check, Scan: CpuEmitter._scan}
+            Recur: CpuEmitter._recur, Check: CpuEmitter._check, Scan: CpuEmitter._scan,
+            Call: CpuEmitter._call}
 
 
 def _scaled(index: str, step: int) -> str:

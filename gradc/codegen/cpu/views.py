@@ -32,7 +32,6 @@ from gradc.codegen.indexing import NP
 from gradc.dtypes import NUMPY_NAMES
 from gradc.ir.shapes import numel
 from gradc.passes.kernels import Buffer, Program
-from gradc.passes.schedule import kernel_outputs
 
 
 def _ws_view(ws, offset, shape):
@@ -70,12 +69,15 @@ class WorkspaceViews:
     views_used: set[tuple[str, int]]  # (dtype, rank) of the _ws_view calls printed
 
     def _hoist_offsets(self, b: Builder, prog: Program) -> None:
-        """Print the workspace offsets of ``prog``'s outputs at the top of the function
+        """Print the offsets of the workspace slots ``prog`` touches (in the order its
+        kernels first write or read them, a kernel's reads by name: a Loop's come from a
+        set) at the top of the function
         (:meth:`gradc.codegen.indexing.Indexing.hoist_offsets`); views slice ``ws`` at
         those variables."""
+        roots = (buf.root for kern in prog.kernels
+                 for buf in kern.writes() + sorted(kern.reads(), key=lambda r: r.name))
         self.hoist_offsets(b, list(dict.fromkeys(
-            sympy.sympify(out.offset) for kern in prog.kernels
-            for out in kernel_outputs(kern) if out.kind == "ws")))
+            sympy.sympify(root.offset) for root in roots if root.kind == "ws")))
 
     def _need(self, b: Builder, buf: Buffer) -> None:
         """Name ``buf`` in the function, once, where a kernel first reads or writes it
@@ -92,9 +94,7 @@ class WorkspaceViews:
         if buf.kind == "fresh":
             b.line(f"{buf.name} = np.empty({self.shape(buf.shape)}, {NP[buf.dtype]})")
             return
-        root = buf
-        while root.kind == "view":
-            root = root.base
+        root = buf.root
         if root.kind == "fresh":
             self._need(b, root)
         at = self.offsets[sympy.sympify(root.offset)] if root.kind == "ws" else root.name
