@@ -10,7 +10,8 @@ prints the time loop in place of the kernel: a carry of zeros, the
 body's workspace allocated once, then per step ``carry = body(carry, seq[t], ...,
 consts..., ws, dims...)`` stored at ``out[t]`` (:func:`step_args` spells the call's
 arguments the same way on every target, rank-0 constants made into arrays once, before the
-loop).
+loop). The CPU target prints the bodies of its recurring runs of kernels through the same
+:class:`Bodies` (:mod:`gradc.codegen.cpu.outline`), comparing them up to buffer names.
 """
 
 from __future__ import annotations

@@ -65,8 +65,12 @@ def kernel_classes() -> set[type]:
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_every_kernel_class_is_printed_by_every_target(target):
-    emit = importlib.import_module(TARGETS[target].module.rsplit(".", 1)[0] + ".emit")
-    assert set(emit.PRINTERS) == kernel_classes()
+    package = TARGETS[target].module.rsplit(".", 1)[0]
+    emit = importlib.import_module(package + ".emit")
+    assert kernel_classes() <= set(emit.PRINTERS)
+    # beyond them, only kernel classes of the target's own making (the cpu's outlined runs)
+    assert all(k.__module__.startswith(package + ".") for k in set(emit.PRINTERS)
+               - kernel_classes())
     assert all(callable(f) for f in emit.PRINTERS.values())
 
 
