@@ -52,13 +52,6 @@ class CpuEmitter(WorkspaceViews, Indexing):
         names of their buffers (:func:`gradc.codegen.cpu.outline.alpha_key`)."""
         return alpha_key(text, fname, body, self.dim_var)
 
-    def print_key(self, body: Program) -> str:
-        """The :meth:`body_key` of ``body`` printed by a scratch emitter of the same
-        settings (this one's state belongs to the function it is printing)."""
-        scratch, b = CpuEmitter(self.dim_var, self.comment, self.parallel), Builder()
-        scratch.emit(b, body, "_body_")
-        return scratch.body_key("\n".join(b.lines), "_body_", body)
-
     # ------------------------------------------------------------------ helpers
     def scalar_ref(self, buf: Buffer) -> str:
         return buf.name

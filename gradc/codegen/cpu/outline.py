@@ -17,7 +17,8 @@ A loop whose stores fall into independent groups (the fused update of every para
 shape: each param's m, v and value) is searched as one loop per group, and the groups no
 run takes are fused again as they were.
 
-The search (:func:`_units`) works on one code per kernel. Along every offset ``d`` it finds
+The search (:func:`_units`) works on one code per kernel. Along every offset ``d`` (up to
+:data:`MAX_PERIOD`) it finds
 the longest stretch where the kernels ``d`` apart are equal; the heaviest stretch wins (the
 smaller offset on a tie: a block repeated eight times is found as a unit of one block, not
 of four). Its unit is its first ``length`` kernels when ``length < d``, else the fewest
@@ -41,6 +42,10 @@ from gradc.source import Span
 
 #: the prefix of the offset dims of a body (``ws.o0`` ...), after the caller's dims
 OFFSET = "ws.o"
+
+#: the longest period searched (kernels): a block of a few hundred kernels is long; the
+#: search costs a pass over the program per offset, and a 10,000-layer model has ~40,000
+MAX_PERIOD = 1024
 
 #: the least weight (kernels, a loop weighing its stores) a recurring run must have to
 #: become a function
@@ -71,11 +76,10 @@ class Call(Kernel):
         return list(self.ins)
 
 
-def outline(prog: Program, print_key: Callable[[Program], str]) -> Program:
+def outline(prog: Program) -> Program:
     """``prog`` with each occurrence of a recurring run of kernels replaced by a
-    :class:`Call` (see the module docstring); ``prog`` itself when nothing recurs.
-    ``print_key(body)`` is the printed text of a body up to the names of its buffers
-    (:func:`alpha_key`); an occurrence whose body prints like no other's stays inline: a
+    :class:`Call` (see the module docstring); ``prog`` itself when nothing recurs. An
+    occurrence whose body would print like no other's (:func:`_print_key`) stays inline: a
     body called once only adds a function to compile."""
     pieces = [(piece, i) for i, k in enumerate(prog.kernels) for piece in _split(k)]
     numbers: dict = {}
@@ -87,7 +91,7 @@ def outline(prog: Program, print_key: Callable[[Program], str]) -> Program:
         alike: dict = {}
         for start in starts:
             call = _call(prog, [p for p, _ in pieces[start:start + length]])
-            alike.setdefault(print_key(call.body), []).append((start, call))
+            alike.setdefault(_print_key(call.body), []).append((start, call))
         calls.update(pair for group in alike.values() if len(group) > 1 for pair in group)
     if not calls:
         return prog
@@ -213,6 +217,33 @@ def _key(value):
     return repr(value)
 
 
+def _print_key(body: Program) -> tuple:
+    """What a body's printed text depends on besides its buffers' names: its kernels with
+    each buffer as its rank among the names (SymPy orders a sum's terms by name, so the
+    names' order, not the names, decides the order of the printed terms), kind, shape,
+    offset and base. Bodies of equal keys print alike up to names (:func:`alpha_key`, which
+    the printed text is grouped by in the end; this key only spares printing every
+    occurrence to find the ones that recur)."""
+    names = {b.name for b in body.args}
+    names.update(b.name for k in body.kernels for b in k.writes() + k.reads())
+    rank = {n: f"{i:06d}" for i, n in enumerate(sorted(names, key=lambda n: n + "@"))}
+
+    def of(value):
+        if isinstance(value, Buffer):
+            return (rank.get(value.name, value.name), value.kind, str(tuple(value.shape)),
+                    value.dtype, str(value.offset), value.base and rank[value.base.name])
+        if isinstance(value, sympy.Basic):
+            return sympy.srepr(value.xreplace({r: sympy.Symbol(f"R{of(r.buffer)}{r.axes}")
+                                               for r in value.atoms(Read)}))
+        if isinstance(value, (list, tuple)):
+            return tuple(of(v) for v in value)
+        if isinstance(value, Kernel):
+            return (type(value).__name__,) + tuple(of(getattr(value, f.name))
+                                                   for f in dataclasses.fields(value))
+        return id(value) if isinstance(value, Program) else repr(value)
+    return of(body.kernels) + of(body.args) + tuple(body.dims)
+
+
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -247,7 +278,7 @@ def _units(codes: list[int], weights: list[int]) -> list[tuple[int, list[int]]]:
     plan = []
     while True:
         best = (0, 0, 0, 0)  # (stretch weight, -offset, start, unit)
-        for d in range(1, len(c)):
+        for d in range(1, min(len(c), MAX_PERIOD + 1)):
             same = (c[:-d] == c[d:]) & free[:-d] & free[d:]
             if not same.any():
                 continue

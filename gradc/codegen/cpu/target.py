@@ -50,12 +50,12 @@ class CpuTarget(Target):
         emitter = CpuEmitter(dim_var, unit.comment, unit.options.parallel)
         kernels, extra = Builder(), {}
         for name, (prog, _) in unit.programs.items():
-            emitter.emit(kernels, outline(prog, emitter.print_key), unit.kernel_name(name))
+            emitter.emit(kernels, outline(prog), unit.kernel_name(name))
         prog, spec = unit.programs.get("train_step", (None, None))
         if prog is not None and unit.signature["batch"] is not None and \
                 len(prog.kernels) <= EPOCH_KERNELS_MAX:
             epoch = unit.kernel_name("train_epoch")
-            emit_epoch(kernels, emitter, spec, outline(prog, emitter.print_key), epoch,
+            emit_epoch(kernels, emitter, spec, outline(prog), epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
         emitter.bodies.emit(kernels, emitter.emit)
