@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pytest
 import sympy
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gradc
@@ -52,6 +52,7 @@ def test_runs_lighter_than_the_minimum_stay_inline():
     assert outline._units(codes, [1] * 6) == []
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 3), max_size=60), st.tuples(*[st.integers(0, 4)] * 4))
 def test_random_sequences_give_disjoint_equal_heavy_occurrences(codes, weight_of):
     weights = [weight_of[c] for c in codes]  # equal kernels weigh the same
