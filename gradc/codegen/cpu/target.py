@@ -55,7 +55,10 @@ class CpuTarget(Target):
         if prog is not None and unit.signature["batch"] is not None and \
                 len(prog.kernels) <= EPOCH_KERNELS_MAX:
             epoch = unit.kernel_name("train_epoch")
-            emit_epoch(kernels, emitter, spec, outline(prog), epoch,
+            # the step's kernels as they are, not outlined (gradc/codegen/cpu/outline.py):
+            # the epoch is printed only for small steps, and inside its loop LLVM rounded
+            # an outlined Adam update differently (1 ulp, fastmath's reassoc, measured)
+            emit_epoch(kernels, emitter, spec, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
         emitter.bodies.emit(kernels, emitter.emit)

@@ -4,7 +4,8 @@ The search is checked on code sequences (a unit is whole periods, heavy enough, 
 occurrences do not overlap, also on random sequences), the split of a fused loop into
 independent store groups on hand-made loops, and the whole on models: the CPU module of a
 repeated block calls one compiled function per distinct block body, and the results of
-``loss_and_grad`` and of Adam's ``train_step`` (the loss and the params after each step)
+``loss_and_grad``, of Adam's ``train_step`` (the loss and the params after each step) and
+of ``train_epoch``
 are bitwise those of the same module compiled with outlining off (the kernels run
 unchanged, only inside functions), on a hand-written residual tower and on a random block
 model (tests/harness/block_models.py). The module's other entries are outlined by the same
@@ -208,6 +209,14 @@ def test_random_block_models_outlined_equal_inlined(seed, monkeypatch):
     _same(shared.loss_and_grad(p, x=x), inlined.loss_and_grad(q, x=x), "loss_and_grad")
     _same(shared.train_step(p, 0.01, x=x), inlined.train_step(q, 0.01, x=x), "train_step")
     _same(p, q, "params after a step")
+    # train_epoch prints the step's kernels inline in its loop (not outlined: see
+    # gradc/codegen/cpu/target.py); 5 rows in batches of 2, the same epoch
+    epoch = shared.source[shared.source.index("def _train_epoch_"):]
+    assert "_body" not in epoch[:epoch.index("\n@")]
+    xs = np.random.default_rng(seed + 1).standard_normal((5, x.shape[1]))
+    _same(shared.train_epoch(p, x=xs, lr=0.01, batch_size=2, seed=0),
+          inlined.train_epoch(q, x=xs, lr=0.01, batch_size=2, seed=0), "train_epoch")
+    _same(p, q, "params after an epoch")
 
 
 def test_the_generated_text_does_not_depend_on_hash_seeds():
