@@ -201,23 +201,26 @@ def _rebased(value, swap: dict):
     return value
 
 
-def _key(value):
-    """A hashable description of ``value`` (a kernel or a field) with buffers reduced to
-    their shape, dtype and whether they are scalars: kernels of equal keys differ at most
-    in the buffers they touch."""
+def _describe(value, buffer: Callable[[Buffer], object]):
+    """A hashable description of ``value`` (a kernel, a list of them or a field), each
+    buffer described by ``buffer`` (inside expressions too)."""
     if isinstance(value, Buffer):
-        return (str(tuple(value.shape)), value.dtype, value.kind == "scalar")
+        return buffer(value)
     if isinstance(value, sympy.Basic):
-        reads = {r: sympy.Symbol(f"R{_key(r.buffer)}{r.axes}") for r in value.atoms(Read)}
-        return sympy.srepr(value.xreplace(reads))
+        return sympy.srepr(value.xreplace({r: sympy.Symbol(f"R{buffer(r.buffer)}{r.axes}")
+                                           for r in value.atoms(Read)}))
     if isinstance(value, (list, tuple)):
-        return tuple(_key(v) for v in value)
+        return tuple(_describe(v, buffer) for v in value)
     if isinstance(value, Kernel):
-        return (type(value).__name__,) + tuple(
-            _key(getattr(value, f.name)) for f in dataclasses.fields(value))
-    if isinstance(value, Program):
-        return id(value)
-    return repr(value)
+        return (type(value).__name__,) + tuple(_describe(getattr(value, f.name), buffer)
+                                               for f in dataclasses.fields(value))
+    return id(value) if isinstance(value, Program) else repr(value)
+
+
+def _key(kern) -> tuple:
+    """``kern`` with its buffers reduced to their shape, dtype and whether they are
+    scalars: kernels of equal keys differ at most in the buffers they touch."""
+    return _describe(kern, lambda b: (str(tuple(b.shape)), b.dtype, b.kind == "scalar"))
 
 
 def _print_key(body: Program) -> tuple:
@@ -231,20 +234,10 @@ def _print_key(body: Program) -> tuple:
     names.update(b.name for k in body.kernels for b in k.writes() + k.reads())
     rank = {n: f"{i:06d}" for i, n in enumerate(sorted(names, key=lambda n: n + "@"))}
 
-    def of(value):
-        if isinstance(value, Buffer):
-            return (rank.get(value.name, value.name), value.kind, str(tuple(value.shape)),
-                    value.dtype, str(value.offset), value.base and rank[value.base.name])
-        if isinstance(value, sympy.Basic):
-            return sympy.srepr(value.xreplace({r: sympy.Symbol(f"R{of(r.buffer)}{r.axes}")
-                                               for r in value.atoms(Read)}))
-        if isinstance(value, (list, tuple)):
-            return tuple(of(v) for v in value)
-        if isinstance(value, Kernel):
-            return (type(value).__name__,) + tuple(of(getattr(value, f.name))
-                                                   for f in dataclasses.fields(value))
-        return id(value) if isinstance(value, Program) else repr(value)
-    return of(body.kernels) + of(body.args) + tuple(body.dims)
+    def buffer(b: Buffer) -> tuple:
+        return (rank.get(b.name, b.name), b.kind, str(tuple(b.shape)), b.dtype,
+                str(b.offset), b.base and rank[b.base.name])
+    return _describe([body.kernels, body.args], buffer) + tuple(body.dims)
 
 
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|[A-Za-z_][A-Za-z0-9_]*")
