@@ -84,7 +84,8 @@ def outline(prog: Program) -> Program:
     :class:`Call` (see the module docstring); ``prog`` itself when nothing recurs. An
     occurrence whose body would print like no other's (:func:`_print_key`) stays inline: a
     body called once only adds a function to compile."""
-    pieces = [(piece, i) for i, k in enumerate(prog.kernels) for piece in _split(k)]
+    split = [_split(k) for k in prog.kernels]
+    pieces = [(piece, i) for i, parts in enumerate(split) for piece in parts]
     numbers: dict = {}
     codes = [numbers.setdefault(_key(piece), len(numbers)) for piece, _ in pieces]
     weights = [0 if isinstance(p, View) else len(p.stores) if isinstance(p, Loop) else 1
@@ -108,7 +109,7 @@ def outline(prog: Program) -> Program:
         while j < len(pieces) and j not in calls and pieces[j][1] == pieces[i][1]:
             j += 1
         whole = prog.kernels[pieces[i][1]]
-        kernels.append(whole if j - i == len(_split(whole)) else dataclasses.replace(
+        kernels.append(whole if j - i == len(split[pieces[i][1]]) else dataclasses.replace(
             whole, stores=[st for p, _ in pieces[i:j] for st in p.stores]))
         i = j
     return dataclasses.replace(prog, kernels=kernels)
@@ -223,6 +224,12 @@ def _key(kern) -> tuple:
     return _describe(kern, lambda b: (str(tuple(b.shape)), b.dtype, b.kind == "scalar"))
 
 
+def _names(body: Program) -> set[str]:
+    """The names of the buffers ``body`` takes and its kernels touch."""
+    return {b.name for b in body.args} | {b.name for k in body.kernels
+                                          for b in k.writes() + k.reads()}
+
+
 def _print_key(body: Program) -> tuple:
     """What a body's printed text depends on besides its buffers' names: its kernels with
     each buffer as its rank among the names (SymPy orders a sum's terms by name, so the
@@ -230,9 +237,7 @@ def _print_key(body: Program) -> tuple:
     offset and base. Bodies of equal keys print alike up to names (:func:`alpha_key`, which
     the printed text is grouped by in the end; this key only spares printing every
     occurrence to find the ones that recur)."""
-    names = {b.name for b in body.args}
-    names.update(b.name for k in body.kernels for b in k.writes() + k.reads())
-    rank = {n: f"{i:06d}" for i, n in enumerate(sorted(names, key=lambda n: n + "@"))}
+    rank = {n: f"{i:06d}" for i, n in enumerate(sorted(_names(body), key=lambda n: n + "@"))}
 
     def buffer(b: Buffer) -> tuple:
         return (rank.get(b.name, b.name), b.kind, str(tuple(b.shape)), b.dtype,
@@ -249,9 +254,7 @@ def alpha_key(text: str, fname: str, body: Program, dim_var: Callable[[str], str
     (``v7_r1``), replaced by its rank of first appearance: bodies of equal keys compute the
     same with their arguments in the same places, so one function serves all of them.
     String literals (messages) are kept as printed."""
-    names = {b.name for b in body.args}
-    names.update(b.name for k in body.kernels for b in k.writes() + k.reads())
-    names.update(dim_var(d) for d in body.dims if d.startswith(OFFSET))
+    names = _names(body) | {dim_var(d) for d in body.dims if d.startswith(OFFSET)}
     rank: dict[str, str] = {}
 
     def canon(m: re.Match) -> str:
