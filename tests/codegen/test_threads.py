@@ -202,24 +202,32 @@ def test_module_sets_the_blas_threads_of_the_budget(target, threadpoolctl_import
 
 
 @pytest.mark.parametrize("target", ["numpy", "cpu"])
-def test_results_do_not_depend_on_the_thread_count(target, two_threads_at_most, monkeypatch,
-                                                    idle_machine):
-    """OpenBLAS splits a product's output between threads, never its sums: the loss and
-    gradient are the same to the last bit (0 ulp) on one and on two threads."""
+def test_results_on_one_and_two_threads_differ_by_rounding_at_most(target, two_threads_at_most,
+                                                                   monkeypatch, idle_machine):
+    """A thread count gives the same bits on every call; one and two threads agree to
+    float32 rounding. (Not always to the bit: OpenBLAS's AVX2 kernels (Haswell, Zen) sum a
+    product's terms in another order on one thread than on two, measured 1-2 ulp on an AMD
+    EPYC; its Sandybridge and AVX-512 kernels give the same bits on both.)"""
     rng = np.random.default_rng(seeds.seed(240))
     model, mod = _module(target, "f32")
     idle_machine(mod)
     params = {"W": (0.05 * rng.standard_normal((256, 512))).astype(np.float32)}
     a = rng.standard_normal((-(-2 * M // (256 * 512)), 256)).astype(np.float32)
     results = {}
-    for n in ("1", "2"):
+    for n in ("1", "2", "2"):
         monkeypatch.setenv("GRADC_NUM_THREADS", n)
         mod._LOCAL = type(mod._LOCAL)()  # plans made afresh
         loss, grads = model.loss_and_grad(params, a=a)
-        results[n] = (loss, grads["W"])
         assert set(_blas_counts().values()) == {min(int(n), two_threads_at_most)}
-    assert results["1"][0] == results["2"][0]
-    np.testing.assert_array_equal(results["1"][1], results["2"][1])
+        if n in results:  # the same thread count again: the same bits
+            assert results[n][0] == loss
+            np.testing.assert_array_equal(results[n][1], grads["W"])
+        results[n] = (loss, grads["W"])
+    eps = np.finfo(np.float32).eps
+    (loss1, g1), (loss2, g2) = results["1"], results["2"]
+    assert abs(loss1 - loss2) <= 64 * eps * abs(loss1)
+    np.testing.assert_allclose(g1, g2, rtol=0, atol=64 * eps * np.abs(g1).max())
+    assert np.abs(g1).max() > 1  # the tolerance is not vacuous
 
 
 def test_a_parallel_module_runs_its_loops_on_the_usable_cores(monkeypatch):
