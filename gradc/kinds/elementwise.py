@@ -30,7 +30,10 @@ def _ewise_vjp(g: Graph, n: Node, ct: Node):
         # A strong zero: where the cotangent is 0 (an untaken where-branch), so is the
         # gradient, even if the partial is infinite there.
         body = Select(ARGS[0], ARGS[0] * part, 0) if may_blow_up(part) else ARGS[0] * part
-        grad = g.ewise(body, (ct, n, *n.inputs), n.shape, n.dtype)
+        # a partial of 1 (a sum's) passes the cotangent on as it is: a copy of it would be
+        # one more node, materialised where its readers are kernels
+        grad = ct if body == ARGS[0] and ct.dtype == n.dtype else \
+            g.ewise(body, (ct, n, *n.inputs), n.shape, n.dtype)
         out.append(build.sum_to(g, grad, inp.shape))
     return out
 
@@ -70,10 +73,11 @@ def _fuse(s, n: Node, cs, fusing):
             and not any(c.id in s.store_of for c in cs):
         return "inline"
     # Into consumers over the same space that all end up in one kernel (its CSE
-    # then computes n once); never into an optimizer store: stores run last,
-    # after params have changed.
+    # then computes n once; a home of None is several kernels); never into an
+    # optimizer store: stores run last, after params have changed.
+    homes = {s.home[c.id] for c in cs}
     if fusing and all(s.space(c) == n.shape and c.id not in s.store_of
-                      for c in cs) and len({s.home[c.id] for c in cs}) == 1:
+                      for c in cs) and len(homes) == 1 and None not in homes:
         return "inline"
     return None
 

@@ -95,7 +95,13 @@ class _Scheduler:
                 self.mode[n.id], d = "kernel", 0
             depth[n.id] = d
             inline = self.mode[n.id] == "inline" and n.shape == self.space(cs[0])
-            self.home[n.id] = self.home[cs[0].id] if inline else n.id
+            homes = {self.home[c.id] for c in cs}
+            # An inlined node is evaluated in its consumers' kernel; one inlined into
+            # several kernels (an identity is inlined wherever it is read) has no single
+            # home (None), and nothing fuses under it: its input is computed once, not
+            # again in each of those kernels (a residual stream's gradient summed afresh
+            # at every block).
+            self.home[n.id] = (homes.pop() if len(homes) == 1 else None) if inline else n.id
         self.buf: dict[int, Buffer] = {}
         self.prog = Program(spec.name, [], [], float_dtype=g.float_dtype)
         for n in spec.args:
@@ -155,15 +161,23 @@ class _Scheduler:
             mode = self.mode[n.id]
             assert mode in ("kernel", "view"), (n, mode)
             if mode == "view":
-                self.buf[n.id] = Buffer(f"v{n.id}", n.shape, n.dtype, "view",
+                self.buf[n.id] = Buffer(self._name(n), n.shape, n.dtype, "view",
                                         base=self.buffer(n.inputs[0]))
             else:
                 # Results are the caller's; integer intermediates (a sliced index tensor)
                 # cannot live in the float workspace.
                 fresh = (n.id in self.root_ids and n.rank) or not n.is_float
                 kind = "fresh" if fresh else "ws"
-                self.buf[n.id] = Buffer(f"v{n.id}", n.shape, n.dtype, kind)
+                self.buf[n.id] = Buffer(self._name(n), n.shape, n.dtype, kind)
         return self.buf[n.id]
+
+    def _name(self, n: Node) -> str:
+        """``v<id>``, the id zero-padded to the width of the graph's largest: SymPy orders
+        a sum's terms by the names of its symbols, and names that sort as their numbers
+        give every instance of a repeated block one order of float additions (``v99 +
+        v100`` would print as ``v100 + v99``), so that the instances share one compiled
+        body (:mod:`gradc.codegen.cpu.outline`)."""
+        return f"v{n.id:0{len(str(len(self.g.nodes) - 1))}d}"
 
     # ------------------------------------------------------------------ kernels
     def run(self) -> Program:

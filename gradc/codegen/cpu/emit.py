@@ -74,13 +74,15 @@ class CpuEmitter(WorkspaceViews, Indexing):
             ctx.__exit__(None, None, None)
 
     # ---------------------------------------------------------------- program
-    def emit(self, b: Builder, prog: Program, fname: str) -> None:
-        """Append the njit function of ``prog`` named ``fname`` to ``b``."""
+    def emit(self, b: Builder, prog: Program, fname: str, jit: str = "_JIT") -> None:
+        """Append the njit function of ``prog`` named ``fname`` to ``b``, compiled with
+        the options the module names ``jit`` (``_JIT``: an entry's kernel, called from
+        Python; ``_BODY``: a function only compiled code calls)."""
         arrays = [a.name for a in prog.args if a.kind == "arg"]
         scalars = [a.name for a in prog.args if a.kind == "scalar"]
         params = arrays + [f"{s}_in" for s in scalars] + ["ws"] + \
             [self.dim_var(d) for d in prog.dims]
-        b.line("@nb.njit(**_JIT)")
+        b.line(f"@nb.njit(**{jit})")
         with b.block(f"def {fname}({', '.join(params)}):"):
             results = self.body(b, prog)
             b.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
@@ -358,8 +360,11 @@ class CpuEmitter(WorkspaceViews, Indexing):
         for buf in k.arrays:
             self._need(b, buf)  # (a fresh array is allocated here)
         dims = k.body.dims[:len(k.body.dims) - len(k.offsets)]  # the caller's
+        # an integer offset is passed as np.int64(k), not as a literal: Numba compiles a
+        # function once per signature, and a literal's type (Literal[int](0)) is its own
         args = [a.name for a in k.arrays] + ["ws"] + [self.dim_var(d) for d in dims] + \
-            [self.offsets[o] for o in k.offsets]
+            [f"np.int64({self.offsets[o]})" if o.is_Integer else self.offsets[o]
+             for o in map(sympy.sympify, k.offsets)]
         b.line(f"{self.bodies.add(k.body)}({', '.join(args)})")
 
     def _one(self, buf: Buffer) -> str:

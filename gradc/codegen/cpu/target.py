@@ -42,8 +42,13 @@ class CpuTarget(Target):
 
     def constants(self, unit: Unit) -> list[str]:
         opts = unit.options
+        # no C-callable wrapper (nothing takes a kernel's address), and a body, which only
+        # compiled code calls, no Python one either: each is LLVM code to compile, the
+        # Python wrapper ~40 lines per array argument
         return [f"_JIT = dict(cache={bool(opts.cache)}, nogil=True, error_model='numpy', "
-                f"boundscheck=False, parallel={bool(opts.parallel)}, fastmath={FASTMATH})",
+                f"boundscheck=False, parallel={bool(opts.parallel)}, fastmath={FASTMATH}, "
+                "no_cfunc_wrapper=True)",
+                "_BODY = dict(_JIT, no_cpython_wrapper=True)",
                 "_FAST = (None, None, None, None)  # the call of the fast path: no routing"]
 
     def emit(self, b: Builder, unit: Unit) -> dict:
@@ -61,7 +66,8 @@ class CpuTarget(Target):
             emit_epoch(kernels, emitter, spec, prog, epoch,
                        unit.options.optimizer.step_scalars(t="e_t"))
             extra["train_epoch"] = {"kernel": epoch}
-        emitter.bodies.emit(kernels, emitter.emit)
+        emitter.bodies.emit(kernels, lambda b, body, fname: emitter.emit(b, body, fname,
+                                                                          jit="_BODY"))
         if emitter.views_used:
             b.lines.extend(views.source(emitter.views_used,
                                         f"cache={bool(unit.options.cache)}, nogil=True, "

@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 import gradc
 from gradc.codegen.cpu import outline
 from gradc.passes.kernels import Buffer, Loop, Program, Read
+from gradc.pipeline import Options, compile_source
+from gradc.source import Source
 
 from tests.harness.block_models import perturbed, random_case
 from tests.harness.paths import ROOT
@@ -185,6 +187,26 @@ def test_a_repeated_block_calls_one_function_and_computes_bitwise_the_same(monke
         _same(shared.train_step(p, 0.05, x=x, y=y), inlined.train_step(q, 0.05, x=x, y=y),
               f"train_step {step}")
         _same(p, q, f"params after step {step}")
+
+
+@pytest.mark.slow
+def test_every_inner_instance_of_a_long_tower_calls_one_body():
+    # 6 blocks: buffer numbers gain a digit inside the tower (v99, v100: names are
+    # zero-padded so that they sort as numbers, and the instances' sums add in one order),
+    # and the residual stream's gradient is one running sum (tests/passes/test_fusion.py).
+    # Block 0 reads the input and the last block's backward the head's gradient: inline.
+    text, _, _ = compile_source(
+        Source(TOWER.replace("repeat(res(6), 3)", "repeat(res(6), 6)"), "tower6.grad"),
+        Options.make(optimizer="adam"), "k")
+    alias = dict(re.findall(r"^(_body\d+_) = (_body\d+_)$", text, re.M))
+
+    def called(entry: str) -> list[str]:
+        kernel = text[text.index(f"def {entry}_k("):]
+        kernel = kernel[:kernel.index("\n@")]
+        return [alias.get(c, c) for c in re.findall(r"^\s+(_body\d+_)\(", kernel, re.M)]
+    assert len(called("_forward")) == 5 and len(set(called("_forward"))) == 1
+    grads = called("_loss_and_grad")
+    assert len(grads) == 5 + 4 and len(set(grads)) == 2  # forward (keeping more), backward
 
 
 def _instances(seed: int) -> int:
