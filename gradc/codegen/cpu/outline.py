@@ -146,8 +146,11 @@ def _call(prog: Program, run: list) -> Call:
     """The :class:`Call` running ``run`` (kernels of ``prog``) in a body of its own. The
     body takes the arrays the run touches at their roots (a caller's view is reshaped
     again inside), the scalars, and, for each workspace slot, its offset as an int: so it
-    makes its views of the workspace itself, once, however often it is called. Its
-    arguments and offsets follow the order the buffers were made in."""
+    makes its views of the workspace itself, once, however often it is called: one
+    offset per slot the run uses, even where the caller's plan put two of them at one
+    offset (their values are never alive at once there; an instance whose plan reuses a
+    slot then still shares the others' body). Its arguments and offsets follow the order
+    the buffers were made in."""
     outs: dict[int, Buffer] = {}
     ins: dict[int, Buffer] = {}
     for k in run:
@@ -155,7 +158,7 @@ def _call(prog: Program, run: list) -> Call:
             outs.update((id(b), b) for b in k.writes())
             ins.update((id(b), b) for b in k.reads())
     touched = sorted({**ins, **outs}.values(), key=lambda b: b.serial)
-    offsets: dict = {}  # the caller's offset -> the body's offset dim
+    offsets: dict[int, tuple] = {}  # a caller's slot -> (its offset, the body's dim)
     args: dict[int, tuple[Buffer, Buffer]] = {}  # a caller's root -> (it, the body's)
     swap: dict[int, Buffer] = {}
     for buf in touched:
@@ -163,7 +166,7 @@ def _call(prog: Program, run: list) -> Call:
         if root.kind == "dim":  # printed as the dim's variable, which the body takes too
             swap[id(buf)] = buf
         elif root.kind == "ws":
-            at = offsets.setdefault(sympy.sympify(root.offset), f"{OFFSET}{len(offsets)}")
+            at = offsets.setdefault(id(root), (root.offset, f"{OFFSET}{len(offsets)}"))[1]
             swap[id(buf)] = _named(buf, buf.shape, "ws", offset=sympy.Symbol(at))
         else:
             arg = args.setdefault(id(root), (root, _named(
@@ -171,10 +174,11 @@ def _call(prog: Program, run: list) -> Call:
             swap[id(buf)] = arg if root is buf else _named(buf, buf.shape, "view", base=arg)
     order = sorted(args.values(), key=lambda pair: pair[1].kind == "scalar")
     body = Program(f"{prog.name}_run", [arg for _, arg in order],
-                   [*prog.dims, *offsets.values()],
+                   [*prog.dims, *(dim for _, dim in offsets.values())],
                    [_rebased(k, swap) for k in run if not isinstance(k, View)],
                    float_dtype=prog.float_dtype)
-    return Call(body, tuple(root for root, _ in order), tuple(offsets),
+    return Call(body, tuple(root for root, _ in order),
+                tuple(sympy.sympify(at) for at, _ in offsets.values()),
                 tuple(outs.values()), tuple(b for i, b in ins.items() if i not in outs),
                 len(run))
 
