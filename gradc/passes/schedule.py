@@ -103,6 +103,7 @@ class _Scheduler:
             # at every block).
             self.home[n.id] = (homes.pop() if len(homes) == 1 else None) if inline else n.id
         self.buf: dict[int, Buffer] = {}
+        self.width = len(str(len(g.nodes) - 1))  # of the buffers' numbers (see _name)
         self.prog = Program(spec.name, [], [], float_dtype=g.float_dtype)
         for n in spec.args:
             kind = "scalar" if n.op == "hyper" else "arg"
@@ -177,7 +178,7 @@ class _Scheduler:
         give every instance of a repeated block one order of float additions (``v99 +
         v100`` would print as ``v100 + v99``), so that the instances share one compiled
         body (:mod:`gradc.codegen.cpu.outline`)."""
-        return f"v{n.id:0{len(str(len(self.g.nodes) - 1))}d}"
+        return f"v{n.id:0{self.width}d}"
 
     # ------------------------------------------------------------------ kernels
     def run(self) -> Program:

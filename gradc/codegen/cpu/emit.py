@@ -364,7 +364,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
         # function once per signature, and a literal's type (Literal[int](0)) is its own
         args = [a.name for a in k.arrays] + ["ws"] + [self.dim_var(d) for d in dims] + \
             [f"np.int64({self.offsets[o]})" if o.is_Integer else self.offsets[o]
-             for o in map(sympy.sympify, k.offsets)]
+             for o in k.offsets]
         b.line(f"{self.bodies.add(k.body)}({', '.join(args)})")
 
     def _one(self, buf: Buffer) -> str:
