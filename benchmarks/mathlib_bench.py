@@ -8,7 +8,7 @@ threaded, the median of ``--repeats`` runs of
 * ``numpy``   the NumPy/SciPy ufunc writing into a preallocated output,
 * ``math``    an ``njit`` loop calling ``math.<op>`` (scalar libm, what Numba gives without SVML),
 * ``mathlib`` the same loop calling the mathlib function, compiled the way the code generator
-  does (sources pasted into one module, ``@nb.njit(inline='always', fastmath=..., ...)``).
+  does (sources pasted into one module, decorated by ``gradc.codegen.cpu.target.math_jit``).
 
 and prints ns/element and speed-ups.  The last column says whether LLVM vectorised the mathlib
 loop (packed ``...ps``/``...pd`` instructions on xmm/ymm/zmm registers in its assembly).
@@ -30,6 +30,7 @@ import scipy.special as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradc.codegen.cpu import mathlib  # noqa: E402
+from gradc.codegen.cpu.target import math_jit  # noqa: E402
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -89,9 +90,8 @@ INPUTS = {  # value range of the benchmark input per op
 def compile_mathlib() -> dict:
     """name -> njit dispatcher, built exactly like the code generator's output module."""
     names = [fn.__name__ for fn in mathlib.MATHLIB_FUNCTIONS]
-    deco = "@nb.njit(inline='always', fastmath=FASTMATH, error_model='numpy')"
     text = "import math\nimport numpy as np\nimport numba as nb\n\n\n"
-    text += mathlib.sources(names, decorator=deco)
+    text += mathlib.sources(names, decorator=math_jit)
     ns: dict = {"FASTMATH": FASTMATH}
     exec(compile(text, "<mathlib>", "exec"), ns)
     return {n: ns[n] for n in names}

@@ -8,11 +8,13 @@ AVX2/AVX-512 code (checked by the tests).
 Contract: plain undecorated Numba nopython code referring only to ``math``, ``np`` (numpy),
 literal constants and each other.  The code generator pastes the text (:func:`sources`) into a
 module importing ``math``/``np``/``nb`` and decorates each function with
-``@nb.njit(inline='always', fastmath={'nsz','arcp','contract','afn','reassoc'},
-error_model='numpy')`` -- never ``nnan``/``ninf``: +-0, subnormals, +-inf and NaN are handled
-(NaN in -> NaN out).  ``fX`` are float64; ``_fX32`` compute in float32/int32 only (every float
-literal is ``np.float32(...)``).  Error = ``|y - exact| / max(|exact|, tiny)`` (``tiny``: the
-smallest normal, so subnormal results count in absolute units of it); the bounds in
+:func:`gradc.codegen.cpu.target.math_jit` (``@nb.njit`` with
+``fastmath={'nsz','arcp','contract','afn','reassoc'}``, ``error_model='numpy'``, and
+``inline='always'`` for the few in :data:`NUMBA_INLINED`) -- never ``nnan``/``ninf``:
++-0, subnormals, +-inf and NaN are handled (NaN in -> NaN out).  ``fX`` are float64;
+``_fX32`` compute in float32/int32 only (every float literal is ``np.float32(...)``).
+Error = ``|y - exact| / max(|exact|, tiny)`` (``tiny``: the smallest normal, so subnormal
+results count in absolute units of it); the bounds in
 :data:`ERROR_BOUNDS` are asserted by ``tests/codegen/cpu/test_mathlib.py`` (float32 ones
 also over all 2^32 inputs with ``GRADC_MATHLIB_EXHAUSTIVE=1``).
 
@@ -38,7 +40,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 __all__ = ["ERROR_BOUNDS", "MATHLIB_FUNCTIONS", "VARIANTS", "sources", "fexp", "flog", "flog1p",
-           "ftanh", "fsigmoid", "ferf"]
+           "ftanh", "fsigmoid", "ferf", "NUMBA_INLINED"]
 
 
 # --------------------------------------------------------------------------------- float64
@@ -364,6 +366,14 @@ VARIANTS: dict[str, tuple[Callable, Callable]] = {
 }
 """Operation name -> (float64 function, float32 function)."""
 
+NUMBA_INLINED: frozenset[str] = frozenset({"ferf", "_ferf32"})
+"""The functions too large for LLVM's inliner (a loop calling them as functions keeps the
+call and does not vectorise, checked by the tests): the code generator has Numba inline
+them at every call site (``inline='always'``). Every other function is compiled once, as a
+function of its own, and LLVM inlines it into each loop that calls it: Numba no longer
+types and lowers its body again at every call site (a stacked LSTM-GRU's ``loss_and_grad``,
+whose loop bodies call tanh and sigmoid, compiles in two thirds of the time)."""
+
 ERROR_BOUNDS: dict[str, float] = {
     "fexp": 3e-16,
     "flog": 6e-16,
@@ -390,10 +400,12 @@ def _callees(fn: Callable) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in _BY_NAME}
 
 
-def sources(names: Iterable[str | Callable], decorator: str = "") -> str:
+def sources(names: Iterable[str | Callable],
+            decorator: str | Callable[[str], str] = "") -> str:
     """Source text of the requested functions (names or function objects) and of everything
     they call, in dependency order, separated by two blank lines.  ``decorator`` (e.g.
-    ``"@nb.njit(inline='always', ...)"``) is put on the line above each ``def``."""
+    ``"@nb.njit(...)"``, or a function of the name giving it) is put on the line above each
+    ``def``."""
     todo = [n if isinstance(n, str) else n.__name__ for n in names]
     needed: set[str] = set()
     while todo:
@@ -403,9 +415,11 @@ def sources(names: Iterable[str | Callable], decorator: str = "") -> str:
         if name not in needed:
             needed.add(name)
             todo.extend(_callees(_BY_NAME[name]) - {name})
-    prefix = decorator.rstrip() + "\n" if decorator.strip() else ""
+    def prefix(name: str) -> str:
+        text = decorator(name) if callable(decorator) else decorator
+        return text.rstrip() + "\n" if text.strip() else ""
     return "\n\n".join(
-        prefix + textwrap.dedent(inspect.getsource(fn)).rstrip() + "\n"
+        prefix(fn.__name__) + textwrap.dedent(inspect.getsource(fn)).rstrip() + "\n"
         for fn in MATHLIB_FUNCTIONS
         if fn.__name__ in needed
     )

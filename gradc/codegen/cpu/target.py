@@ -26,7 +26,18 @@ FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz', 'afn'}"
 #: would cost more to compile than the step itself (Numba, 2 cores: spiral's 33 kernels
 #: compile as a loop in about the step's 6 s; cnn's 87 in 47 s against the step's 33 s)
 EPOCH_KERNELS_MAX = 48
-MATH_JIT = f"@nb.njit(inline='always', error_model='numpy', fastmath={FASTMATH})"
+
+
+def math_jit(name: str, cache: bool = False) -> str:
+    """The decorator of the mathlib function ``name`` in a generated module: a function of
+    its own, which LLVM inlines into the loops that call it (Numba types and lowers it once
+    per process, not at every call site), with the kernels' fastmath flags, so its
+    instructions round as they would inlined; those too large for LLVM's inliner
+    (:data:`mathlib.NUMBA_INLINED`) inlined by Numba, so that their loops vectorise."""
+    if name in mathlib.NUMBA_INLINED:
+        return f"@nb.njit(inline='always', error_model='numpy', fastmath={FASTMATH})"
+    return (f"@nb.njit(cache={bool(cache)}, error_model='numpy', fastmath={FASTMATH}, "
+            "no_cpython_wrapper=True, no_cfunc_wrapper=True)")
 
 
 class CpuTarget(Target):
@@ -83,7 +94,9 @@ class CpuTarget(Target):
         if emitter.math_used:
             b.line("# Vectorisable math (gradc.codegen.cpu.mathlib): error bounds tested against "
                    "NumPy.")
-            b.lines.extend(mathlib.sources(sorted(emitter.math_used), MATH_JIT).split("\n"))
+            b.lines.extend(mathlib.sources(
+                sorted(emitter.math_used),
+                lambda name: math_jit(name, unit.options.cache)).split("\n"))
             b.line()
             b.line()
         b.lines.extend(kernels.lines)

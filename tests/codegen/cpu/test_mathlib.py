@@ -1,10 +1,12 @@
 """Tests for gradc.codegen.cpu.mathlib.
 
 Every function is compiled the way the code generator uses it: its source (``sources``) is
-pasted into a module and decorated ``@nb.njit(inline='always', fastmath=FASTMATH,
-error_model='numpy')``, then called from a driver loop ``out[i] = f(xs[i])``.  The driver is
-compiled both with the same fastmath flags (what generated kernels use; with Numba's inlining
-the caller's flags govern the inlined body, ``reassoc`` included) and without any.
+pasted into a module and decorated by ``gradc.codegen.cpu.target.math_jit`` (a function of
+its own with the kernels' fastmath flags, which LLVM inlines into the loop that calls it;
+Numba's ``inline='always'`` for the few too large for LLVM's inliner), then called from a
+driver loop ``out[i] = f(xs[i])``.  The driver is compiled both with the same fastmath flags
+(what generated kernels use; where Numba inlines, the caller's flags govern the inlined
+body, ``reassoc`` included) and without any.
 
 Error rule (shared with ``mathlib.ERROR_BOUNDS``): ``|y - ref| / max(|ref|, tiny)`` with
 ``tiny`` the smallest normal number of the dtype under test, i.e. relative error, except that
@@ -31,6 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradc.codegen.cpu import mathlib
+from gradc.codegen.cpu.target import math_jit
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 OPS = list(mathlib.VARIANTS)
@@ -42,9 +45,8 @@ _EXTENDED = np.finfo(_LD).eps < 1e-18  # x87 80-bit long double on x86-64 Linux
 @functools.cache
 def _namespace() -> dict:
     names = [fn.__name__ for fn in mathlib.MATHLIB_FUNCTIONS]
-    deco = "@nb.njit(inline='always', fastmath=FASTMATH, error_model='numpy')"
     text = "import math\nimport numpy as np\nimport numba as nb\n\n\n"
-    text += mathlib.sources(names, decorator=deco)
+    text += mathlib.sources(names, decorator=math_jit)
     ns: dict = {"FASTMATH": FASTMATH}
     exec(compile(text, "<generated>", "exec"), ns)
     return ns
@@ -333,6 +335,46 @@ def test_vectorises_without_calls(op, dtype):
     assert all(c.startswith("llvm.") for c in callees), callees
     if dtype == "float32":
         assert "double" not in body, "float64 arithmetic in a float32 kernel"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_a_generated_module_compiles_each_function_once_and_llvm_inlines_it(dtype):
+    """examples/char_rnn.grad (tanh in the recurrence, exp and log in the cross-entropy):
+    each mathlib function its kernels call is one Numba function of the module, compiled
+    for one signature however many kernels and loops call it, and no call of it is left
+    in the kernels' code (LLVM inlined it, so their loops can vectorise); the numbers are
+    the numpy target's."""
+    import gradc
+    from tests.harness.paths import EXAMPLES
+
+    model = gradc.compile(EXAMPLES / "char_rnn.grad", dtype=dtype, wait=True)
+    rng = np.random.default_rng(3)
+    inputs = {"chars": rng.integers(0, 16, (4, 5)), "next": rng.integers(0, 16, (4, 5))}
+    params = model.init_params(0)
+    loss, grads = model.loss_and_grad(params, **inputs)
+    model.forward(params, chars=inputs["chars"])
+    module = model.module
+    suffix = "32" if dtype == "f32" else ""
+    used = [f"_ftanh{suffix}" if suffix else "ftanh", f"_fexp{suffix}" if suffix else "fexp",
+            f"_flog{suffix}" if suffix else "flog"]
+    for name in used:
+        assert name not in mathlib.NUMBA_INLINED
+        assert len(getattr(module, name).signatures) == 1, name
+    kernels = [v for k, v in vars(module).items()
+               if k.startswith(("_forward_", "_loss_and_grad_")) and hasattr(v, "signatures")]
+    assert len(kernels) == 2
+    for kernel in kernels:
+        ir = kernel.inspect_llvm(kernel.signatures[0])
+        called = set(re.findall(r"call [^@\n]*@([\w.$]+)", ir))
+        left = [c for c in called for name in used if name in c]
+        assert not left, f"{kernel.__name__} still calls {left}"
+    ref = gradc.compile(EXAMPLES / "char_rnn.grad", dtype=dtype, target="numpy")
+    ref_loss, ref_grads = ref.loss_and_grad(params, **inputs)
+    tol = 1e-5 if dtype == "f32" else 1e-12
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    for k, g in ref_grads.items():
+        np.testing.assert_allclose(grads[k], g, rtol=tol * 10, atol=tol)
 
 
 # ------------------------------------------------------------ opt-in exhaustive float32 check
