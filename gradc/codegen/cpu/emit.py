@@ -101,7 +101,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
         for s in (a.name for a in prog.args if a.kind == "scalar"):
             b.line(f"{s} = {NP[self.dtype]}({s}_in)")
         self._hoist_offsets(b, prog)
-        self.declared: set[str] = set()  # the buffers this function has named
+        self.declared: dict[str, str] = {}  # the names this function has given: shapes
         self.viewed: dict[tuple, str] = {}  # (root, offset, shape) -> the first view's name
         for kern in prog.kernels:
             self._kernel(b, kern)
@@ -148,14 +148,28 @@ class CpuEmitter(WorkspaceViews, Indexing):
         if k.kind == "logsumexp" or axes == tuple(range(rank - len(axes), rank)):
             self._reduce_inner(b, k, kept)
             return
-        # Reduced axes lead: accumulate in memory order into the output.
+        # Reduced axes lead: accumulate in memory order into the output; the reduced
+        # axes after the last kept one (batchnorm's H and W) into a local first, combined
+        # into the output once per row: the local stays in a register and the row
+        # vectorises, where a store to the output (a workspace view, which LLVM cannot
+        # tell apart from the inputs) in every step kept the loop scalar
+        tail = [a for a in axes if a > kept[-1]]
         with b.block(f"for j in range({self.size(numel(k.out.shape))}):"):
             b.line(f"{k.out.name}.flat[j] = {self._init(k.kind)}" if k.out.rank > 1
                    else f"{k.out.name}[j] = {self._init(k.kind)}")
-        ctxs = self._loops(b, k.shape, parallel_ok=0 in kept)
-        dest = self._out_at(k.out, [a for a in range(rank) if a in kept])
-        self._assign(b, "v_", k.expr, "t_")
-        b.line(self._combine(k.kind, dest, "v_"))
+        ctxs = self._loops(b, k.shape, 0 in kept, [a for a in range(rank) if a not in tail])
+        dest = self._out_at(k.out, kept)
+        value = "v_"
+        if tail:
+            b.line(f"a_ = {self._init(k.kind)}")
+            inner = self._loops(b, k.shape, False, tail)
+            self._assign(b, "v_", k.expr, "t_")
+            b.line(self._combine(k.kind, "a_", "v_"))
+            self._close(inner)
+            value = "a_"
+        else:
+            self._assign(b, "v_", k.expr, "t_")
+        b.line(self._combine(k.kind, dest, value))
         self._close(ctxs)
 
     def _out_at(self, out: Buffer, loop_axes: list[int]) -> str:

@@ -64,7 +64,8 @@ class WorkspaceViews:
     """How the CPU emitter names the workspace slots and views of one function: the
     offsets once at its top (:meth:`_hoist_offsets`), each buffer where a kernel first
     uses it (:meth:`_need`). Needs the emitter's ``dim_var``, ``dtype``, ``size``,
-    ``shape`` and :attr:`views_used`, and ``declared``/``viewed`` reset per function."""
+    ``shape`` and :attr:`views_used`, and ``declared`` (name -> the shape it holds) and
+    ``viewed`` reset per function."""
 
     views_used: set[tuple[str, int]]  # (dtype, rank) of the _ws_view calls printed
 
@@ -87,10 +88,16 @@ class WorkspaceViews:
         name (``v16 = v13``), any other view is printed by :meth:`_view`. Every view
         costs Numba compile time (measured, examples/cnn.grad's loss_and_grad: 102 views
         printed for every output and collapse, 43 views and 28 such names this way,
-        9.65 -> 8.45 CPU s)."""
-        if buf.name in self.declared or buf.kind not in ("ws", "fresh", "view"):
+        9.65 -> 8.45 CPU s). A name already given to another shape is named again: the
+        collapse names each view of a buffer by its rank (``x_x_r3``), and two kernels
+        may see one buffer with two shapes of one rank (``[B, 3, 20]`` and
+        ``[3B, 4, 5]``); the earlier view of that name is then no longer one to reuse."""
+        shape = self.shape(buf.shape)
+        if self.declared.get(buf.name) == shape or buf.kind not in ("ws", "fresh", "view"):
             return
-        self.declared.add(buf.name)
+        if buf.name in self.declared:
+            self.viewed = {k: v for k, v in self.viewed.items() if v != buf.name}
+        self.declared[buf.name] = shape
         if buf.kind == "fresh":
             b.line(f"{buf.name} = np.empty({self.shape(buf.shape)}, {NP[buf.dtype]})")
             return
@@ -98,7 +105,7 @@ class WorkspaceViews:
         if root.kind == "fresh":
             self._need(b, root)
         at = self.offsets[sympy.sympify(root.offset)] if root.kind == "ws" else root.name
-        key = (at, self.shape(buf.shape))
+        key = (at, shape)
         if key in self.viewed:
             b.line(f"{buf.name} = {self.viewed[key]}")
         else:
