@@ -53,11 +53,12 @@ class ScalarPrinter(PythonCodePrinter):
         read: callback printing a :class:`Read` (a buffer element or a scalar argument).
 
     A subclass changes the spelling through :attr:`templates` (its table, derived from
-    :data:`TEMPLATES`) and :attr:`select` (a ``Select`` of a comparison).
+    :data:`TEMPLATES`), :attr:`select` (a ``Select`` of a comparison) and :attr:`sqrt`.
     """
 
     templates = TEMPLATES
     select = "({a} if {test} else {b})"
+    sqrt = "math.sqrt"
 
     def __init__(self, dtype: str, read: Callable[[Read], str]):
         super().__init__({"fully_qualified_modules": True, "standard": "python3"})
@@ -109,10 +110,14 @@ class ScalarPrinter(PythonCodePrinter):
         if exp.is_Integer and 1 <= abs(int(exp)) <= 4:
             prod = "(" + " * ".join([b] * abs(int(exp))) + ")"
             return prod if exp > 0 else f"({self.lit(1)} / {prod})"
-        if exp == sympy.S.Half:
-            return f"math.sqrt({self._print(base)})"
-        if exp == -sympy.S.Half:
-            return f"({self.lit(1)} / math.sqrt({self._print(base)}))"
+        if exp.is_Rational and exp.q == 2 and abs(exp.p) <= 9:
+            # x ** (k + 1/2) as k products and one square root, which vectorise, where
+            # pow is a libm call per element (normalisation's gradient has (var + eps) **
+            # -1.5: a tenth of the conv-batchnorm CNN's step)
+            root = f"{self.sqrt}({self._print(base)})"
+            prod = " * ".join([b] * (abs(int(exp.p)) // 2) + [root])
+            prod = prod if abs(exp.p) == 1 else f"({prod})"
+            return prod if exp > 0 else f"({self.lit(1)} / {prod})"
         return f"{b} ** {self.parenthesize(exp, sympy.printing.precedence.PRECEDENCE['Pow'])}"
 
     def _print_Function(self, expr):

@@ -149,6 +149,27 @@ def test_every_printer_spells_every_function_as_the_function(printer, case):
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300, err_msg=f"{text}")
 
 
+POWERS = [sympy.Rational(k, 2) for k in range(-9, 10, 2)] + [
+    sympy.Integer(k) for k in (-4, -1, 2, 3, 4, 5)] + [sympy.Rational(1, 3)]
+
+
+@pytest.mark.parametrize("printer", sorted(PRINTERS))
+@pytest.mark.parametrize("exp", POWERS, ids=str)
+def test_every_printer_spells_a_power_as_the_power(printer, exp):
+    """``x ** exp`` at positive points is the power (1e-14 relative); integer exponents
+    up to 4 and half-integer ones up to 9/2 print without ``**`` (a ``pow`` call per
+    element, which keeps a loop from vectorising): products and one square root."""
+    x = sympy.Symbol("a0", positive=True)
+    cls, namespace = PRINTERS[printer]
+    text = cls("f64", read=None).doprint(x ** exp)
+    assert ("**" in text) == (exp.q not in (1, 2) or abs(exp) > 9 / 2 or exp == 5), text
+    code = eval(f"lambda a0: {text}", namespace())
+    points = np.array([1e-3, 0.37, 1.0, 2.5, 1e3])
+    got = (np.asarray(code(points), dtype=float) if printer == "numpy" else
+           np.array([code(float(p)) for p in points]))
+    np.testing.assert_allclose(got, points ** float(exp), rtol=1e-14, err_msg=text)
+
+
 @functools.cache
 def generated() -> dict[str, str]:
     """The generated module of :data:`MODEL` for every target, by target name."""

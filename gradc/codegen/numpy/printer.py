@@ -58,6 +58,7 @@ class ArrayPrinter(scalar.ScalarPrinter):
 
     templates = TEMPLATES
     select = "np.where({test}, {a}, {b})"
+    sqrt = "np.sqrt"
 
     def __init__(self, dtype: str, read):
         super().__init__(dtype, read)
@@ -96,14 +97,6 @@ class ArrayPrinter(scalar.ScalarPrinter):
 
     def _print_Abs(self, expr):
         return f"np.abs({self._print(expr.args[0])})"
-
-    def _print_Pow(self, expr, rational=False):
-        base, exp = expr.as_base_exp()
-        if exp == sympy.S.Half:
-            return f"np.sqrt({self._print(base)})"
-        if exp == -sympy.S.Half:
-            return f"({self.lit(1)} / np.sqrt({self._print(base)}))"
-        return super()._print_Pow(expr, rational)
 
     def _fold(self, fn: str, args) -> str:
         text = self._print(args[-1])
