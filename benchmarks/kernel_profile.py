@@ -23,9 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-TICK = "t_ = _cycles()"
-
-
 def _cycle_counter():
     """An njit-callable ``_cycles()``: the CPU's cycle counter (LLVM's
     ``readcyclecounter``, a few nanoseconds, where a timer through the interpreter would
@@ -46,21 +43,21 @@ def _cycle_counter():
 
 def _timed(kernel: ast.FunctionDef) -> tuple[ast.FunctionDef, list[str]]:
     """A copy of ``kernel`` named ``_profiled`` taking one more argument ``tt_`` (float64,
-    one slot per timed statement) that it adds each timed statement's seconds to; and the
-    timed statements' labels (first line, line within the function). Times are in cycles."""
+    one slot per timed statement) that it adds each timed statement's cycles to; and the
+    timed statements' labels (first line, line within the function)."""
     labels: list[str] = []
-    body = ast.parse(TICK.replace("t_", "tp_")).body
+    body = ast.parse("tp_ = _cycles()").body
     for st in kernel.body:
         body.append(st)
         text = ast.unparse(st)
         if isinstance(st, ast.For) or (isinstance(st, ast.Expr) and (
                 "np.dot(" in text or "_body" in text)):
-            body += ast.parse(TICK).body
-            body += ast.parse(f"tt_[{len(labels)}] += np.float64(t_ - tp_)\ntp_ = t_").body
+            body += ast.parse(f"t_ = _cycles()\ntt_[{len(labels)}] += np.float64(t_ - tp_)\n"
+                              "tp_ = t_").body
             labels.append(f"{text.splitlines()[0][:72]}  (line {st.lineno - kernel.lineno})")
     args = ast.arguments(posonlyargs=[], args=[*kernel.args.args, ast.arg("tt_")],
                          kwonlyargs=[], kw_defaults=[], defaults=[])
-    jit = ast.parse("nb.njit(**dict(_JIT, cache=False))", mode="eval").body
+    jit = ast.parse("nb.njit(**_JIT)", mode="eval").body
     copy = ast.FunctionDef(name="_profiled", args=args, body=body, returns=None,
                            decorator_list=[jit], type_params=[])
     return ast.fix_missing_locations(copy), labels
@@ -71,6 +68,7 @@ def _inputs(path: Path, signature: dict, batch: int):
     import numpy as np
 
     from benchmarks.busy_models import WORKLOADS
+    from gradc.dtypes import NUMPY_NAMES
     for work in WORKLOADS.values():
         if Path(work.path).resolve() == path.resolve():
             return work.inputs()
@@ -79,8 +77,7 @@ def _inputs(path: Path, signature: dict, batch: int):
     for name, (dtype, shape) in signature["inputs"].items():
         dims = [batch if isinstance(d, str) else d for d in shape]
         out[name] = (rng.integers(0, 2, dims) if dtype[0] == "i" else
-                     rng.standard_normal(dims)).astype({"f32": np.float32, "f64": np.float64,
-                                                        "i32": np.int32, "i64": np.int64}[dtype])
+                     rng.standard_normal(dims)).astype(NUMPY_NAMES[dtype])
     return out
 
 

@@ -113,7 +113,7 @@ class ScalarPrinter(PythonCodePrinter):
         if exp.is_Rational and exp.q == 2 and abs(exp.p) <= 9:
             # x ** (k + 1/2) as k products and one square root, which vectorise, where
             # pow is a libm call per element (normalisation's gradient has (var + eps) **
-            # -1.5: a tenth of the conv-batchnorm CNN's step)
+            # -1.5: an eighth of the conv-batchnorm CNN's step)
             root = f"{self.sqrt}({self._print(base)})"
             prod = " * ".join([b] * (abs(int(exp.p)) // 2) + [root])
             prod = prod if abs(exp.p) == 1 else f"({prod})"

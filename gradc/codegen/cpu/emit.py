@@ -159,18 +159,21 @@ class CpuEmitter(WorkspaceViews, Indexing):
                    else f"{k.out.name}[j] = {self._init(k.kind)}")
         ctxs = self._loops(b, k.shape, 0 in kept, [a for a in range(rank) if a not in tail])
         dest = self._out_at(k.out, kept)
-        value = "v_"
         if tail:
-            b.line(f"a_ = {self._init(k.kind)}")
-            inner = self._loops(b, k.shape, False, tail)
-            self._assign(b, "v_", k.expr, "t_")
-            b.line(self._combine(k.kind, "a_", "v_"))
-            self._close(inner)
-            value = "a_"
+            self._accumulate(b, k, tail)
         else:
             self._assign(b, "v_", k.expr, "t_")
-        b.line(self._combine(k.kind, dest, value))
+        b.line(self._combine(k.kind, dest, "a_" if tail else "v_"))
         self._close(ctxs)
+
+    def _accumulate(self, b: Builder, k: Reduce, axes: list[int]) -> None:
+        """Print ``a_``: ``k``'s expression combined over loops of ``axes`` (opened and
+        closed here), in a local."""
+        b.line(f"a_ = {self._init(k.kind)}")
+        inner = self._loops(b, k.shape, False, axes)
+        self._assign(b, "v_", k.expr, "t_")
+        b.line(self._combine(k.kind, "a_", "v_"))
+        self._close(inner)
 
     def _out_at(self, out: Buffer, loop_axes: list[int]) -> str:
         if not out.shape:
@@ -205,11 +208,7 @@ class CpuEmitter(WorkspaceViews, Indexing):
             self._close(inner)
             b.line(f"{dest} = {self._math('log', 's_')} + m_")
         else:
-            b.line(f"a_ = {self._init(k.kind)}")
-            inner = self._loops(b, k.shape, False, red)
-            self._assign(b, "v_", k.expr, "t_")
-            b.line(self._combine(k.kind, "a_", "v_"))
-            self._close(inner)
+            self._accumulate(b, k, red)
             b.line(f"{dest} = a_")
         self._close(outer)
 

@@ -99,7 +99,7 @@ class WorkspaceViews:
             self.viewed = {k: v for k, v in self.viewed.items() if v != buf.name}
         self.declared[buf.name] = shape
         if buf.kind == "fresh":
-            b.line(f"{buf.name} = np.empty({self.shape(buf.shape)}, {NP[buf.dtype]})")
+            b.line(f"{buf.name} = np.empty({shape}, {NP[buf.dtype]})")
             return
         root = buf.root
         if root.kind == "fresh":

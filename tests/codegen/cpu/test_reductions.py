@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_every_axes_pattern_of_sum_max_and_min_is_numpys():
             want = getattr(np, kind)(x, axis=axes)
             np.testing.assert_allclose(got[f"{kind}_{''.join(map(str, axes))}"], want,
                                        rtol=1e-13, atol=1e-13, err_msg=f"{kind}{axes}")
-    text = model.module.__file__ and open(model.module.__file__, encoding="utf-8").read()
+    text = Path(model.module.__file__).read_text(encoding="utf-8")
     forward = text[text.index("def _forward_"):]
     forward = forward[:forward.index("\n\n")]
     # (0, 2, 3) keeps axis 1 only: each row over axes 2 and 3 (one loop of 20 once
