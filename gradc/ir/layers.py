@@ -301,16 +301,28 @@ def _conv1d(lw, layer, x, call):
 
 
 def _pool(lw, layer, x, call):
+    """Max or average over k x k windows. Where the windows tile the image (stride k, H
+    and W multiples of k: every pooling of the examples) the image is seen as
+    [N*C*OH, k, OW, k] and reduced over axes 1 and 3: no im2col copy forward and no
+    col2im scatter backward, and each window's values are met in the same order (row by
+    row) as in the patches' last axis. Otherwise (overlapping or leftover rows) the
+    windows are im2col patches reduced over their last axis."""
     g, c = lw.g, layer.config
     k, stride = c["size"], c.get("stride") or c["size"]
     _expect(layer, x, (4, 4), 1, None, "NCHW [N, C, H, W]")
     n, ch, h, w = x.shape
-    one = sympy.Integer(1)
-    cols = build.patches(g, build.reshape(g, x, (n * ch, one, h, w)), k, stride, 0)
-    red = build.reduce(g, cols, "max" if layer.kind == "maxpool2d" else "sum", (3,))
+    kind = "max" if layer.kind == "maxpool2d" else "sum"
+    if stride == k and h.is_Integer and w.is_Integer and h % k == 0 and w % k == 0:
+        oh, ow = h // k, w // k
+        red = build.reduce(g, build.reshape(g, x, (n * ch * oh, k, ow, k)), kind, (1, 3))
+    else:
+        one = sympy.Integer(1)
+        cols = build.patches(g, build.reshape(g, x, (n * ch, one, h, w)), k, stride, 0)
+        red = build.reduce(g, cols, kind, (3,))
+        oh, ow = cols.shape[1], cols.shape[2]
     if layer.kind == "avgpool2d":
         red = build.ew(g, lambda a: a / (k * k), red)
-    return build.reshape(g, red, (n, ch, cols.shape[1], cols.shape[2]))
+    return build.reshape(g, red, (n, ch, oh, ow))
 
 
 def normalize(g: Graph, x: Node, axes: tuple[int, ...], eps: float = 1e-5):
