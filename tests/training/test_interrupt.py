@@ -11,7 +11,10 @@ The trials run the command as a user does (``python -m gradc`` in a subprocess, 
 random delay and send SIGINT. They share the session's ``GRADC_CACHE_DIR`` (conftest), where
 the kernels are compiled once first (in this process), so every trial loads them from the
 cache; two trials run at a time. The delays are drawn from :mod:`tests.harness.seeds`
-(``GRADC_TEST_SEED``, printed with a failure): set it to replay or vary them.
+(``GRADC_TEST_SEED``, printed with a failure): set it to replay or vary them. Where no
+drawn trial's signal landed inside an epoch (a loaded machine can shift every one of them
+between epochs), big-data trials run one at a time until one does, at most ``RETRIES``;
+every trial, drawn or retried, must pass the same checks.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ pytestmark = pytest.mark.slow  # (every test here takes more than a few seconds)
 
 BATCH = 32                  # the default --batch-size
 RUN_ON = 100_000            # --epochs of the trials that must still be running at the signal
+RETRIES = 8                 # big-data trials at most, when no drawn one landed inside an epoch
 SEED = seeds.seed(0)
 NOTE = re.compile(r"interrupted \(Ctrl-C\) (?:after epoch (\d+)( \(epoch \d+ unfinished)?"
                   r"|(after the last epoch)|(before training started))")
@@ -210,17 +214,40 @@ def _check(r: Result, model, splits) -> tuple[str, int | None]:
     return how, done
 
 
-def test_sigint_saves_finished_epochs_and_exits_130(results, model, splits):
-    outcomes, failures = [], []
-    for r in results:
-        try:
-            outcomes.append((r.trial.name, *_check(r, model, splits)))
-        except AssertionError as e:
-            failures.append(f"{r.trial} -> exit {r.returncode}: {e}\n{r.output[-2000:]}")
-    if failures:
-        pytest.fail(f"{len(failures)} of {len(results)} trials failed "
-                    f"({seeds.ENV}={seeds.base()}):\n" + "\n\n".join(failures),
-                    pytrace=False)
+def _inside_an_epoch(datasets, root: Path) -> list[Result]:
+    """Big-data trials run one at a time, with delays drawn past the first epoch (the
+    first one's signal lands between epochs), until one's SIGINT lands inside an epoch
+    (at most RETRIES): the drawn trials can all miss the epochs when the machine is
+    loaded (seen once under a full pytest-xdist run on 2 slow cores)."""
+    rng = random.Random(SEED + 1)
+    out = []
+    for i in range(RETRIES):
+        trial = Trial(f"inside an epoch {i}", "big", "kernels ready", rng.uniform(0.2, 0.6))
+        out.append(_run(trial, datasets["big"], root / f"retry{i}"))
+        note = NOTE.search(out[-1].output)
+        if note and note.group(2):
+            break
+    return out
+
+
+def test_sigint_saves_finished_epochs_and_exits_130(results, model, splits, datasets,
+                                                    tmp_path):
+    def check(runs: list[Result]) -> list[tuple]:
+        outcomes, failures = [], []
+        for r in runs:
+            try:
+                outcomes.append((r.trial.name, *_check(r, model, splits)))
+            except AssertionError as e:
+                failures.append(f"{r.trial} -> exit {r.returncode}: {e}\n{r.output[-2000:]}")
+        if failures:
+            pytest.fail(f"{len(failures)} of {len(runs)} trials failed "
+                        f"({seeds.ENV}={seeds.base()}):\n" + "\n\n".join(failures),
+                        pytrace=False)
+        return outcomes
+
+    outcomes = check(results)
+    if not any(o[1] == "epoch rolled back" for o in outcomes):
+        outcomes += check(_inside_an_epoch(datasets, tmp_path))
     trained = [o for o in outcomes if o[1] != "before training"]
     assert len(trained) >= 20
     hows = {o[1] for o in trained}
