@@ -107,8 +107,8 @@ def run(name: str) -> None:
                          _median_time(lambda a=a, b=b, c=c: np.dot(a, b, c)),
                          _median_time(lambda a=a, b=b, c=c: kernel_dot(a, b, c))))
         total = _median_time(step, 1.0)
-    floor = sum(r[1] * r[5] for r in rows)
-    reached = sum(r[1] * r[6] for r in rows)
+    floor = sum(count * t_np for _, count, _, _, _, t_np, _ in rows)
+    reached = sum(count * t_nb for _, count, _, _, _, _, t_nb in rows)
     print(f"{name}: {work.describe}: step {1e3 * total:.3f} ms, BLAS products "
           f"{1e3 * reached:.3f} ms through the kernels' BLAS ({100 * reached / total:.0f}%), "
           f"{1e3 * floor:.3f} ms through NumPy's, the rest {1e3 * (total - reached):.3f} ms "
