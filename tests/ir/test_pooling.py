@@ -25,7 +25,8 @@ output y = p(x)
 
 
 def _windows(x: np.ndarray, k: int, s: int):
-    """Yield (n, c, i, j, window view) over every pooling window of x [N, C, H, W]."""
+    """Yield (i, j, window view) over every pooling window of x [N, C, H, W]: the window
+    of output position (i, j), for every image and channel at once."""
     n, c, h, w = x.shape
     for i in range((h - k) // s + 1):
         for j in range((w - k) // s + 1):

@@ -170,6 +170,12 @@ def results(splits, datasets, tmp_path_factory) -> list[Result]:
         return [f.result() for f in futures]
 
 
+def _how(note: re.Match) -> str:
+    """How a run that trained stopped, from its interrupted note (:data:`NOTE`)."""
+    return "after the last epoch" if note.group(3) else \
+        "epoch rolled back" if note.group(2) else "between epochs"
+
+
 def _check(r: Result, model, splits) -> tuple[str, int | None]:
     """Check one trial's exit and files; return (how it stopped, epochs saved)."""
     from matplotlib.image import imread
@@ -188,8 +194,7 @@ def _check(r: Result, model, splits) -> tuple[str, int | None]:
         assert "kernels ready" not in text and not (out / "params.npz").exists()
         return "before training", None
     done = r.trial.epochs if note.group(3) else int(note.group(1))
-    how = "after the last epoch" if note.group(3) else \
-        "epoch rolled back" if note.group(2) else "between epochs"
+    how = _how(note)
 
     params = model.load_params(out / "params.npz")
     rows = read_history(out / "history.csv")
@@ -225,7 +230,7 @@ def _inside_an_epoch(datasets, root: Path) -> list[Result]:
         trial = Trial(f"inside an epoch {i}", "big", "kernels ready", rng.uniform(0.2, 0.6))
         out.append(_run(trial, datasets["big"], root / f"retry{i}"))
         note = NOTE.search(out[-1].output)
-        if note and note.group(2):
+        if note and _how(note) == "epoch rolled back":
             break
     return out
 
