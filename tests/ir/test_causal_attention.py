@@ -95,6 +95,7 @@ def test_causal_attention_matches_torch_numpy_target(t):
     check_entries(model, torch_fn, params, inputs, ("x",), seed=20 + t)
 
 
+@pytest.mark.slow
 def test_causal_attention_matches_torch_cpu_target():
     """The causal layer alone (CAUSAL: Numba compiles each entry)."""
     model = _compile("cpu", src=CAUSAL)
@@ -203,6 +204,7 @@ loss = sum(o)
 """
 
 
+@pytest.mark.slow
 def test_cuda_simulator_matches_cpu():
     """The causal mask's kernels on the CUDA target, under the simulator, against the CPU
     target (every entry, float32 and float64; tests/harness/sim_models.py), and a loop over an

@@ -62,6 +62,7 @@ def test_conv1d_matches_torch_numpy_target():
     check_entries(model, torch_fn, params, inputs, ("x",), seed=11)
 
 
+@pytest.mark.slow
 def test_conv1d_matches_torch_cpu_target():
     model = gradc.compile_string(SRC, name="c1.grad", target="cpu", dtype="f64", wrt=["x"])
     assert model.tier("hvp") == "numba"
@@ -190,6 +191,7 @@ def test_a_symbolic_length_or_image_size_is_a_located_error():
     assert rel_err(model.forward(params, x=x)["o"], want.numpy()) < 1e-14
 
 
+@pytest.mark.slow
 def test_cuda_simulator_matches_cpu():
     """The CUDA target's im2col/col2im kernels with (1, k) windows, under the simulator,
     against the CPU target (every entry, float32 and float64; tests/harness/sim_models.py)."""

@@ -101,6 +101,7 @@ def test_entries_switch_to_numba_with_the_same_numbers(switched):
     assert model.module.__file__ == str(model.path)  # the CPU module serves now
 
 
+@pytest.mark.slow
 def test_a_warm_cache_loads_its_kernels_without_compiling(switched):
     """The compiled entries switch to Numba by the preload thread (no background
     compile); calls before that run on NumPy, with the same numbers."""

@@ -55,6 +55,7 @@ def test_runs_lighter_than_the_minimum_stay_inline():
     assert outline._units(codes, [1] * 6) == []
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 3), max_size=60), st.tuples(*[st.integers(0, 4)] * 4))
 def test_random_sequences_give_disjoint_equal_heavy_occurrences(codes, weight_of):
@@ -244,6 +245,7 @@ def test_random_block_models_outlined_equal_inlined(seed, monkeypatch):
     _same(p, q, "params after an epoch")
 
 
+@pytest.mark.slow
 def test_the_generated_text_does_not_depend_on_hash_seeds():
     """Runs are numbered by structure, not by set order: two interpreters with different
     hash seeds print the same module (a cache shared between machines stays valid)."""
