@@ -6,6 +6,11 @@
   writers): a model one worker compiled, the other loads. Tests never touch the user's cache.
 * Blocking compiles (no background processes, one tier) unless a test asks for tiers
   (``wait=False``); tests/runtime/test_tiers.py covers tiered start.
+* One thread per call (``GRADC_NUM_THREADS=1``, subprocesses and workers inherit it),
+  unless a test sets its own: the thread budget races one thread against two for the
+  products of two threads' worth (gradc/codegen/threads.py), so the count, and with it
+  the last bits of a product, would depend on how busy the machine is when a test runs;
+  tests/codegen/test_threads.py sets the counts it tests.
 * Files of slow tests run first (:mod:`tests.harness.order`).
 * ``GRADC_TEST_COMPILE_LOG=DIR`` logs every Numba compile with the test that ran it,
   and each test's CPU time in the worker and its subprocesses
@@ -28,6 +33,7 @@ from hypothesis import settings
 from tests.harness import compile_log, order, seeds
 
 os.environ.setdefault("GRADC_TIERED", "0")
+os.environ.setdefault("GRADC_NUM_THREADS", "1")
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("random", derandomize=False, print_blob=True)

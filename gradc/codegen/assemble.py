@@ -205,9 +205,9 @@ def paste(b: Builder, fn) -> None:
 
 
 def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
-    """``_PROGRAMS``: per program its kernel, dims, argument roles, mean BLAS product
-    (multiply-adds, for the thread budget) and workspace size, plus
-    the fields the target adds (``extra``: program -> {field: Python expression})."""
+    """``_PROGRAMS``: per program its kernel, dims, argument roles, work-weighted mean BLAS
+    product (multiply-adds, for the thread budget) and workspace size, plus the fields the
+    target adds (``extra``: program -> {field: Python expression})."""
     b.line("_PROGRAMS = {")
     for name, (prog, entry) in unit.programs.items():
         ws = int_expr(prog.ws_size, dim_var)
@@ -217,10 +217,10 @@ def _entries_table(b: Builder, unit: Unit, extra: dict) -> None:
         fields = "".join(f"{k!r}: {v}, " for k, v in extra.get(name, {}).items())
         b.line(f"    {name!r}: {{'kernel': {unit.kernel_name(name)}, {fields}"
                f"'dims': {prog.dims!r},")
-        macs, products = blas_work(prog)
+        squares, macs = blas_work(prog)
         b.line(f"        'args': {args!r},")
-        b.line(f"        'macs': lambda {dims}: {int_expr(macs, dim_var)} // "
-               f"max({int_expr(products, dim_var)}, 1),  # mean BLAS product")
+        b.line(f"        'macs': lambda {dims}: {int_expr(squares, dim_var)} // "
+               f"max({int_expr(macs, dim_var)}, 1),  # work-weighted mean BLAS product")
         b.line(f"        'ws': lambda {dims}: {ws}}},")
     for name, fields in extra.items():
         if name not in unit.programs:  # a kernel that is no program (train_epoch's loop)

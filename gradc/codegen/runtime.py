@@ -190,8 +190,8 @@ def _plan(program, dims):
     """What a call of ``program`` for these dims runs with: ``(workspace, threads)``, made
     once per thread and reused (calls from several threads never share scratch memory).
     ``threads`` is the plan's :class:`_Threads` (:mod:`gradc.codegen.threads`: the budget
-    of the program's mean BLAS product, ``_PROGRAMS[program]["macs"]``, against the cores;
-    GRADC_NUM_THREADS is read here)."""
+    of the program's work-weighted mean BLAS product, ``_PROGRAMS[program]["macs"]``,
+    against the cores; GRADC_NUM_THREADS is read here)."""
     spaces = _LOCAL.__dict__.setdefault("spaces", {})
     plan = spaces.get((program, dims))
     if plan is None:

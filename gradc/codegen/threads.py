@@ -9,7 +9,8 @@ The rules, in one function (:func:`_thread_budget`):
 - the cores this process may use: ``GRADC_NUM_THREADS`` when set (an int >= 1), else the
   CPUs of its affinity mask (``os.sched_getaffinity``) capped by its cgroup's CPU quota
   (``cpu.max``, v2, or ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, v1, rounded up);
-- a call whose BLAS products average ``macs`` multiply-adds gets one thread per
+- a call whose BLAS products are ``macs`` multiply-adds each (their mean weighted by
+  their work, :func:`gradc.passes.kernels.blas_work`) gets one thread per
   :data:`_MACS_PER_THREAD` of them, at least 1, at most the cores: small products run on
   one thread, and a core that another process keeps busy cannot stall them;
 - where that allows more than one thread, the calls are timed (:class:`_Threads`): one
@@ -37,8 +38,10 @@ import math
 import os
 import time
 
-#: multiply-adds per BLAS product that pay for one more thread (see docs/performance.md)
-_MACS_PER_THREAD = 1 << 26
+#: multiply-adds per BLAS product that may pay for one more thread, where the race decides
+#: (on an idle 2-core AMD EPYC, two threads ran float32 products of 0.5 to 26 million
+#: multiply-adds 1.3 to 1.8 times faster than one; see docs/performance.md)
+_MACS_PER_THREAD = 1 << 18
 #: OpenBLAS's thread setter under the names its builds export (NumPy's and SciPy's wheels
 #: prefix it with scipy_, 64-bit integer builds suffix it with 64_)
 _OPENBLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
@@ -47,6 +50,12 @@ _OPENBLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
 _PROBE_CALLS = 3
 #: seconds a race's winner is kept before the next race
 _PROBE_S = 10.0
+#: how much faster than one thread (median time, as a fraction) more threads must be to
+#: win a race
+_FASTER = 0.9
+#: how much slower than in its race the calls of a kept count above one may run before
+#: the plan goes to one thread
+_SLOWER = 1.5
 _CGROUP = "/sys/fs/cgroup"
 #: the count the BLAS libraries were last set to, and their setters (None: not found yet)
 _BLAS_THREADS = {"threads": None, "setters": None}
@@ -91,7 +100,7 @@ def _usable_cores(environ=os.environ, affinity=None, root=_CGROUP):
 
 
 def _thread_budget(macs, cores):
-    """Threads for a call whose BLAS products average ``macs`` multiply-adds, on ``cores``
+    """Threads for a call whose BLAS products are ``macs`` multiply-adds each, on ``cores``
     usable cores: one per :data:`_MACS_PER_THREAD`, at least 1, at most ``cores``."""
     return max(1, min(cores, int(macs) // _MACS_PER_THREAD))
 
@@ -157,14 +166,20 @@ class _Threads:
     race: :data:`_PROBE_CALLS` calls on ``most`` threads and as many on one, alternately
     (``most`` first), then the count of the smaller median time runs every call for
     :data:`_PROBE_S` seconds, then the next race; while the load leaves no core idle,
-    one thread instead of a race. ``count(now)`` is the count of the next
+    one thread instead of a race. More threads win a race only when their median is below
+    :data:`_FASTER` times one thread's (a wrong count above one costs far more on a busy
+    machine than a wrong one thread on a quiet one). A kept count above one whose calls
+    turn slow (:data:`_PROBE_CALLS` in a row more than :data:`_SLOWER` times its median in
+    the race: a process took a core, or another thread pool spins on it) goes to one
+    thread at once, for :data:`_PROBE_S` seconds. ``count(now)`` is the count of the next
     call, ``record(n, seconds, now)`` the time a call on ``n`` threads took."""
 
-    __slots__ = ("most", "cores", "n", "times", "until")
+    __slots__ = ("most", "cores", "n", "times", "until", "won", "slow")
 
     def __init__(self, most, cores):
         self.most, self.cores, self.n = most, cores, most
         self.times, self.until = {most: [], 1: []}, 0.0
+        self.won, self.slow = 0.0, 0  # the kept count's median in its race; slow calls since
 
     def count(self, now):
         """The thread count of the next call at time ``now`` (seconds, perf_counter); a
@@ -177,13 +192,21 @@ class _Threads:
         return self.most if len(self.times[self.most]) <= len(self.times[1]) else 1
 
     def record(self, n, seconds, now):
-        """Count a call of ``seconds`` on ``n`` threads; end the race when it is run."""
-        if self.most == 1 or now < self.until:
+        """Count a call of ``seconds`` on ``n`` threads; end the race when it is run; go to
+        one thread when the calls of a kept count above one turn slow."""
+        if self.most == 1:
+            return
+        if now < self.until:
+            if n > 1:
+                self.slow = self.slow + 1 if seconds > _SLOWER * self.won else 0
+                if self.slow >= _PROBE_CALLS:
+                    self.n, self.until, self.slow = 1, now + _PROBE_S, 0
             return
         self.times[n].append(seconds)
         if min(len(t) for t in self.times.values()) >= _PROBE_CALLS:
             median = {k: sorted(t)[len(t) // 2] for k, t in self.times.items()}
-            self.n = self.most if median[self.most] < median[1] else 1
+            self.n = self.most if median[self.most] < _FASTER * median[1] else 1
+            self.won, self.slow = median[self.n], 0
             self.times, self.until = {self.most: [], 1: []}, now + _PROBE_S
 
 

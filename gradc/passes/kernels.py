@@ -263,27 +263,31 @@ class Program:
 
 
 def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
-    """The BLAS products one call of ``prog`` makes: (their multiply-adds in all, their
-    number), expressions in the dims. A :class:`Dot` is one product per leading index of
+    """The BLAS products one call of ``prog`` makes, as (the sum of their multiply-adds
+    squared, the sum of their multiply-adds), expressions in the dims: their quotient is
+    the size of the product an average multiply-add is in (the products weighted by their
+    work), which the thread budget (:mod:`gradc.codegen.threads`) reads. A plain mean
+    would let a model's many small products (a bias's gradient, a 10-class head) hide the
+    few large ones its time goes to. A :class:`Dot` is one product per leading index of
     its output; a :class:`Recur` one ``[B, H] @ [H, H]`` product per time step, a
-    :class:`Scan` its body's products per time step. The thread budget
-    (:mod:`gradc.codegen.threads`) reads their quotient, the mean product size."""
-    macs, calls = sympy.Integer(0), sympy.Integer(0)
+    :class:`Scan` its body's products per time step."""
+    squares, macs = sympy.Integer(0), sympy.Integer(0)
     for k in prog.kernels:
         if isinstance(k, Dot):
             count = sympy.Mul(*k.out.shape[:-2])
             inner = k.a.shape[-2] if k.ta else k.a.shape[-1]
-            macs += count * k.out.shape[-2] * k.out.shape[-1] * inner
-            calls += count
+            size = k.out.shape[-2] * k.out.shape[-1] * inner
+            squares += count * size * size
+            macs += count * size
         elif isinstance(k, Recur):
             b, t, h = k.out.shape
+            squares += t * (b * h * h) ** 2
             macs += t * b * h * h
-            calls += t
         elif isinstance(k, Scan):
-            body_macs, body_calls = blas_work(k.body)
+            body_squares, body_macs = blas_work(k.body)
+            squares += k.out.shape[0] * body_squares
             macs += k.out.shape[0] * body_macs
-            calls += k.out.shape[0] * body_calls
-    return sympy.expand(macs), sympy.expand(calls)
+    return sympy.expand(squares), sympy.expand(macs)
 
 
 @dataclass(eq=False)

@@ -5,6 +5,7 @@ and the --threads / GRADC_NUM_THREADS / worker-share plumbing of the command lin
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -16,8 +17,8 @@ from threadpoolctl import ThreadpoolController
 import gradc
 from gradc import cli
 from gradc.codegen import threads
-from gradc.codegen.threads import (_MACS_PER_THREAD, _PROBE_CALLS, _PROBE_S, _cgroup_cores,
-                                   _thread_budget, _Threads, _usable_cores)
+from gradc.codegen.threads import (_FASTER, _MACS_PER_THREAD, _PROBE_CALLS, _PROBE_S, _SLOWER,
+                                   _cgroup_cores, _thread_budget, _Threads, _usable_cores)
 from gradc.dask import cluster
 
 from tests.harness import seeds
@@ -139,6 +140,37 @@ def test_a_race_keeps_the_faster_count_for_a_while(faster, kept, idle_machine):
     assert used == [4, 1] * _PROBE_CALLS and plan.n == (4 if kept == 1 else 1)
 
 
+def test_a_kept_count_whose_calls_turn_slow_goes_to_one_thread_at_once(idle_machine):
+    """Two threads won a race at 4 ms a call; then another process takes a core and the
+    calls take 30 ms: after _PROBE_CALLS such calls in a row (not _PROBE_S seconds) the
+    plan runs one thread, for _PROBE_S seconds, then races again. Calls within _SLOWER of
+    the race's time, or slow calls that are not in a row, keep the count."""
+    idle_machine(threads)
+    plan = _Threads(2, 2)
+    _, now = _race(plan, {1: 0.010, 2: 0.004}, 0.0)
+    assert plan.n == 2 and plan.until > now
+    for seconds in [0.004 * _SLOWER * 0.99] * 5 + [0.030, 0.030, 0.004] * 3:
+        now += seconds
+        plan.record(plan.count(now), seconds, now)
+        assert plan.n == 2 and plan.until > now          # kept
+    for _ in range(_PROBE_CALLS):
+        assert plan.count(now) == 2
+        now += 0.030
+        plan.record(2, 0.030, now)
+    assert plan.count(now) == 1 and plan.until == pytest.approx(now + _PROBE_S)
+    assert plan.count(now + _PROBE_S - 0.001) == 1
+    used, _ = _race(plan, {1: 0.010, 2: 0.004}, now + _PROBE_S)  # quiet again: it fans out
+    assert used == [2, 1] * _PROBE_CALLS and plan.n == 2
+
+
+@pytest.mark.parametrize("ratio, kept", [(_FASTER * 1.01, 1), (_FASTER * 0.99, 4)])
+def test_more_threads_must_win_a_race_by_a_margin(ratio, kept, idle_machine):
+    idle_machine(threads)
+    plan = _Threads(4, 4)
+    _race(plan, {1: 0.010, 4: 0.010 * ratio}, 0.0)
+    assert plan.n == kept
+
+
 def test_a_budget_of_one_thread_never_races():
     plan = _Threads(1, 8)
     for now in (0.0, 1e3, 1e6):
@@ -190,7 +222,7 @@ def test_module_sets_the_blas_threads_of_the_budget(target, threadpoolctl_import
     model, mod = _module(target)
     idle_machine(mod)
     params = model.init_params(0)
-    small = np.full((8, 256), 0.01)               # 8*256*512 = 1M multiply-adds a product
+    small = np.full(((2 * M - 1) // (256 * 512), 256), 0.01)  # just below two threads' worth
     model.loss_and_grad(params, a=small)
     assert set(_blas_counts().values()) == {1}
     rows = -(-2 * M // (256 * 512))               # a product of just two threads' worth
@@ -279,11 +311,46 @@ def test_local_workers_get_their_share_of_the_cores(monkeypatch):
 
 def test_a_scan_counts_its_step_products_per_step():
     """A ``scan``'s BLAS products are its body's, once per time step: here ``xt @ Wx``
-    (B*3*4 multiply-adds) and ``h @ Wh`` (B*4*4) at each of T steps, a mean product of
-    (12 + 16) * B / 2 multiply-adds."""
+    (B*3*4 multiply-adds) and ``h @ Wh`` (B*4*4) at each of T steps; the budget reads
+    their mean weighted by their work, (12B)^2 + (16B)^2 over 12B + 16B per step."""
     text = ("input x : f64[B, T, 3]\nparam Wx : f64[3, 4]\nparam Wh : f64[4, 4]\n"
             "fn cell(h, xt) = tanh(xt @ Wx + h @ Wh)\noutput o = scan(cell, x, 4)\n")
     mod = gradc.compile_string(text, "scanmacs", target="numpy").module
     info = mod._PROGRAMS["forward"]
     dims = {"B": 5, "T": 7}
-    assert info["macs"](*(dims[d] for d in info["dims"])) == 14 * 5
+    sizes = [12 * 5] * 7 + [16 * 5] * 7
+    assert info["macs"](*(dims[d] for d in info["dims"])) == \
+        sum(s * s for s in sizes) // sum(sizes)
+
+
+# A wide layer and a 2-class head: the head's products are tiny, the wide layer's large.
+WIDE = """model wide
+input  x : f32[B, 512]
+input  y : i64[B]
+param  W1 : f32[512, 1024] ~ normal(0.05)
+param  W2 : f32[1024, 2] ~ normal(0.05)
+output z = relu(x @ W1) @ W2
+loss   = cross_entropy(z, y)
+"""
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4096))
+def test_the_budget_reads_the_products_weighted_by_their_work(batch):
+    """``loss_and_grad`` of WIDE makes three products of B*512*1024 multiply-adds (the layer,
+    its weight gradient, no input gradient: x is an input) and three of B*1024*2 (the head,
+    its weight gradient, the layer's output gradient): the size the budget reads is close
+    to the large one's (where the plain mean, about half of it, would keep a product of
+    two threads' worth on one), and lies between the smallest and the largest product."""
+    info = _wide().module._PROGRAMS["loss_and_grad"]
+    big, small = batch * 512 * 1024, batch * 1024 * 2
+    sizes = [big] * 2 + [small] * 3
+    got = info["macs"](batch)
+    assert got == sum(s * s for s in sizes) // sum(sizes)
+    assert small <= got <= big and got >= 0.99 * big
+    assert got > 2 * (sum(sizes) // len(sizes))  # more than twice the plain mean
+
+
+@functools.cache
+def _wide():
+    return gradc.compile_string(WIDE, "wide", target="numpy")
