@@ -20,8 +20,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 #: model file, batch (the MLPs of the benchmark tables and an example)
 MODELS = {
@@ -34,24 +32,15 @@ MODELS = {
 WARM = 20  # calls of a round not counted (the race runs in its first 6)
 
 
-def _inputs(module, batch: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, (dtype, shape) in module.SIGNATURE["inputs"].items():
-        dims = [d if isinstance(d, int) else batch for d in shape]
-        out[name] = rng.integers(0, 10, dims) if dtype[0] == "i" else \
-            rng.standard_normal(dims).astype(np.float32)
-    return out
-
-
 def measure(name: str, rounds: int, calls: int) -> dict:
     """Medians per round of both settings, and the budget's thread count per round."""
     import gradc
+    from gradc.commands.bench import random_inputs
 
     path, batch = MODELS[name]
     model = gradc.compile(str(REPO / path), dtype="f32", optimizer="adam", wait=True)
     module, params, state = model.module, model.init_params(0), {}
-    inputs = _inputs(module, batch)
+    inputs = random_inputs(module.SIGNATURE, batch, {})
     out = {"one": [], "budget": [], "counts": []}
     before = os.environ.get("GRADC_NUM_THREADS")
     try:
