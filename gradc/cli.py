@@ -20,7 +20,7 @@ import traceback
 
 from gradc import __version__
 from gradc.commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER
-from gradc.commands.options import apply_threads
+from gradc.commands._options import apply_threads
 from gradc.errors import GradcError
 
 #: commands listed first in ``--help``, in this order; others follow alphabetically.

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
-from gradc.commands.options import add_threads_option
+from gradc.commands._options import add_threads_option
 from gradc.codegen.target import TARGETS
 from gradc.dtypes import FLOAT, numpy_dtype
 from gradc.errors import GradcError

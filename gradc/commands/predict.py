@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
-from gradc.commands.options import (add_label_option, add_progress_option,
+from gradc.commands._options import (add_label_option, add_progress_option,
                                     add_target_option, add_threads_option, percent)
 from gradc.errors import GradcError
 from gradc.training import checkpoint

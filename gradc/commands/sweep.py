@@ -7,7 +7,7 @@ docs/scale-out.md; the work is :func:`gradc.dask.sweep`.
 
 from __future__ import annotations
 
-from gradc.commands.options import add_training_options
+from gradc.commands._options import add_training_options
 
 
 def register(subparsers) -> None:
@@ -37,6 +37,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run the sweep; return the exit code."""
-    from gradc.commands.cluster import sweep
+    from gradc.commands._cluster import sweep
 
     return sweep(args)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, load_model
-from gradc.commands.options import (add_progress_option, add_training_options, check_options,
+from gradc.commands._options import (add_progress_option, add_training_options, check_options,
                                     n_epochs, note, out_dir, percent)
 from gradc.training import checkpoint, plots
 from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
@@ -75,10 +75,10 @@ def run(args) -> int:
     point, and the params, optimizer state, history and pictures of the finished epochs
     are written before the exit with code 130, whenever the Ctrl-C (or a second one) came.
     One handler covers both phases, so no SIGINT falls between them.
-    With ``--cluster`` the run is handed to :func:`gradc.commands.cluster.train`.
+    With ``--cluster`` the run is handed to :func:`gradc.commands._cluster.train`.
     """
     if getattr(args, "cluster", None):
-        from gradc.commands.cluster import train as train_on_cluster
+        from gradc.commands._cluster import train as train_on_cluster
         return train_on_cluster(args)
     check_options(args)
     arrays = read_npz(args.data)        # a missing or corrupt file fails before compiling

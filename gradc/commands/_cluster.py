@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, load_model
 from gradc.codegen.threads import _usable_cores
-from gradc.commands.options import check_options, n_epochs, out_dir, percent
+from gradc.commands._options import check_options, n_epochs, out_dir, percent
 from gradc.dask.cluster import check, open_cluster
 from gradc.dask.fit import fit
 from gradc.dask.fleet import LostWorkers

@@ -1,5 +1,5 @@
 """The command-line pieces that ``gradc train``, ``gradc sweep``, ``gradc predict`` and
-the cluster commands (:mod:`gradc.commands.cluster`) share: their common options, their
+the cluster commands (:mod:`gradc.commands._cluster`) share: their common options, their
 checks and the small formatting helpers of their output. Light: no compiler, no Dask.
 """
 
