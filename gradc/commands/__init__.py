@@ -10,9 +10,9 @@ A command module in this package defines
 :func:`gradc.cli.main` discovers the modules with :func:`pkgutil.iter_modules`, so adding a
 command is adding a module. Modules whose names start with ``_`` are not commands but
 helpers the commands share (``_options``: common options and checks; ``_cluster``: the
-command-line side of :mod:`gradc.dask`); the CLI skips them. A command reports a user mistake by raising
-:class:`gradc.errors.GradcError` (the CLI prints it and exits with :data:`EXIT_USER`); any
-other exception is an internal error (:data:`EXIT_INTERNAL`).
+command-line side of :mod:`gradc.dask`); the CLI skips them. A command reports a user
+mistake by raising :class:`gradc.errors.GradcError` (the CLI prints it and exits with
+:data:`EXIT_USER`); any other exception is an internal error (:data:`EXIT_INTERNAL`).
 """
 
 from __future__ import annotations
