@@ -37,7 +37,8 @@ def register(subparsers) -> None:
                     "labels.")
     p.add_argument("model", metavar="MODEL.grad", help="the model file")
     p.add_argument("--params", required=True, metavar="params.npz",
-                   help="the trained params (gradc train's params.npz)")
+                   type=checkpoint.params_file,
+                   help="the trained params (gradc train's params.npz, or its --out folder)")
     p.add_argument("--data", required=True, metavar="DATA.npz",
                    help="the samples: one array per input that forward takes, named like "
                         "it; the labels and the loss's other inputs are optional")

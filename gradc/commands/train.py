@@ -45,15 +45,17 @@ def register(subparsers) -> None:
                     "points, boundary.png into --out.",
         epilog="--resume P continues from the params P (and from optimizer.npz and "
                "history.csv beside P when they exist): the epochs, the history and the "
-               "optimizer's moments carry on where that run stopped.")
+               "optimizer's moments carry on where that run stopped. P may be the --out "
+               "folder of that run (its params.npz).")
     p.add_argument("model", metavar="MODEL.grad", help="the model file")
     p.add_argument("--data", required=True, metavar="DATA.npz",
                    help="the training data: one array per model input, same names")
     add_training_options(p)
     p.add_argument("--out", default="out", metavar="DIR",
                    help="where to write params, history and pictures (default ./out)")
-    p.add_argument("--resume", metavar="params.npz",
-                   help="continue from these params instead of fresh ones")
+    p.add_argument("--resume", metavar="params.npz", type=checkpoint.params_file,
+                   help="continue from these params instead of fresh ones (a folder: "
+                        "its params.npz, as --out wrote it)")
     p.add_argument("--log-every", type=int, default=0, metavar="N",
                    help="print a summary line every N epochs (default: about ten lines)")
     add_progress_option(p)

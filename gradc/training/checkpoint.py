@@ -21,6 +21,17 @@ from gradc.errors import GradcError
 from gradc.training.files import replacing
 
 OPTIMIZER_FILE = "optimizer.npz"
+PARAMS_FILE = "params.npz"
+
+
+def params_file(path: str) -> Path:
+    """The params file that ``--resume``/``--params PATH`` names: ``PATH`` itself, or
+    ``PATH/params.npz`` when ``PATH`` is a folder (the ``--out`` folder of an earlier run,
+    where ``optimizer.npz`` and ``history.csv`` lie beside it). The argparse ``type`` of
+    both options, so that every later use (the optimizer state and history beside it)
+    reads the resolved file."""
+    path = Path(path)
+    return path / PARAMS_FILE if path.is_dir() else path
 
 
 def load_params(model, path, option: str = "--resume") -> dict:
@@ -29,7 +40,9 @@ def load_params(model, path, option: str = "--resume") -> dict:
     missing file or a mismatch with the model is a GradcError."""
     path = Path(path)
     if not path.is_file():
-        raise GradcError(f"{path}: error: no such params file ({option})")
+        where = (f"no {PARAMS_FILE} in the folder {path.parent}" if path.name == PARAMS_FILE
+                 and path.parent.is_dir() else "no such params file")
+        raise GradcError(f"{path}: error: {where} ({option})")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
