@@ -29,9 +29,12 @@ from benchmarks.first_result import models
 ENTRIES = ("forward", "loss", "loss_and_grad", "train_step", "train_epoch")
 STAGES = ("untyped", "typing", "lowering", "other")
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 import gradc
+from gradc.codegen.cpu import outline
 from gradc.runtime import warm
+if os.environ.get("GRADC_BENCH_INLINE"):  # --inline: no recurring run becomes a call
+    outline.MIN_WEIGHT = 10 ** 9
 model = gradc.compile(sys.argv[1], optimizer="adam", wait=True)
 module = model.module
 before = {n: set(getattr(module, n).overloads) for n in dir(module)
@@ -91,6 +94,29 @@ loss   = cross_entropy(scores, y)
 """
 
 
+CHAIN = """model chain{n}
+input x : f32[B, 8]
+input y : f32[B, 8]
+param W : f32[8, 8]
+h0 = x
+{layers}
+loss = mse(h{n}, y)
+"""
+
+
+def chains(folder: Path) -> dict:
+    """``chain100``, ``chain600``: ``h = h @ W`` repeated with one shared ``W`` (the deep
+    chains of the fuzz and workspace tests, tests/passes/test_workspace.py, in float32),
+    whose runs of matmuls recur (issue 22: they get cheaper too)."""
+    out = {}
+    for n in (100, 600):
+        path = folder / f"chain{n}.grad"
+        path.write_text(CHAIN.format(n=n, layers="\n".join(f"h{i + 1} = h{i} @ W"
+                                                            for i in range(n))))
+        out[f"chain{n}"] = (path,)
+    return out
+
+
 def towers(folder: Path) -> dict:
     """``tower1`` ... ``tower8``: ``repeat(res(32), N)`` (pre-norm residual blocks) and a
     dense head, the models of issue 22's compile table (a repeated block compiles once)."""
@@ -102,10 +128,13 @@ def towers(folder: Path) -> dict:
     return out
 
 
-def measure(model: Path, entry: str) -> dict:
-    """One fresh process, empty cache: the CPU seconds and stages of compiling ``entry``."""
+def measure(model: Path, entry: str, inline: bool = False) -> dict:
+    """One fresh process, empty cache: the CPU seconds and stages of compiling ``entry``
+    (with ``inline``, every recurring run printed inline, as before outlining)."""
     with tempfile.TemporaryDirectory(prefix="gradc_stages_") as tmp:
-        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_CACHE_DIR", "GRADC_BENCH_INLINE")}
+        env.update({"GRADC_BENCH_INLINE": "1"} if inline else {})
         env.update(GRADC_CACHE_DIR=tmp, GRADC_TIERED="0",
                    PYTHONPATH=os.pathsep.join(p for p in (str(Path.cwd()),
                                                           env.get("PYTHONPATH")) if p))
@@ -123,19 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compile_stages",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="spiral,digits,cnn",
-                   help="comma-separated: spiral, digits, cnn, tower1, tower2, tower4, tower8")
+                   help="comma-separated: spiral, digits, cnn, tower1, tower2, tower4, "
+                        "tower8, chain100, chain600")
     p.add_argument("--entries", default=",".join(ENTRIES), help="comma-separated")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--inline", action="store_true",
+                   help="print recurring runs inline (no outlined bodies), to compare")
     args = p.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"CPU seconds, median (min-max) of {args.repeats}", flush=True)
     print(f"{'model':8}{'entry':15}{'lines':>6}{'compile':>21}"
           + "".join(f"{s:>21}" for s in STAGES) + "  kernels", flush=True)
     with tempfile.TemporaryDirectory(prefix="gradc_stages_data_") as tmp:
-        table = {**models(Path(tmp)), **towers(Path(tmp))}
+        table = {**models(Path(tmp)), **towers(Path(tmp)), **chains(Path(tmp))}
         for name in args.models.split(","):
             for entry in args.entries.split(","):
-                runs = [measure(table[name][0], entry) for _ in range(args.repeats)]
+                runs = [measure(table[name][0], entry, args.inline)
+                        for _ in range(args.repeats)]
                 print(f"{name:8}{entry:15}{runs[0]['lines']:>6}"
                       f"{_cell([r['cpu'] for r in runs]):>21}"
                       + "".join(f"{_cell([r['stages'][s] for r in runs]):>21}"
