@@ -139,7 +139,10 @@ def measure(model: Path, entry: str, inline: bool = False) -> dict:
                    PYTHONPATH=os.pathsep.join(p for p in (str(Path.cwd()),
                                                           env.get("PYTHONPATH")) if p))
         out = subprocess.run([sys.executable, "-c", CHILD, str(model), entry], env=env,
-                             capture_output=True, text=True, check=True, timeout=900)
+                             capture_output=True, text=True, timeout=900)
+    if out.returncode:
+        raise SystemExit(f"{model.stem} {entry}: the compiling process failed:\n"
+                         + out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"CPU seconds, median (min-max) of {args.repeats}", flush=True)
-    print(f"{'model':8}{'entry':15}{'lines':>6}{'compile':>21}"
+    print(f"{'model':10}{'entry':15}{'lines':>7}{'compile':>21}"
           + "".join(f"{s:>21}" for s in STAGES) + "  kernels", flush=True)
     with tempfile.TemporaryDirectory(prefix="gradc_stages_data_") as tmp:
         table = {**models(Path(tmp)), **towers(Path(tmp)), **chains(Path(tmp))}
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             for entry in args.entries.split(","):
                 runs = [measure(table[name][0], entry, args.inline)
                         for _ in range(args.repeats)]
-                print(f"{name:8}{entry:15}{runs[0]['lines']:>6}"
+                print(f"{name:10}{entry:15}{runs[0]['lines']:>7}"
                       f"{_cell([r['cpu'] for r in runs]):>21}"
                       + "".join(f"{_cell([r['stages'][s] for r in runs]):>21}"
                                 for s in STAGES)
