@@ -24,7 +24,10 @@ from gradc.errors import GradcError
 from gradc.pipeline import Options, front
 from gradc.source import Source
 
+from tests.harness import seeds
 from tests.harness.block_models import perturbed, random_case
+from tests.harness.fuzz import blocks as blocks_fuzzer
+from tests.harness.fuzz import campaign
 from tests.harness.oracles import rel_err
 from tests.harness.paths import ROOT
 
@@ -334,6 +337,26 @@ def test_random_block_models_equal_their_inlined_twin(seed):
     assert lb == lh, seed
     for k in p:
         np.testing.assert_array_equal(gb[k], gh[mapping[k]], err_msg=f"seed {seed}: {k}")
+
+
+@pytest.mark.slow
+def test_the_blocks_fuzzers_slice_finds_nothing_new():
+    """The campaign's blocks fuzzer (tests/harness/fuzz/blocks.py) on a slice of seeds
+    drawn from GRADC_TEST_SEED: every random block model bitwise equals its twin."""
+    tally = campaign.blocks(count=4, seed0=seeds.seed(3), target="numpy")
+    print(tally.report())
+    assert tally.failure() is None, tally.failure()
+    assert tally.counts["block:bitwise:numpy"] == 4
+
+
+def test_the_blocks_fuzzer_reports_a_twin_that_differs():
+    """The fuzzer can fail: a twin whose loss is scaled is a finding naming the loss."""
+    block, hand, mapping = random_case(0)
+    assert "loss = mean(" in hand
+    outcome = blocks_fuzzer.check_case(block, hand.replace("loss = mean(", "loss = 1.5 * mean("),
+                                       mapping, 0)
+    assert outcome.finding and outcome.category == "block:differs:numpy", outcome
+    assert outcome.detail.startswith("loss"), outcome.detail
 
 
 # ------------------------------------------------------------------ show

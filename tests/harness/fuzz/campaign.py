@@ -119,6 +119,22 @@ def models(count: int | None = None, seconds: float | None = None, seed0: int = 
     return tally
 
 
+def blocks(count: int | None = None, seconds: float | None = None, seed0: int = 0,
+           target: str = "numpy") -> Tally:
+    """Random block models against their twins (:mod:`tests.harness.fuzz.blocks`)."""
+    from . import blocks as blk
+    tally = Tally(f"random block models ({target})")
+    start = time.time()
+    deadline = start + seconds if seconds else None
+    i = 0
+    while _until(deadline, count, i):
+        seed = seed0 * 1_000_003 + i
+        tally.add(blk.check(seed, target), f"block:{seed}:{target}")
+        i += 1
+    tally.seconds = time.time() - start
+    return tally
+
+
 def misuse(target: str = "cpu") -> Tally:
     from . import misuse as mis
     tally = Tally(f"call-time misuse ({target})")
@@ -131,7 +147,7 @@ def misuse(target: str = "cpu") -> Tally:
 
 def repro(spec: str) -> str:
     """Rebuild and rerun one input: ``text:GEN:SEED[:DEEP]``, ``options:SEED``,
-    ``model:SEED[:TARGET]`` or ``misuse:TARGET:CASE``."""
+    ``model:SEED[:TARGET]``, ``block:SEED[:TARGET]`` or ``misuse:TARGET:CASE``."""
     kind, _, rest = spec.partition(":")
     if kind == "text":
         from . import texts
@@ -155,6 +171,16 @@ def repro(spec: str) -> str:
         o = mod.check(m, target=target, full=target != "cpu")
         return (f"----- model {seed} (wrt={list(m.wrt)})\n{m.text}\n----- torch twin\n"
                 f"{m.torch_src}\n----- {o.kind} {o.category}: {o.detail}")
+    if kind == "block":
+        from tests.harness.block_models import random_case
+
+        from . import blocks as blk
+        seed, *target = rest.split(":")
+        target = target[0] if target else "numpy"
+        block, hand, _ = random_case(int(seed))
+        o = blk.check(int(seed), target)
+        return (f"----- block model {seed}\n{block}\n----- hand-written twin\n{hand}\n"
+                f"----- {o.kind} {o.category}: {o.detail}")
     if kind == "misuse":
         from . import misuse as mis
         target, _, cid = rest.partition(":")
