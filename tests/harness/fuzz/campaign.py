@@ -103,36 +103,38 @@ def options(count: int | None = None, seconds: float | None = None, seed0: int =
     return tally
 
 
-def models(count: int | None = None, seconds: float | None = None, seed0: int = 0,
-           target: str = "numpy") -> Tally:
-    from . import models as mod
-    tally = Tally(f"random models ({target})")
+def _seeded(name: str, check, spec: str, count: int | None, seconds: float | None,
+            seed0: int) -> Tally:
+    """A tally of ``check(seed)`` over the seeds ``seed0 * 1_000_003 + i``, for ``count``
+    inputs or ``seconds``; ``spec`` formats an input's repro spec from its seed."""
+    tally = Tally(name)
     start = time.time()
     deadline = start + seconds if seconds else None
     i = 0
     while _until(deadline, count, i):
         seed = seed0 * 1_000_003 + i
-        tally.add(mod.check(mod.generate(seed), target=target, full=target != "cpu"),
-                  f"model:{seed}:{target}")
+        tally.add(check(seed), spec.format(seed=seed))
         i += 1
     tally.seconds = time.time() - start
     return tally
+
+
+def models(count: int | None = None, seconds: float | None = None, seed0: int = 0,
+           target: str = "numpy") -> Tally:
+    """Random models against their PyTorch twins (:mod:`tests.harness.fuzz.models`)."""
+    from . import models as mod
+    return _seeded(f"random models ({target})",
+                   lambda seed: mod.check(mod.generate(seed), target=target,
+                                          full=target != "cpu"),
+                   f"model:{{seed}}:{target}", count, seconds, seed0)
 
 
 def blocks(count: int | None = None, seconds: float | None = None, seed0: int = 0,
            target: str = "numpy") -> Tally:
     """Random block models against their twins (:mod:`tests.harness.fuzz.blocks`)."""
     from . import blocks as blk
-    tally = Tally(f"random block models ({target})")
-    start = time.time()
-    deadline = start + seconds if seconds else None
-    i = 0
-    while _until(deadline, count, i):
-        seed = seed0 * 1_000_003 + i
-        tally.add(blk.check(seed, target), f"block:{seed}:{target}")
-        i += 1
-    tally.seconds = time.time() - start
-    return tally
+    return _seeded(f"random block models ({target})", lambda seed: blk.check(seed, target),
+                   f"block:{{seed}}:{target}", count, seconds, seed0)
 
 
 def misuse(target: str = "cpu") -> Tally:
