@@ -17,7 +17,7 @@ import numpy as np
 
 from gradc.commands import EXIT_OK, load_model
 from gradc.commands._options import (add_label_option, add_progress_option,
-                                    add_target_option, add_threads_option, percent)
+                                     add_target_option, add_threads_option, percent)
 from gradc.errors import GradcError
 from gradc.training import checkpoint
 from gradc.training.data import (batches, check_arrays, check_labels, count, fmt_shape,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradc.commands import EXIT_INTERRUPTED, EXIT_OK, load_model
-from gradc.commands._options import (add_progress_option, add_training_options, check_options,
-                                    n_epochs, note, out_dir, percent)
+from gradc.commands._options import (add_progress_option, add_training_options,
+                                     check_options, n_epochs, note, out_dir, percent)
 from gradc.training import checkpoint, plots
 from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
 from gradc.training.history import History, find_history
