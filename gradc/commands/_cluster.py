@@ -97,10 +97,10 @@ def train(args) -> int:
             stopped, result = e, None
             code = EXIT_INTERRUPTED if isinstance(e, Interrupted) else EXIT_USER
     seconds = time.perf_counter() - t0
-    checkpoint.save_params(model, params, out / "params.npz")
+    checkpoint.save_params(model, params, out / checkpoint.PARAMS_FILE)
     checkpoint.save_optimizer(model, out / checkpoint.OPTIMIZER_FILE)
     history.write(out / "history.csv")
-    written = [out / "params.npz", out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
+    written = [out / checkpoint.PARAMS_FILE, out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
     if plots.have_matplotlib():
         plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}"
                            f", lr {args.lr:g}, batch {args.batch_size}, on a Dask cluster",
@@ -127,7 +127,7 @@ def train(args) -> int:
     if stopped is not None:
         why = "interrupted (Ctrl-C)" if isinstance(stopped, Interrupted) else str(stopped)
         _say(f"gradc train: {why}; saved the params, optimizer state and history after "
-             f"epoch {history.last_epoch}: continue with --resume {out / 'params.npz'}")
+             f"epoch {history.last_epoch}: continue with --resume {out / checkpoint.PARAMS_FILE}")
     return code
 
 

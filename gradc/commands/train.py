@@ -201,10 +201,10 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
     done = history.last_epoch - first + 1
 
     # Ctrl-C from here on only sets sigint: every file is written in full.
-    checkpoint.save_params(model, params, out / "params.npz")
+    checkpoint.save_params(model, params, out / checkpoint.PARAMS_FILE)
     checkpoint.save_optimizer(model, out / checkpoint.OPTIMIZER_FILE)
     history.write(out / "history.csv")
-    written = [out / "params.npz", out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
+    written = [out / checkpoint.PARAMS_FILE, out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
     written += _pictures(model, params, r.task, r.train, r.val, history, out, args)
 
     if done > 0:
