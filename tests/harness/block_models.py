@@ -1,6 +1,7 @@
 """Random models written with blocks, nested instances and ``repeat``, and their
 hand-inlined twins (tests/ir/test_blocks.py compares the two; tests/codegen/cpu/
-test_outline.py compiles them with and without the CPU's shared block functions)."""
+test_outline.py and the blocks fuzzer compile them with and without the CPU's shared
+block functions, :func:`shared_and_inlined`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,27 @@ def perturbed(params: dict, seed: int) -> dict:
 
 
 ACTS = ("tanh", "relu", "sigmoid", "silu")
+
+
+def shared_and_inlined(text: str, name: str):
+    """The CPU model of ``text`` (Adam, float64, no cache) with its recurring runs of
+    kernels shared as one function each (:mod:`gradc.codegen.cpu.outline`), and the same
+    model with them printed inline (its text one comment longer: a module is imported
+    under its key, and the same key would import the first build's functions again)."""
+    import gradc
+    from gradc.codegen.cpu import outline
+
+    def build(source: str):
+        return gradc.compile_string(source, name=name, dtype="f64", optimizer="adam",
+                                    cache=False)
+    shared = build(text)
+    weight, outline.MIN_WEIGHT = outline.MIN_WEIGHT, 10 ** 9
+    try:
+        inlined = build(text + "# inlined\n")
+    finally:
+        outline.MIN_WEIGHT = weight
+    assert shared.module is not inlined.module
+    return shared, inlined
 
 
 def random_case(seed: int) -> tuple[str, str, dict]:

@@ -25,13 +25,12 @@ import sympy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gradc
 from gradc.codegen.cpu import outline
 from gradc.passes.kernels import Buffer, Loop, Program, Read
 from gradc.pipeline import Options, compile_source
 from gradc.source import Source
 
-from tests.harness.block_models import perturbed, random_case
+from tests.harness.block_models import perturbed, random_case, shared_and_inlined
 from tests.harness.paths import ROOT
 
 # ------------------------------------------------------------------ the search
@@ -139,21 +138,6 @@ loss = cross_entropy(scores, y)
 """
 
 
-def _builds(text: str, name: str, monkeypatch) -> tuple[gradc.Model, gradc.Model]:
-    """The CPU model of ``text`` (Adam, float64, no cache) with outlining, and without
-    (its text one comment longer: a module is imported under its key, and the same key
-    would import the first build's functions again)."""
-    def build(text):
-        return gradc.compile_string(text, name=name, dtype="f64", optimizer="adam",
-                                    cache=False)
-    shared = build(text)
-    with monkeypatch.context() as m:
-        m.setattr(outline, "MIN_WEIGHT", 10 ** 9)
-        inlined = build(text + "# inlined\n")
-    assert shared.module is not inlined.module
-    return shared, inlined
-
-
 def _bodies(source: str) -> tuple[int, int]:
     """(functions printed for outlined runs and loop bodies, calls of them)."""
     return (len(re.findall(r"^def _body\d+_", source, re.M)),
@@ -173,8 +157,8 @@ def _same(a, b, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_repeated_block_calls_one_function_and_computes_bitwise_the_same(monkeypatch):
-    shared, inlined = _builds(TOWER, "tower", monkeypatch)
+def test_a_repeated_block_calls_one_function_and_computes_bitwise_the_same():
+    shared, inlined = shared_and_inlined(TOWER, "tower")
     defs, calls = _bodies(shared.source)
     assert _bodies(inlined.source) == (0, 0)
     assert calls >= 2 * defs, (defs, calls)  # every printed body is called at least twice
@@ -224,10 +208,10 @@ SEEDS = [s for s in range(40) if 3 <= _instances(s) <= 4][:1]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_block_models_outlined_equal_inlined(seed, monkeypatch):
+def test_random_block_models_outlined_equal_inlined(seed):
     block, _, _ = random_case(seed)
     print(f"seed {seed}:\n{block}")
-    shared, inlined = _builds(block, f"rb{seed}", monkeypatch)
+    shared, inlined = shared_and_inlined(block, f"rb{seed}")
     assert _bodies(shared.source)[1] > 0
     p = perturbed(shared.init_params(seed), seed + 100)
     q = {k: v.copy() for k, v in p.items()}

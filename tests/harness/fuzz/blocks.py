@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.harness.block_models import perturbed, random_case
+from tests.harness.block_models import perturbed, random_case, shared_and_inlined
 
 from .common import Outcome, short
 
@@ -37,7 +37,7 @@ def check_case(block: str, hand: str, mapping: dict, seed: int,
             second = gradc.compile_string(hand, name=f"fuzz_hand_{seed}", target="numpy",
                                           dtype="f64")
         else:
-            first, second = _outlined_and_inline(block, seed)
+            first, second = shared_and_inlined(block, f"fuzz_block_{seed}")
             mapping = {k: k for k in mapping}
     except Exception as e:  # noqa: BLE001 - a well-formed random model must compile
         return Outcome("finding", f"block:compile-raw:{type(e).__name__}", short(e))
@@ -57,22 +57,3 @@ def check_case(block: str, hand: str, mapping: dict, seed: int,
     if problems:
         return Outcome("finding", f"block:differs:{target}", "; ".join(problems)[:300])
     return Outcome("ok", f"block:bitwise:{target}")
-
-
-def _outlined_and_inline(block: str, seed: int):
-    """The cpu model of ``block`` (Adam, float64, no cache) with its recurring runs shared,
-    and printed inline (its text one comment longer: a module is imported under its key)."""
-    import gradc
-    from gradc.codegen.cpu import outline
-
-    def build(text: str, name: str):
-        return gradc.compile_string(text, name=name, dtype="f64", optimizer="adam",
-                                    cache=False)
-    shared = build(block, f"fuzz_block_{seed}")
-    weight = outline.MIN_WEIGHT
-    outline.MIN_WEIGHT = 10 ** 9
-    try:
-        inline = build(block + "# inline\n", f"fuzz_block_{seed}")
-    finally:
-        outline.MIN_WEIGHT = weight
-    return shared, inline
