@@ -14,6 +14,7 @@ import sympy
 
 from gradc.codegen.bodies import Bodies, step_args, steps
 from gradc.codegen.builder import Builder
+from gradc.codegen.cpu.invariants import hoist
 from gradc.codegen.cpu.mathlib import VARIANTS
 from gradc.codegen.cpu.outline import Call, alpha_key
 from gradc.codegen.indexing import NP, Indexing
@@ -56,9 +57,12 @@ class CpuEmitter(WorkspaceViews, Indexing):
     def scalar_ref(self, buf: Buffer) -> str:
         return buf.name
 
-    def _loops(self, b: Builder, shape, parallel_ok: bool = True, axes=None):
+    def _loops(self, b: Builder, shape, parallel_ok: bool = True, axes=None, at=None,
+               first: int = 0):
         """Open nested loops ``i<a>`` over ``axes`` of ``shape`` (default: all, in order);
-        returns the context managers to close (see :meth:`_close`)."""
+        returns the context managers to close (see :meth:`_close`). ``at``: the hoisted
+        locals of the nest (:func:`gradc.codegen.cpu.invariants.hoist`), printed inside
+        each loop; these loops are the nest's from position ``first`` on."""
         ctxs = []
         big = self.parallel and parallel_ok and _estimate(numel(shape)) >= PARALLEL_MIN
         for n, a in enumerate(range(len(shape)) if axes is None else axes):
@@ -66,6 +70,8 @@ class CpuEmitter(WorkspaceViews, Indexing):
             ctx = b.block(f"for i{a} in {rng}({self.size(shape[a])}):")
             ctx.__enter__()
             ctxs.append(ctx)
+            for sym, expr in (at or {}).get(first + n, ()):
+                b.line(f"{sym} = {self.printer.doprint(expr)}")
         return ctxs
 
     @staticmethod
@@ -136,9 +142,10 @@ class CpuEmitter(WorkspaceViews, Indexing):
         b.line(f"{target} = {self.printer.doprint(reduced)}")
 
     def _loop(self, b: Builder, k: Loop) -> None:
-        ctxs = self._loops(b, k.shape)
         ident = tuple(range(len(k.shape)))
-        for j, (buf, expr) in enumerate(k.stores):
+        at, exprs = hoist([expr for _, expr in k.stores], list(ident), k.writes())
+        ctxs = self._loops(b, k.shape, at=at)
+        for j, ((buf, _), expr) in enumerate(zip(k.stores, exprs)):
             self._assign(b, self.index(buf, ident), expr, f"t{j}_")
         self._close(ctxs)
 
@@ -154,24 +161,28 @@ class CpuEmitter(WorkspaceViews, Indexing):
         # vectorises, where a store to the output (a workspace view, which LLVM cannot
         # tell apart from the inputs) in every step kept the loop scalar
         tail = [a for a in axes if a > kept[-1]]
+        outer = [a for a in range(rank) if a not in tail]
+        at, (expr,) = hoist([k.expr], outer + tail, k.writes())
         with b.block(f"for j in range({self.size(numel(k.out.shape))}):"):
             b.line(f"{k.out.name}.flat[j] = {self._init(k.kind)}" if k.out.rank > 1
                    else f"{k.out.name}[j] = {self._init(k.kind)}")
-        ctxs = self._loops(b, k.shape, 0 in kept, [a for a in range(rank) if a not in tail])
+        ctxs = self._loops(b, k.shape, 0 in kept, outer, at)
         dest = self._out_at(k.out, kept)
         if tail:
-            self._accumulate(b, k, tail)
+            self._accumulate(b, k, expr, tail, at, len(outer))
         else:
-            self._assign(b, "v_", k.expr, "t_")
+            self._assign(b, "v_", expr, "t_")
         b.line(self._combine(k.kind, dest, "a_" if tail else "v_"))
         self._close(ctxs)
 
-    def _accumulate(self, b: Builder, k: Reduce, axes: list[int]) -> None:
-        """Print ``a_``: ``k``'s expression combined over loops of ``axes`` (opened and
-        closed here), in a local."""
+    def _accumulate(self, b: Builder, k: Reduce, expr: sympy.Expr, axes: list[int], at,
+                    first: int) -> None:
+        """Print ``a_``: ``expr`` (``k``'s, its hoisted parts in ``at``) combined over
+        loops of ``axes`` (opened and closed here, the nest's from position ``first``),
+        in a local."""
         b.line(f"a_ = {self._init(k.kind)}")
-        inner = self._loops(b, k.shape, False, axes)
-        self._assign(b, "v_", k.expr, "t_")
+        inner = self._loops(b, k.shape, False, axes, at, first)
+        self._assign(b, "v_", expr, "t_")
         b.line(self._combine(k.kind, "a_", "v_"))
         self._close(inner)
 
@@ -191,24 +202,25 @@ class CpuEmitter(WorkspaceViews, Indexing):
 
     def _reduce_inner(self, b: Builder, k: Reduce, kept: list[int]) -> None:
         """Kept axes outside, reduced axes inside, a local accumulator per output."""
-        outer = self._loops(b, k.shape, bool(kept), kept)
         red = [a for a in range(len(k.shape)) if a not in kept]
+        at, (expr,) = hoist([k.expr], kept + red, k.writes())
+        outer = self._loops(b, k.shape, bool(kept), kept, at)
         dest = self._out_at(k.out, kept)
         if k.kind == "logsumexp":
             b.line(f"m_ = {self._init('max')}")
-            inner = self._loops(b, k.shape, False, red)
-            self._assign(b, "v_", k.expr, "t_")
+            inner = self._loops(b, k.shape, False, red, at, len(kept))
+            self._assign(b, "v_", expr, "t_")
             b.line("m_ = max(m_, v_)")
             self._close(inner)
             b.line(f"m_ = m_ if abs(m_) < {self._init('min')} else {self._init('sum')}")
             b.line(f"s_ = {self._init('sum')}")
-            inner = self._loops(b, k.shape, False, red)
-            self._assign(b, "v_", k.expr, "t_")
+            inner = self._loops(b, k.shape, False, red, at, len(kept))
+            self._assign(b, "v_", expr, "t_")
             b.line(f"s_ += {self._math('exp', 'v_ - m_')}")
             self._close(inner)
             b.line(f"{dest} = {self._math('log', 's_')} + m_")
         else:
-            self._accumulate(b, k, red)
+            self._accumulate(b, k, expr, red, at, len(kept))
             b.line(f"{dest} = a_")
         self._close(outer)
 

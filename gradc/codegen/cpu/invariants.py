@@ -1,0 +1,88 @@
+"""Loop-invariant code motion for the CPU's loop nests: the parts of a loop body's
+expressions that do not depend on the innermost loop are computed once per iteration of
+the loop they do depend on, in a local, instead of once per element.
+
+LLVM does not do this itself here: every store of a kernel goes to a workspace view, which
+it cannot tell apart from the arrays the loop reads, so a read of a broadcast operand and
+everything computed from it stay inside the innermost loop, and a division or square root
+per element keeps it scalar. Batchnorm's backward computes ``1 / sqrt(var + eps)`` (per
+channel) for every element: two such loops were a fifth of the conv-batchnorm CNN's step.
+
+A part is hoisted only when it is an operation (a read alone stays where it is) over reads
+that the kernel does not write, so the hoisted value is the one every element would read.
+Fast-math (``reassoc``) already lets LLVM regroup the factors of a product, which is what
+pulling the invariant factors of a product or sum together does. Nothing is hoisted out of
+a single loop, and nothing to before the outermost loop: its body may run no times, and
+a read made there could then be out of range.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from gradc.codegen.scalar import cse_block
+from gradc.passes.kernels import Buffer, Read
+
+
+def hoist(exprs: list[sympy.Expr], order: list[int], written: list[Buffer],
+          tag: str = "q") -> tuple[dict[int, list[tuple[sympy.Symbol, sympy.Expr]]],
+                                   list[sympy.Expr]]:
+    """Split the loop-invariant parts out of the expressions of one loop nest.
+
+    Args:
+        exprs: the expressions evaluated in the innermost loop.
+        order: the loop axes, outermost first (the loop at position ``p`` runs ``i<order[p]>``).
+        written: the buffers the kernel stores into (their reads are never hoisted).
+        tag: the prefix of the locals (``q0_``, ``q1_``, ...; CSE temps ``q0c0`` ...).
+
+    Returns:
+        ``(at, exprs)``: ``at[p]`` the (local, expression) pairs to compute, in order, just
+        inside the loop at position ``p`` (only positions before the innermost); and the
+        expressions rewritten to read those locals. Every hoisted expression reads only
+        loop indices of its position's loop and the loops outside it.
+    """
+    inner = len(order) - 1
+    if inner < 1:
+        return {}, list(exprs)
+    depth = {axis: p for p, axis in enumerate(order)}
+    roots = {id(buf.root) for buf in written}
+    found: dict[sympy.Expr, tuple[sympy.Symbol, int]] = {}
+
+    def level(e: sympy.Expr) -> int:
+        """The position of the innermost loop ``e`` depends on (-1: none)."""
+        deepest = -1
+        for r in e.atoms(Read):
+            if id(r.buffer.root) in roots:
+                return inner
+            for a in r.axes:
+                axis = a if isinstance(a, int) or a is None else a.axis
+                if axis is not None:
+                    deepest = max(deepest, depth[axis])
+        return deepest
+
+    def local(e: sympy.Expr, lvl: int) -> sympy.Symbol:
+        if e not in found:
+            found[e] = (sympy.Symbol(f"{tag}{len(found)}_", real=True), max(lvl, 0))
+        return found[e][0]
+
+    def split(e: sympy.Expr) -> sympy.Expr:
+        if e.is_Atom:
+            return e
+        lvl = level(e)
+        if lvl < inner:
+            return local(e, lvl)
+        if e.is_Add or e.is_Mul:  # the invariant terms or factors, pulled together
+            still = [a for a in e.args if level(a) < inner]
+            if len(still) > 1:
+                rest = [split(a) for a in e.args if level(a) == inner]
+                part = e.func(*still)
+                return e.func(local(part, level(part)), *rest)
+        return e.func(*[split(a) for a in e.args])
+
+    rewritten = [split(e) for e in exprs]
+    at: dict[int, list[tuple[sympy.Symbol, sympy.Expr]]] = {}
+    for p in sorted({p for _, p in found.values()}):
+        here = [(sym, e) for e, (sym, q) in found.items() if q == p]
+        temps, reduced = cse_block([e for _, e in here], f"{tag}{p}c")
+        at[p] = temps + [(sym, e) for (sym, _), e in zip(here, reduced)]
+    return at, rewritten
