@@ -11,9 +11,14 @@ channel) for every element: two such loops were a fifth of the conv-batchnorm CN
 A part is hoisted only when it is an operation (a read alone stays where it is) over reads
 that the kernel does not write, so the hoisted value is the one every element would read.
 Fast-math (``reassoc``) already lets LLVM regroup the factors of a product, which is what
-pulling the invariant factors of a product or sum together does. Nothing is hoisted out of
-a single loop, and nothing to before the outermost loop: its body may run no times, and
-a read made there could then be out of range.
+pulling the invariant factors of a product or sum together does. A part that depends on
+no loop at all stays where it is: it could only go before the outermost loop, whose body
+may run no times (a read made there could be out of range), or inside it, which exists
+only in a nest of two loops or more, and collapsing a nest into fewer loops
+(:mod:`gradc.passes.collapse`) must not change which parts are hoisted: a nest and its
+collapsed form give bitwise the same results (``tests/passes/test_collapse.py``). A loop
+that collapsing merges is read by every operand either in full or not at all, so every
+other part is hoisted in both forms alike.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ def hoist(exprs: list[sympy.Expr], order: list[int], written: list[Buffer],
     Returns:
         ``(at, exprs)``: ``at[p]`` the (local, expression) pairs to compute, in order, just
         inside the loop at position ``p`` (only positions before the innermost); and the
-        expressions rewritten to read those locals. Every hoisted expression reads only
-        loop indices of its position's loop and the loops outside it.
+        expressions rewritten to read those locals. Every hoisted expression reads the
+        index of its position's loop and no index of a loop inside it.
     """
     inner = len(order) - 1
     if inner < 1:
@@ -62,20 +67,20 @@ def hoist(exprs: list[sympy.Expr], order: list[int], written: list[Buffer],
 
     def local(e: sympy.Expr, lvl: int) -> sympy.Symbol:
         if e not in found:
-            found[e] = (sympy.Symbol(f"{tag}{len(found)}_", real=True), max(lvl, 0))
+            found[e] = (sympy.Symbol(f"{tag}{len(found)}_", real=True), lvl)
         return found[e][0]
 
     def split(e: sympy.Expr) -> sympy.Expr:
-        if e.is_Atom:
+        lvl = -1 if e.is_Atom else level(e)
+        if lvl < 0:
             return e
-        lvl = level(e)
         if lvl < inner:
             return local(e, lvl)
         if e.is_Add or e.is_Mul:  # the invariant terms or factors, pulled together
             still = [a for a in e.args if level(a) < inner]
-            if len(still) > 1:
+            part = e.func(*still)
+            if len(still) > 1 and level(part) >= 0:
                 rest = [split(a) for a in e.args if level(a) == inner]
-                part = e.func(*still)
                 return e.func(local(part, level(part)), *rest)
         return e.func(*[split(a) for a in e.args])
 

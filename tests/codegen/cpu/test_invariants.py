@@ -2,8 +2,10 @@
 
 On random expressions over reads of random index maps: every hoisted local reads only the
 loops at and outside its position, never a buffer the kernel writes, is placed before the
-innermost loop and inside the outermost; substituting the locals back gives the original
-expression. On a model: batchnorm's ``1 / sqrt(var + eps)`` is computed per channel, not
+innermost loop and inside the outermost, and reads the index of some loop (a part that
+depends on none stays in place, so that a nest and its collapsed form hoist alike:
+``tests/passes/test_collapse.py`` checks them bitwise); substituting the locals back gives
+the original expression. On a model: batchnorm's ``1 / sqrt(var + eps)`` is computed per channel, not
 per element, in every entry of the CPU module (the loops it left are what the
 conv-batchnorm CNN's step spent a fifth of its time in). The numbers of the hoisted code
 are checked wherever the CPU target is (torch, finite differences, the numpy target).
@@ -83,6 +85,8 @@ def test_hoisted_locals_read_only_outer_loops_and_give_back_the_expressions(
         assert 0 <= p < RANK - 1
         for local, e in at[p]:
             assert _depth(e, position, known) <= p, (local, e)
+            if local.name.endswith("_"):  # a part (not a CSE temp of the parts)
+                assert _depth(e, position, known) == p, (local, e)
             assert not {r.buffer.name for r in e.atoms(Read)} & {b.name for b in writes}
             assert e.free_symbols - set(known) <= set(e.atoms(Read))  # locals come first
             known[local] = p
@@ -92,12 +96,15 @@ def test_hoisted_locals_read_only_outer_loops_and_give_back_the_expressions(
         assert restored == e or sympy.simplify(restored - e) == 0, (e, r)
 
 
-def test_a_single_loop_or_an_expression_of_the_innermost_loop_hoists_nothing():
+def test_a_single_loop_an_expression_of_the_innermost_loop_or_of_none_hoists_nothing():
     x, y = (Read(BUFFERS[0], (0, None, None)), Read(BUFFERS[1], (0, None, None)))
     assert hoist([sympy.sqrt(x) * y + 2 * x], [0], []) == ({}, [sympy.sqrt(x) * y + 2 * x])
     inner = Read(BUFFERS[0], (0, 1, None))
     assert hoist([sympy.exp(inner) * inner], [0, 1], []) == \
         ({}, [sympy.exp(inner) * inner])
+    scalar = Read(BUFFERS[2], (None, None, None))  # the same in every loop: stays in place
+    assert hoist([sympy.Rational(9, 4) * scalar + inner], [0, 1], []) == \
+        ({}, [sympy.Rational(9, 4) * scalar + inner])
 
 
 def test_the_invariant_factors_of_a_product_are_one_local_per_row():
