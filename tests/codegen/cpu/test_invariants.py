@@ -5,9 +5,9 @@ loops at and outside its position, never a buffer the kernel writes, is placed b
 innermost loop and inside the outermost, and reads the index of some loop (a part that
 depends on none stays in place, so that a nest and its collapsed form hoist alike:
 ``tests/passes/test_collapse.py`` checks them bitwise); substituting the locals back gives
-the original expression. On a model: batchnorm's ``1 / sqrt(var + eps)`` is computed per channel, not
-per element, in every entry of the CPU module (the loops it left are what the
-conv-batchnorm CNN's step spent a fifth of its time in). The numbers of the hoisted code
+the original expression. On a model: batchnorm's ``1 / sqrt(var + eps)`` is computed per
+channel, not per element, in every entry of the CPU module (the loops it left are what
+the conv-batchnorm CNN's step spent a fifth of its time in). The numbers of the hoisted code
 are checked wherever the CPU target is (torch, finite differences, the numpy target).
 """
 
