@@ -28,7 +28,7 @@ from gradc.errors import GradcError
 from gradc.training import checkpoint, plots
 from gradc.training.files import replacing
 from gradc.training.data import analyse
-from gradc.training.history import History, find_history
+from gradc.training.history import HISTORY_FILE, History, find_history
 from gradc.training.interrupt import DeferredInterrupt, Interrupted
 
 
@@ -92,15 +92,12 @@ def train(args) -> int:
                          val_split=args.val_split, history=history,
                          progress=progress and not args.quiet, quiet=args.quiet,
                          log_every=args.log_every, on_ready=ready, stop=sigint,
-                         on_epoch=lambda h: h.write(out / "history.csv"), label=args.label)
+                         on_epoch=lambda h: h.write(out / HISTORY_FILE), label=args.label)
         except (Interrupted, LostWorkers) as e:
             stopped, result = e, None
             code = EXIT_INTERRUPTED if isinstance(e, Interrupted) else EXIT_USER
     seconds = time.perf_counter() - t0
-    checkpoint.save_params(model, params, out / checkpoint.PARAMS_FILE)
-    checkpoint.save_optimizer(model, out / checkpoint.OPTIMIZER_FILE)
-    history.write(out / "history.csv")
-    written = [out / checkpoint.PARAMS_FILE, out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
+    written = checkpoint.save_run(model, params, history, out)
     if plots.have_matplotlib():
         plots.plot_history(history, out / "loss.png", title=f"{model.name}: {args.optimizer}"
                            f", lr {args.lr:g}, batch {args.batch_size}, on a Dask cluster",

@@ -24,7 +24,7 @@ from gradc.commands._options import (add_progress_option, add_training_options,
                                      check_options, n_epochs, note, out_dir, percent)
 from gradc.training import checkpoint, plots
 from gradc.training.data import analyse, check_arrays, check_labels, count, read_npz, split
-from gradc.training.history import History, find_history
+from gradc.training.history import HISTORY_FILE, History, find_history
 from gradc.training.interrupt import (
     DeferredInterrupt,
     Interrupted,
@@ -182,7 +182,7 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
     n_train, n_val = count(r.train), (count(r.val) if r.val else 0)
 
     def save_history(h: History) -> None:
-        h.write(out / "history.csv")
+        h.write(out / HISTORY_FILE)
 
     t0 = time.perf_counter()
     first = history.last_epoch + 1
@@ -201,10 +201,7 @@ def _train(r: _Run, args, sigint: DeferredInterrupt) -> int:
     done = history.last_epoch - first + 1
 
     # Ctrl-C from here on only sets sigint: every file is written in full.
-    checkpoint.save_params(model, params, out / checkpoint.PARAMS_FILE)
-    checkpoint.save_optimizer(model, out / checkpoint.OPTIMIZER_FILE)
-    history.write(out / "history.csv")
-    written = [out / checkpoint.PARAMS_FILE, out / checkpoint.OPTIMIZER_FILE, out / "history.csv"]
+    written = checkpoint.save_run(model, params, history, out)
     written += _pictures(model, params, r.task, r.train, r.val, history, out, args)
 
     if done > 0:

@@ -19,6 +19,7 @@ import numpy as np
 
 from gradc.errors import GradcError
 from gradc.training.files import replacing
+from gradc.training.history import HISTORY_FILE
 
 OPTIMIZER_FILE = "optimizer.npz"
 PARAMS_FILE = "params.npz"
@@ -32,6 +33,16 @@ def params_file(path: str) -> Path:
     reads the resolved file."""
     path = Path(path)
     return path / PARAMS_FILE if path.is_dir() else path
+
+
+def save_run(model, params: dict, history, out: Path) -> list[Path]:
+    """Write what ``--resume`` reads into the folder ``out``: the params, the optimizer
+    state and the history (``history.write``); return the paths written."""
+    written = [out / PARAMS_FILE, out / OPTIMIZER_FILE, out / HISTORY_FILE]
+    save_params(model, params, written[0])
+    save_optimizer(model, written[1])
+    history.write(written[2])
+    return written
 
 
 def load_params(model, path, option: str = "--resume") -> dict:

@@ -15,6 +15,9 @@ from pathlib import Path
 from gradc.errors import GradcError
 from gradc.training.files import replacing
 
+#: the history's file in a run's ``--out`` folder, beside the params (``--resume`` reads it)
+HISTORY_FILE = "history.csv"
+
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc", "seconds")
 
 
@@ -107,5 +110,5 @@ def _row(path, line: list[str]) -> Row:
 
 def find_history(params_path) -> Path | None:
     """The ``history.csv`` beside a params file (for ``--resume``), if there is one."""
-    path = Path(params_path).with_name("history.csv")
+    path = Path(params_path).with_name(HISTORY_FILE)
     return path if path.is_file() else None

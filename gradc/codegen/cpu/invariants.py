@@ -52,18 +52,22 @@ def hoist(exprs: list[sympy.Expr], order: list[int], written: list[Buffer],
     depth = {axis: p for p, axis in enumerate(order)}
     roots = {id(buf.root) for buf in written}
     found: dict[sympy.Expr, tuple[sympy.Symbol, int]] = {}
+    levels: dict[sympy.Expr, int] = {}  # (split asks for a subexpression's level again)
 
     def level(e: sympy.Expr) -> int:
         """The position of the innermost loop ``e`` depends on (-1: none)."""
-        deepest = -1
-        for r in e.atoms(Read):
-            if id(r.buffer.root) in roots:
-                return inner
-            for a in r.axes:
-                axis = a if isinstance(a, int) or a is None else a.axis
-                if axis is not None:
-                    deepest = max(deepest, depth[axis])
-        return deepest
+        if e not in levels:
+            deepest = -1
+            for r in e.atoms(Read):
+                if id(r.buffer.root) in roots:
+                    deepest = inner
+                    break
+                for a in r.axes:
+                    axis = a if isinstance(a, int) or a is None else a.axis
+                    if axis is not None:
+                        deepest = max(deepest, depth[axis])
+            levels[e] = deepest
+        return levels[e]
 
     def local(e: sympy.Expr, lvl: int) -> sympy.Symbol:
         if e not in found:
@@ -78,8 +82,8 @@ def hoist(exprs: list[sympy.Expr], order: list[int], written: list[Buffer],
             return local(e, lvl)
         if e.is_Add or e.is_Mul:  # the invariant terms or factors, pulled together
             still = [a for a in e.args if level(a) < inner]
-            part = e.func(*still)
-            if len(still) > 1 and level(part) >= 0:
+            part = e.func(*still) if len(still) > 1 else None
+            if part is not None and level(part) >= 0:
                 rest = [split(a) for a in e.args if level(a) == inner]
                 return e.func(local(part, level(part)), *rest)
         return e.func(*[split(a) for a in e.args])

@@ -179,8 +179,8 @@ def repro(spec: str) -> str:
         from . import blocks as blk
         seed, *target = rest.split(":")
         target = target[0] if target else "numpy"
-        block, hand, _ = random_case(int(seed))
-        o = blk.check(int(seed), target)
+        block, hand, mapping = random_case(int(seed))
+        o = blk.check_case(block, hand, mapping, int(seed), target)
         return (f"----- block model {seed}\n{block}\n----- hand-written twin\n{hand}\n"
                 f"----- {o.kind} {o.category}: {o.detail}")
     if kind == "misuse":
