@@ -50,4 +50,4 @@ def inherit_span(g: Graph, first: int, n: Node) -> None:
 
 def _accumulate(g: Graph, cots: dict[int, Node], node: Node, ct: Node) -> None:
     prev = cots.get(node.id)
-    cots[node.id] = ct if prev is None else build.ew(g, lambda a, b: a + b, prev, ct)
+    cots[node.id] = ct if prev is None else build.accumulate(g, prev, ct)

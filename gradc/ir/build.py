@@ -171,13 +171,8 @@ def _placed_part(x: Node, spec: tuple) -> Node | None:
     """The value that ``spec`` reads, where ``x`` places values into zeros (an unslice, or
     a sum of unslices: the columns of a forward-mode grad) and ``spec`` reads exactly one
     placed region, all the others lying apart from it; else None (read ``x``)."""
-    k = len(x.inputs)
-    if x.op == "unslice":
-        parts = [x]
-    elif x.op == "ewise" and x.attrs["expr"] == sympy.Add(*ARGS[:k]) and all(
-            p.op == "unslice" and p.shape == x.shape for p in x.inputs):
-        parts = list(x.inputs)
-    else:
+    parts = placements(x)
+    if parts is None:
         return None
     found = []
     for p in parts:
@@ -188,6 +183,39 @@ def _placed_part(x: Node, spec: tuple) -> Node | None:
         elif not any(_apart(a, b) for a, b in zip(mine, theirs)):
             return None
     return found[0] if len(found) == 1 else None
+
+
+def placements(x: Node) -> list[Node] | None:
+    """The unslices whose sum ``x`` is, where ``x`` places values into zeros of its shape:
+    ``[x]`` for an unslice, the inputs of a plain sum (``ewise`` ``a + b + ...``) of
+    unslices of ``x``'s shape and dtype; else None."""
+    if x.op == "unslice":
+        return [x]
+    k = len(x.inputs)
+    if x.op == "ewise" and k > 1 and x.attrs["expr"] == sympy.Add(*ARGS[:k]) and all(
+            p.op == "unslice" and p.shape == x.shape and p.dtype == x.dtype
+            for p in x.inputs):
+        return list(x.inputs)
+    return None
+
+
+def apart(p: Node, q: Node) -> bool:
+    """Whether the regions two unslices of one shape place their values at surely share no
+    element (on some axis their index ranges lie apart)."""
+    return any(_apart(_extent(a), _extent(b))
+               for a, b in zip(p.attrs["spec"], q.attrs["spec"]))
+
+
+def accumulate(g: Graph, a: Node, b: Node) -> Node:
+    """``a + b`` (one shape), summing cotangents. Where both place values into zeros
+    (:func:`placements`), the one flat sum of all their unslices, so that a value sliced
+    in several places (an LSTM's four gates) gets back one sum the scheduler can write
+    part by part into one buffer (:func:`gradc.kinds.indexing.placed`), not a chain of
+    sums, each over buffers of the full shape."""
+    parts = (placements(a) or []) + (placements(b) or [])
+    if placements(a) and placements(b) and len({p.id for p in parts}) == len(parts):
+        return ew(g, lambda *s_: sympy.Add(*s_), *parts)
+    return ew(g, lambda x, y: x + y, a, b)
 
 
 def _extent(entry: tuple) -> tuple:

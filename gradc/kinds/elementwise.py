@@ -15,8 +15,9 @@ from gradc.ir import build
 from gradc.ir.graph import Graph, Node
 from gradc.ir.ops import ARGS
 from gradc.ir.sym import NUMPY_IMPLS, Select
+from gradc.kinds.indexing import lower_placed
 from gradc.kinds.kind import Kind, elementwise_loop
-from gradc.passes.kernels import Loop
+from gradc.passes.kernels import Loop, Scatter
 
 
 def _ewise_vjp(g: Graph, n: Node, ct: Node):
@@ -69,6 +70,8 @@ def _rows(x: Node, n: Node, samples) -> bool:
 
 
 def _fuse(s, n: Node, cs, fusing):
+    if s.placed(n):  # a kernel of its own: its parts are written into its buffer
+        return None
     if fusing and (not n.inputs or n.attrs["expr"] == ARGS[0]) \
             and not any(c.id in s.store_of for c in cs):
         return "inline"
@@ -80,6 +83,10 @@ def _fuse(s, n: Node, cs, fusing):
                       for c in cs) and len(homes) == 1 and None not in homes:
         return "inline"
     return None
+
+
+def _lower(s, n: Node, out):
+    return lower_placed(s, n, out) if s.placed(n) else elementwise_loop(s, n, out)
 
 
 def _define(s, n: Node, axes: tuple) -> sympy.Expr:
@@ -103,6 +110,6 @@ KINDS = (
          "expr (SymPy over ``ops.ARGS``), broadcast to shape",
          vjp=_ewise_vjp, jvp=_ewise_jvp, evaluate=_evaluate,
          keeps_rows=lambda n, live, s: all(_rows(i, n, s) for i in n.inputs if i.id in live),
-         fusing=True, fuse=_fuse, define=_define, lower=elementwise_loop, kernels=(Loop,),
+         fusing=True, fuse=_fuse, define=_define, lower=_lower, kernels=(Loop, Scatter),
          show=_show),
 )

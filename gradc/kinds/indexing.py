@@ -10,6 +10,7 @@ import sympy
 
 from gradc.ir import build
 from gradc.ir.graph import Node
+from gradc.ir.shapes import numel
 from gradc.kinds.kind import Kind, elementwise_loop
 from gradc.passes.kernels import Affine, Loop, Pick, Put, Scatter, Take, Unpick, compose_index
 
@@ -81,8 +82,22 @@ def _whole_first_axis(n: Node, samples) -> bool:
 
 
 def _lower_unslice(s, n: Node, out):
-    src = s.buffer_or_leaf(n.inputs[0])
-    return Scatter(out, src, slice_index(n.attrs["spec"], range(n.inputs[0].rank)), n.span)
+    return Scatter(out, (_part(s, n),), span=n.span)
+
+
+def _part(s, n: Node) -> tuple:
+    """The (source buffer, index map) of the unslice ``n``: a part of a Scatter."""
+    return s.buffer_or_leaf(n.inputs[0]), slice_index(n.attrs["spec"], range(n.inputs[0].rank))
+
+
+def lower_placed(s, n: Node, out):
+    """The Scatter of a sum of unslices that the scheduler writes part by part
+    (:meth:`~gradc.passes.schedule._Scheduler.placed`); no zero fill where the parts
+    cover the output (a concat: their regions lie apart, so sizes that add up to the
+    output's mean every element is written)."""
+    covered = sympy.expand(sum(numel(p.inputs[0].shape) for p in n.inputs)
+                           - numel(n.shape)) == 0
+    return Scatter(out, tuple(_part(s, p) for p in n.inputs), fill=not covered, span=n.span)
 
 
 # ---------------------------------------------------------------------- take, put

@@ -292,16 +292,18 @@ def blas_work(prog: Program) -> tuple[sympy.Expr, sympy.Expr]:
 
 @dataclass(eq=False)
 class Scatter(Kernel):
-    """out = zeros; then for every index i of ``shape``: out[index(i)] = src[i]
-    (the adjoint of a slice; ``index`` has one :class:`Affine` per axis of out)."""
+    """Values placed into zeros (the adjoint of a slice, a concat, a sum of such): out =
+    zeros (unless ``fill`` is False: the parts cover every element); then for each part
+    ``(src, index)`` and every index i of src: out[index(i)] = src[i] (``index`` has one
+    :class:`Affine` per axis of out). The parts' regions of out share no element."""
 
     out: Buffer
-    src: Buffer
-    index: tuple
+    parts: tuple[tuple[Buffer, tuple], ...]
+    fill: bool = True
     span: Span | None = None
 
     def reads(self) -> list[Buffer]:
-        return [self.src]
+        return [src for src, _ in self.parts]
 
 
 @dataclass(eq=False)

@@ -2,7 +2,9 @@
 
 Fusion: an elementwise node whose only consumer is elementwise over the same shape (or a
 reduction of it) is inlined into that consumer's expression; broadcasts and transposes are
-index maps, not copies; a transpose feeding a matmul becomes a BLAS transpose flag.
+index maps, not copies; a transpose feeding a matmul becomes a BLAS transpose flag; a sum
+of values placed apart into zeros (a concat, the gradient of a value sliced in several
+places) is written part by part into one buffer.
 Everything else is materialised into a workspace slice planned once per dims, reusing slots
 whose values are dead (equal size and dtype).
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from gradc.ir.build import apart, placements
 from gradc.ir.graph import Graph, Node
 from gradc.ir.shapes import free_dims, numel
 from gradc.kinds import KINDS
@@ -68,7 +71,7 @@ def schedule(g: Graph, spec: ProgramSpec, arg_name: Callable[[Node], str]) -> Pr
 class _Scheduler:
     """The scheduler of one program. The kinds' scheduling rules (:mod:`gradc.kinds`)
     receive it and use ``mode``, ``home`` and ``store_of`` (the decisions so far),
-    :meth:`fuses`, :meth:`space`, :meth:`define`, :meth:`expr_of` and
+    :meth:`fuses`, :meth:`placed`, :meth:`space`, :meth:`define`, :meth:`expr_of` and
     :meth:`buffer_or_leaf`."""
 
     def __init__(self, g: Graph, spec: ProgramSpec, arg_name):
@@ -79,6 +82,7 @@ class _Scheduler:
         self.consumers = g.consumers(self.nodes)
         self.root_ids = {r.id for r in spec.roots}
         self.store_of = {v.id: t for t, v in spec.stores}
+        self._placed: dict[int, bool] = {}
         # Decided consumers first: whether a node fuses depends on where its consumers go.
         self.mode: dict[int, str] = {}
         self.home: dict[int, int] = {}  # the node whose kernel evaluates an inlined node
@@ -127,12 +131,31 @@ class _Scheduler:
         fusing = cs and all(self.fuses(c) for c in cs)
         if n.id in self.root_ids:
             return "kernel"
+        if len(cs) == 1 and self.placed(cs[0]):
+            return "placed"  # an unslice its consumer writes into its own buffer
         return (kind.fuse and kind.fuse(self, n, cs, fusing)) or "kernel"
 
     @staticmethod
     def fuses(n: Node) -> bool:
         """Whether ``n`` reads its inputs inside its own loop (they may be inlined)."""
         return KINDS[n.op].fusing
+
+    def placed(self, n: Node) -> bool:
+        """Whether ``n`` is a sum of values placed into zeros (:func:`build.placements`)
+        written part by part into one buffer: two or more unslices whose regions lie
+        apart, each read by ``n`` alone and none a result or a store, ``n`` no store.
+        Its unslices then take the mode 'placed' (no kernel, no buffer of their own) and
+        ``n`` is one :class:`~gradc.passes.kernels.Scatter` of them: a concat of k parts
+        writes each part once, not k zero-filled buffers of the full shape summed."""
+        if n.id not in self._placed:
+            parts = placements(n)
+            self._placed[n.id] = (
+                parts is not None and len(parts) > 1 and n.id not in self.store_of
+                and all(p.id not in self.root_ids and p.id not in self.store_of
+                        and [c.id for c in self.consumers.get(p.id, [])] == [n.id]
+                        for p in parts)
+                and all(apart(p, q) for i, p in enumerate(parts) for q in parts[i + 1:]))
+        return self._placed[n.id]
 
     @staticmethod
     def space(n: Node):

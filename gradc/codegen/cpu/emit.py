@@ -270,10 +270,12 @@ class CpuEmitter(WorkspaceViews, Indexing):
                f"{out.name}.reshape(-1)[:] = {self._init('sum')}")
 
     def _scatter(self, b: Builder, k: Scatter) -> None:
-        self._zero(b, k.out)
-        ctxs = self._loops(b, k.src.shape, parallel_ok=False)
-        b.line(f"{self.index(k.out, k.index)} = {self.index(k.src, range(k.src.rank))}")
-        self._close(ctxs)
+        if k.fill:
+            self._zero(b, k.out)
+        for src, index in k.parts:
+            ctxs = self._loops(b, src.shape, parallel_ok=False)
+            b.line(f"{self.index(k.out, index)} = {self.index(src, range(src.rank))}")
+            self._close(ctxs)
 
     def _take(self, b: Builder, k) -> None:
         """Take (gather) and Put (scatter-add) share their loop nest over the indices."""

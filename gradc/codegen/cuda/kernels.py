@@ -79,32 +79,46 @@ def check(em, k: Check) -> None:
 
 
 def scatter(em, k: Scatter) -> None:
-    """The adjoint of a slice as a gather: out[o] = src[i] where index(i) == o, else 0."""
+    """Values placed into zeros as a gather: out[o] = src[i] of the part whose index(i) ==
+    o, else 0 (the parts' regions share no element)."""
     em.begin(k.span)
     em.kernel.use(k.out)
     body = em.kernel.body
     n, ctx = em.flat(k.out.shape, [f"o{d}" for d in range(k.out.rank)])
-    conds, src = [], [None] * k.src.rank
-    for d, e in enumerate(k.index):
+    out = f"{k.out.name}[{', '.join(f'o{d}' for d in range(k.out.rank))}]" if k.out.shape \
+        else f"{k.out.name}[0]"
+    tests = [_part_test(em, src, index, f"{p}_" if len(k.parts) > 1 else "")
+             for p, (src, index) in enumerate(k.parts)]
+    for p, (test, value) in enumerate(tests):
+        with body.block(f"{'el' if p else ''}if {test}:"):
+            body.line(f"{out} = {value}")
+    with body.block("else:"):
+        body.line(f"{out} = {em.lit(0)}")
+    ctx.__exit__(None, None, None)
+    em.finish(f"_grid({n})")
+
+
+def _part_test(em, src, index: tuple, tag: str) -> tuple[str, str]:
+    """(whether output index o lies in the region of the part ``(src, index)``, the
+    value there); writes the part's offsets ``d<axis>_<tag>`` into the kernel."""
+    body = em.kernel.body
+    conds, at_src = [], [None] * src.rank
+    for d, e in enumerate(index):
         e = Affine(e, 0, 1) if isinstance(e, int) else e
         start = em.size(e.start)
         if e.axis is None:
             conds.append(f"o{d} == {start}")
             continue
-        body.line(f"d{d}_ = o{d} - {start}" if start != "0" else f"d{d}_ = o{d}")
+        name = f"d{d}_{tag}"
+        body.line(f"{name} = o{d} - {start}" if start != "0" else f"{name} = o{d}")
         if e.step != 1:
-            conds.append(f"d{d}_ % {e.step} == 0")
-        at = f"d{d}_ // {e.step}" if e.step != 1 else f"d{d}_"
-        conds.append(f"0 <= {at} < {em.size(k.src.shape[e.axis])}")
-        src[e.axis] = at
-    em.kernel.use(k.src)
-    value = f"{k.src.name}[{', '.join(src)}]" if k.src.shape else f"{k.src.name}[0]"
-    test = " and ".join(conds) or "True"
-    out = f"{k.out.name}[{', '.join(f'o{d}' for d in range(k.out.rank))}]" if k.out.shape \
-        else f"{k.out.name}[0]"
-    body.line(f"{out} = {value} if {test} else {em.lit(0)}")
-    ctx.__exit__(None, None, None)
-    em.finish(f"_grid({n})")
+            conds.append(f"{name} % {e.step} == 0")
+        at = f"{name} // {e.step}" if e.step != 1 else name
+        conds.append(f"0 <= {at} < {em.size(src.shape[e.axis])}")
+        at_src[e.axis] = at
+    em.kernel.use(src)
+    value = f"{src.name}[{', '.join(at_src)}]" if src.shape else f"{src.name}[0]"
+    return " and ".join(conds) or "True", value
 
 
 def take(em, k) -> None:

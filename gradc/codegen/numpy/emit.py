@@ -282,21 +282,31 @@ class NumpyEmitter(Indexing):
 
     def _scatter(self, b: Builder, k: Scatter) -> None:
         out = k.out.name
-        b.line(f"{out} = np.zeros({self.shape(k.out.shape)}, {NP[k.out.dtype]})")
+        b.line(f"{out} = np.{'zeros' if k.fill else 'empty'}({self.shape(k.out.shape)}, "
+               f"{NP[k.out.dtype]})")
+        for src, index in k.parts:
+            b.line(f"{out}[{', '.join(self._region(src, index, k.out)) or '...'}] = "
+                   f"{self._placed(src, index)}")
+
+    def _region(self, src: Buffer, index: tuple, out: Buffer) -> list[str]:
+        """The basic index of ``out`` that a Scatter's part ``(src, index)`` writes."""
         idx = []
-        for j, a in enumerate(k.index):
+        for j, a in enumerate(index):
             if isinstance(a, int):
-                idx.append(self._slice(0, 1, k.src.shape[a], k.out.shape[j]))
+                idx.append(self._slice(0, 1, src.shape[a], out.shape[j]))
             elif a.axis is None:
                 idx.append(self.size(a.start))
             else:
-                idx.append(self._slice(a.start, a.step, k.src.shape[a.axis], k.out.shape[j]))
-        kept = _loop_axes(k.index)
-        assert sorted(kept) == list(range(k.src.rank)), k.index
-        src = self.value(k.src) if not k.src.shape else k.src.name
-        if kept != sorted(kept):
-            src += f".transpose({', '.join(map(str, kept))})"
-        b.line(f"{out}[{', '.join(idx) or '...'}] = {src}")
+                idx.append(self._slice(a.start, a.step, src.shape[a.axis], out.shape[j]))
+        return idx
+
+    def _placed(self, src: Buffer, index: tuple) -> str:
+        """The value a Scatter's part writes: ``src`` with its axes in the region's order."""
+        kept = _loop_axes(index)
+        assert sorted(kept) == list(range(src.rank)), index
+        value = self.value(src) if not src.shape else src.name
+        return value + (f".transpose({', '.join(map(str, kept))})" if kept != sorted(kept)
+                        else "")
 
     def _index(self, b: Builder, k) -> str:
         data = k.out if isinstance(k, Put) else k.src
