@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gradc
@@ -148,7 +148,7 @@ def sliced_models(draw):
             f"output c = concat({parts})\nloss = {' + '.join(terms)} + sum(tanh(c))\n")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sliced_models(), st.integers(0, 2 ** 31 - 1))
 def test_sliced_models_match_the_reference_interpreter_on_numpy(text, seed):
     rng = np.random.default_rng(seed)
