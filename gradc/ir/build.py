@@ -210,11 +210,11 @@ def accumulate(g: Graph, a: Node, b: Node) -> Node:
     """``a + b`` (one shape), summing cotangents. Where both place values into zeros
     (:func:`placements`), the one flat sum of all their unslices, so that a value sliced
     in several places (an LSTM's four gates) gets back one sum the scheduler can write
-    part by part into one buffer (:func:`gradc.kinds.indexing.placed`), not a chain of
-    sums, each over buffers of the full shape."""
-    parts = (placements(a) or []) + (placements(b) or [])
-    if placements(a) and placements(b) and len({p.id for p in parts}) == len(parts):
-        return ew(g, lambda *s_: sympy.Add(*s_), *parts)
+    part by part into one buffer (:meth:`gradc.passes.schedule._Scheduler.placed`), not
+    a chain of sums, each over buffers of the full shape."""
+    pa, pb = placements(a), placements(b)
+    if pa and pb and len({p.id for p in pa + pb}) == len(pa) + len(pb):
+        return ew(g, lambda *s_: sympy.Add(*s_), *pa, *pb)
     return ew(g, lambda x, y: x + y, a, b)
 
 
