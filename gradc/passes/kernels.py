@@ -114,8 +114,12 @@ class Read(sympy.Symbol):
     def __new__(cls, buffer: Buffer, axes: tuple):
         # SymPy caches symbols and expressions by structure: the name carries the buffer's
         # process-unique serial so that no cached expression can bring back a Read of a
-        # buffer from another program. Equal (buffer, axes) still compare and hash equal.
-        axes_text = ",".join("_" if a is None else str(a) for a in axes)
+        # buffer from another program. Equal (buffer, axes) still compare and hash equal,
+        # and unequal ones never: a constant index reads "=0", loop axis 0 "0" (both
+        # printed "0", a slice's W[0] and W[i0] were one symbol, and a kernel read either).
+        axes_text = ",".join("_" if a is None else f"={a.start}"
+                             if isinstance(a, Affine) and a.axis is None else str(a)
+                             for a in axes)
         name = f"{buffer.name}@{axes_text}#{buffer.serial}"
         obj = sympy.Symbol.__xnew__(cls, name, real=True)
         obj.buffer, obj.axes = buffer, tuple(axes)

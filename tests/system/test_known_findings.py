@@ -93,3 +93,36 @@ def test_hvp_label_check_is_printed_for_every_target():
             assert "y: a label is outside [0, 4)" in out, target
             kernel = f"# {filename}:2: input y : i64[B]"
             assert out.count(kernel) == (2 if target == "cuda" else 1), (target, filename)
+
+
+#: a value read at a constant index (``W[0]``) in one kernel and at the loop index in
+#: another (``W ^ 2``)
+CONST_AND_LOOP_INDEX = """input x : f64[B, 4]
+param W : f64[3] ~ constant(0.3)
+v = W[0]
+output v
+loss = sum(v ^ 2) + sum(W ^ 2)
+"""
+
+
+@pytest.mark.parametrize("target", ["cpu", "numpy"])
+def test_a_constant_index_and_a_loop_index_are_different_reads(target):
+    """Was found by ``python -m tests.harness.fuzz --seed 38`` (model 38000652: hvp of
+    ``logsumexp(W, axis=0)[0]`` beside the whole vector, numpy target 0.68 off torch):
+    ``Read(W, (0,))`` (loop axis 0) and ``Read(W, (Affine(None, 0),))`` (the constant
+    index 0) had one SymPy name, so one kernel read the other's element. The CPU target
+    returned a loss of 23 (``W[i0]`` with i0 left over from the previous loop) and a
+    gradient of [4, 2, 2]; the numpy target failed to generate (IndexError)."""
+    model = gradc.compile_string(CONST_AND_LOOP_INDEX, target=target, cache=False)
+    params, x = {"W": np.array([1.0, 2.0, 3.0])}, np.zeros((2, 4))
+    assert model.loss(params, x=x) == 15.0  # 1 + (1 + 4 + 9)
+    loss, grads = model.loss_and_grad(params, x=x)
+    assert loss == 15.0
+    np.testing.assert_array_equal(grads["W"], [4.0, 4.0, 6.0])
+
+
+def test_reads_at_a_constant_and_at_a_loop_index_are_distinct_symbols():
+    from gradc.passes.kernels import Affine, Buffer, Read
+    w = Buffer("p_W", (3,), "f64", "arg")
+    assert Read(w, (0,)) != Read(w, (Affine(None, 0),))
+    assert Read(w, (Affine(None, 0),)) == Read(w, (Affine(None, 0),))
