@@ -115,15 +115,21 @@ class Read(sympy.Symbol):
         # SymPy caches symbols and expressions by structure: the name carries the buffer's
         # process-unique serial so that no cached expression can bring back a Read of a
         # buffer from another program. Equal (buffer, axes) still compare and hash equal,
-        # and unequal ones never: a constant index reads "=0", loop axis 0 "0" (both
-        # printed "0", a slice's W[0] and W[i0] were one symbol, and a kernel read either).
-        axes_text = ",".join("_" if a is None else f"={a.start}"
-                             if isinstance(a, Affine) and a.axis is None else str(a)
-                             for a in axes)
+        # and unequal ones never (:func:`_axis_text`).
+        axes_text = ",".join(_axis_text(a) for a in axes)
         name = f"{buffer.name}@{axes_text}#{buffer.serial}"
         obj = sympy.Symbol.__xnew__(cls, name, real=True)
         obj.buffer, obj.axes = buffer, tuple(axes)
         return obj
+
+
+def _axis_text(a) -> str:
+    """One axis of a Read's name: ``_`` broadcast, ``=c`` the constant index c, else the
+    loop axis or affine index as printed (a constant 0 and loop axis 0 both printed "0":
+    a slice's W[0] and W[i0] were one symbol, and a kernel read either)."""
+    if a is None:
+        return "_"
+    return f"={a.start}" if isinstance(a, Affine) and a.axis is None else str(a)
 
 
 @dataclass(eq=False)

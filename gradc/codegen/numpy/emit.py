@@ -286,7 +286,7 @@ class NumpyEmitter(Indexing):
                f"{NP[k.out.dtype]})")
         for src, index in k.parts:
             b.line(f"{out}[{', '.join(self._region(src, index, k.out)) or '...'}] = "
-                   f"{self._placed(src, index)}")
+                   f"{self._part_value(src, index)}")
 
     def _region(self, src: Buffer, index: tuple, out: Buffer) -> list[str]:
         """The basic index of ``out`` that a Scatter's part ``(src, index)`` writes."""
@@ -300,7 +300,7 @@ class NumpyEmitter(Indexing):
                 idx.append(self._slice(a.start, a.step, src.shape[a.axis], out.shape[j]))
         return idx
 
-    def _placed(self, src: Buffer, index: tuple) -> str:
+    def _part_value(self, src: Buffer, index: tuple) -> str:
         """The value a Scatter's part writes: ``src`` with its axes in the region's order."""
         kept = _loop_axes(index)
         assert sorted(kept) == list(range(src.rank)), index
